@@ -1,0 +1,41 @@
+# The two commands of README.md's Quick start: `make run` and `make test`.
+# Each creates .venv on first use; the stamp files re-install when requirements change.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_MODEL := build/demo-model
+PORT ?= 8100
+
+.PHONY: run test bench-small bench-0.5b clean
+
+$(VENV)/.runtime: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(DEMO_MODEL)/config.json: | $(VENV)/.runtime
+	$(VENV)/bin/fleetserve init-model --preset 5m --out $(DEMO_MODEL)
+
+run: $(VENV)/.runtime $(DEMO_MODEL)/config.json
+	$(VENV)/bin/fleetserve serve $(DEMO_MODEL) --port $(PORT)
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q
+
+bench-small: $(VENV)/.dev
+	$(VENV)/bin/fleetserve init-model --preset 5m --out build/bench-5m
+	$(VENV)/bin/fleetserve bench --model build/bench-5m --num-prompts 256 --repeat 3
+
+bench-0.5b: $(VENV)/.dev
+	$(VENV)/bin/fleetserve init-model --preset qwen2.5-0.5b --no-weights --out build/bench-0.5b
+	$(VENV)/bin/fleetserve bench --model build/bench-0.5b --load-format dummy --num-prompts 64 --hf-batch-sizes 1,16,64
+
+clean:
+	rm -rf $(VENV) build

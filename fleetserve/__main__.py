@@ -1,0 +1,3 @@
+from fleetserve.cli import main
+
+main()

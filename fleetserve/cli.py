@@ -1,0 +1,103 @@
+"""The `fleetserve` command: one subcommand per job, each documented in --help."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fleetserve.engine.engine_core import EngineConfig
+
+
+def _engine_args(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> None:
+    g = p.add_argument_group("engine")
+    g.add_argument("--max-num-seqs", type=int, default=max_num_seqs, help="slots: requests decoded together (default %(default)s)")
+    g.add_argument("--max-model-len", type=int, default=256, help="prompt + completion tokens per slot (default %(default)s)")
+    g.add_argument("--max-prefill-tokens", type=int, default=4096, help="prompt tokens admitted per step (default %(default)s)")
+    g.add_argument("--load-format", choices=["auto", "safetensors", "dummy"], default="auto",
+                   help="'dummy': random weights at the config's shape, no checkpoint needed")
+    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="weights and activations (auto: float32 on CPU)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the decode step (see BENCHMARKS.md for when it helps)")
+    g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    g.add_argument("--seed", type=int, default=0, help="seed for dummy weights")
+
+
+def _engine_config(a: argparse.Namespace) -> EngineConfig:
+    return EngineConfig(max_num_seqs=a.max_num_seqs, max_model_len=a.max_model_len,
+                        max_prefill_tokens=a.max_prefill_tokens, load_format=a.load_format, dtype=a.dtype,
+                        compile=a.compile, seed=a.seed, threads=a.threads)
+
+
+def cmd_serve(a: argparse.Namespace) -> None:
+    from fleetserve.server.serve import serve
+
+    serve(a.model_dir, a.host, a.port, _engine_config(a), a.served_model_name, a.max_body_bytes, a.log_level)
+
+
+def cmd_init_model(a: argparse.Namespace) -> None:
+    from fleetserve.tools.init_model import init_model
+
+    out = init_model(a.out, a.preset, weights=not a.no_weights, seed=a.seed)
+    print(f"wrote {a.preset} model to {out}" + (" (config and tokenizer only)" if a.no_weights else ""))
+
+
+def cmd_bench(a: argparse.Namespace) -> None:
+    from fleetserve.tools.bench import run_bench
+
+    run_bench(a)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleetserve", description="Serve a small language model to many short requests.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve a model directory over HTTP (OpenAI-compatible)")
+    p.add_argument("model_dir", help="Hugging Face model directory (config.json, tokenizer.json, *.safetensors)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8100)
+    p.add_argument("--served-model-name", default=None, help="model name in the API (default: directory name)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body accepted (default 1 MiB)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _engine_args(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("init-model", help="write a model directory with random weights at a preset shape")
+    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--preset", default="5m", help="tiny-llama, tiny-qwen2, 5m, qwen2.5-0.5b (default %(default)s)")
+    p.add_argument("--no-weights", action="store_true", help="config and tokenizer only (serve with --load-format dummy)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_init_model)
+
+    p = sub.add_parser("bench", help="offline throughput on the reference workload, vs Hugging Face generate")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--num-prompts", type=int, default=64, help="requests for fleetserve (default %(default)s)")
+    p.add_argument("--input-len", type=int, default=50)
+    p.add_argument("--output-len", type=int, default=50)
+    p.add_argument("--baseline", choices=["hf", "none"], default="hf", help="also run Hugging Face generate")
+    p.add_argument("--hf-batch-sizes", default="1,16,64", help="batch sizes tried for the baseline; the best counts")
+    p.add_argument("--hf-max-requests", type=int, default=64,
+                   help="requests per baseline batch size (fewer for batch 1 on big models: see --hf-batch1-requests)")
+    p.add_argument("--hf-batch1-requests", type=int, default=8, help="requests for the batch-size-1 baseline")
+    p.add_argument("--repeat", type=int, default=1, help="timed runs of fleetserve; the best counts")
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    _engine_args(p)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    from fleetserve.model.config import ModelLoadError
+
+    try:
+        args.func(args)
+    except (ModelLoadError, ValueError, FileNotFoundError) as e:
+        print(f"fleetserve: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

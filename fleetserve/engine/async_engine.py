@@ -1,0 +1,124 @@
+"""The engine core on a background thread, driven from asyncio.
+
+The step loop runs in its own thread (torch releases the GIL inside kernels, so
+the event loop keeps serving HTTP meanwhile). Requests and aborts cross into the
+thread through a locked inbox; each step's outputs cross back in one
+`call_soon_threadsafe` call, not one per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+
+from fleetserve.engine.engine_core import EngineCore
+from fleetserve.engine.request import StepOutput
+from fleetserve.engine.sampling_params import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+class EngineDeadError(RuntimeError):
+    """The step loop crashed; no request can complete."""
+
+
+class AsyncEngine:
+    def __init__(self, core: EngineCore):
+        self.core = core
+        self._inbox: list[tuple[str, str, list[int] | None, SamplingParams | None]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.error: BaseException | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.error is None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="engine-core", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    async def generate(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[StepOutput]:
+        """Yield this request's step outputs until it finishes. Leaving the loop
+        early (client gone, stop string found) aborts the request in the engine."""
+        if not self.alive:
+            raise EngineDeadError(f"engine is not running: {self.error!r}")
+        self.core.check_request(prompt_ids, params)
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queues[request_id] = queue
+        self._post(("add", request_id, prompt_ids, params))
+        finished = False
+        try:
+            while True:
+                out = await queue.get()
+                if isinstance(out, ValueError):
+                    raise out
+                if isinstance(out, BaseException):
+                    raise EngineDeadError(f"engine failed: {out!r}") from out
+                finished = out.finish_reason is not None
+                yield out
+                if finished:
+                    return
+        finally:
+            self._queues.pop(request_id, None)
+            if not finished:
+                self._post(("abort", request_id, None, None))
+
+    def _post(self, item) -> None:
+        with self._lock:
+            self._inbox.append(item)
+        self._wake.set()
+
+    def _run(self) -> None:
+        core = self.core
+        try:
+            while not self._stopping:
+                with self._lock:
+                    inbox, self._inbox = self._inbox, []
+                for op, rid, ids, params in inbox:
+                    if op == "add":
+                        try:
+                            core.add_request(rid, ids, params)
+                        except ValueError as e:  # checked on arrival; only a race gets here
+                            self._loop.call_soon_threadsafe(self._fail, rid, e)
+                    else:
+                        core.abort_request(rid)
+                if not core.has_unfinished():
+                    self._wake.wait(timeout=0.5)
+                    self._wake.clear()
+                    continue
+                outputs = core.step()
+                if outputs:
+                    self._loop.call_soon_threadsafe(self._dispatch, outputs)
+        except BaseException as e:  # a crashed step loop must fail requests, not hang them
+            log.exception("engine step loop crashed")
+            self.error = e
+            self._loop.call_soon_threadsafe(self._fail_all, e)
+
+    def _dispatch(self, outputs: list[StepOutput]) -> None:
+        for out in outputs:
+            queue = self._queues.get(out.request_id)
+            if queue is not None:
+                queue.put_nowait(out)
+
+    def _fail(self, request_id: str, error: BaseException) -> None:
+        queue = self._queues.get(request_id)
+        if queue is not None:
+            queue.put_nowait(error)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for queue in self._queues.values():
+            queue.put_nowait(error)

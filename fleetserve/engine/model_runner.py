@@ -1,0 +1,68 @@
+"""Runs the model for a scheduled batch: builds input tensors, owns the KV cache.
+
+Mechanism only: the scheduler decides who runs; this turns that into tensors.
+Decode shapes are bucketed (batch to a power of two, attention length to a
+multiple of KV_BLOCK) so a compiled decode step sees few distinct shapes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fleetserve.engine.request import Request
+from fleetserve.model.llama import Transformer
+
+KV_BLOCK = 32
+
+
+def _buckets(limit: int) -> list[int]:
+    sizes, b = [], 1
+    while b < limit:
+        sizes.append(b)
+        b *= 2
+    return sizes + [limit]
+
+
+class ModelRunner:
+    def __init__(self, model: Transformer, max_num_seqs: int, max_model_len: int, compile: bool = False):
+        self.model = model
+        self.max_num_seqs = max_num_seqs
+        self.max_model_len = max_model_len
+        model.setup_cache(max_num_seqs, max_model_len)
+        self.batch_buckets = _buckets(max_num_seqs)
+        self._decode = model.decode
+        if compile:
+            self._decode = torch.compile(model.decode, dynamic=True)
+
+    def _batch_bucket(self, n: int) -> int:
+        return next(b for b in self.batch_buckets if b >= n)
+
+    def prefill(self, requests: list[Request]) -> torch.Tensor:
+        """Logits [N, vocab] at each new request's last prompt token."""
+        longest = max(len(r.prompt_ids) for r in requests)
+        rows = [r.prompt_ids + [0] * (longest - len(r.prompt_ids)) for r in requests]
+        tokens = torch.tensor(rows, dtype=torch.long)
+        slots = torch.tensor([r.slot for r in requests], dtype=torch.long)
+        last = torch.tensor([len(r.prompt_ids) - 1 for r in requests], dtype=torch.long)
+        return self.model.prefill(tokens, slots, last)
+
+    def decode(self, requests: list[Request]) -> torch.Tensor:
+        """Logits [len(requests), vocab] for the next token of each running request."""
+        top_slot = max(r.slot for r in requests)
+        b = self._batch_bucket(top_slot + 1)
+        # Empty slots in 0..b-1 compute a throwaway token whose K/V lands at the
+        # last cache position, which any later request there overwrites before reading.
+        tokens = [0] * b
+        positions = [self.max_model_len - 1] * b
+        longest = 0
+        for r in requests:
+            tokens[r.slot] = r.output_ids[-1]
+            positions[r.slot] = r.num_tokens - 1
+            longest = max(longest, r.num_tokens)
+        kv_len = min(self.max_model_len, -(-longest // KV_BLOCK) * KV_BLOCK)
+        logits = self._decode(
+            torch.tensor(tokens, dtype=torch.long), torch.tensor(positions, dtype=torch.long), kv_len
+        )
+        if len(requests) == b:
+            return logits
+        return logits[torch.tensor([r.slot for r in requests], dtype=torch.long)]

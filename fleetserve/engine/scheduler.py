@@ -1,0 +1,74 @@
+"""Which requests run in the next step: slot admission and release.
+
+Pure policy, no tensors. Slots are handed out lowest-number first so that the
+running requests stay packed at the front of the KV cache and a decode step
+over slots 0..B-1 wastes little on empty slots.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+
+from fleetserve.engine.request import Request
+
+
+@dataclass
+class ScheduledBatch:
+    decode: list[Request] = field(default_factory=list)  # running, one token each
+    prefill: list[Request] = field(default_factory=list)  # admitted this step, slots assigned
+
+    def __bool__(self) -> bool:
+        return bool(self.decode or self.prefill)
+
+
+class Scheduler:
+    def __init__(self, max_num_seqs: int, max_prefill_tokens: int):
+        self.max_prefill_tokens = max_prefill_tokens
+        self.waiting: deque[Request] = deque()
+        self.running: dict[int, Request] = {}
+        self._free = list(range(max_num_seqs))
+        heapq.heapify(self._free)
+        self._by_id: dict[str, Request] = {}
+
+    @property
+    def num_unfinished(self) -> int:
+        return len(self._by_id)
+
+    def add(self, request: Request) -> None:
+        if request.request_id in self._by_id:
+            raise ValueError(f"duplicate request id {request.request_id!r}")
+        self._by_id[request.request_id] = request
+        self.waiting.append(request)
+
+    def schedule(self) -> ScheduledBatch:
+        """Every running request decodes one token; waiting ones are admitted in
+        arrival order while slots and the prefill token budget last (at least one
+        is admitted when a slot is free, however long its prompt)."""
+        batch = ScheduledBatch(decode=sorted(self.running.values(), key=lambda r: r.slot))
+        budget = self.max_prefill_tokens
+        while self.waiting and self._free:
+            length = len(self.waiting[0].prompt_ids)
+            if batch.prefill and length > budget:
+                break
+            request = self.waiting.popleft()
+            request.slot = heapq.heappop(self._free)
+            self.running[request.slot] = request
+            batch.prefill.append(request)
+            budget -= length
+        return batch
+
+    def finish(self, request: Request) -> None:
+        """Release a finished or aborted request (running or still waiting)."""
+        if self._by_id.pop(request.request_id, None) is None:
+            return
+        if request.slot is not None:
+            del self.running[request.slot]
+            heapq.heappush(self._free, request.slot)
+            request.slot = None
+        else:
+            self.waiting.remove(request)
+
+    def get(self, request_id: str) -> Request | None:
+        return self._by_id.get(request_id)

@@ -1,0 +1,211 @@
+"""The Llama-family decoder (Llama, Mistral, Qwen2) with a static per-slot KV cache.
+
+One file, in the style of gpt-fast: q/k/v and gate/up are fused into single
+matrix products (fewer, larger calls matter on a small model), the KV cache is
+preallocated per slot, and there are exactly two entry points the engine calls:
+`prefill` (new requests, positions 0..T-1, any slots) and `decode` (one token
+for each of the slots 0..B-1, so cache reads are views, never gathers).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fleetserve.model.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """Inverse frequencies, computed exactly as transformers does (float32 in torch)."""
+    dim = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    s = cfg.rope_scaling
+    kind = s.get("rope_type", "default")
+    if kind == "linear":
+        inv = inv / float(s["factor"])
+    elif kind == "llama3":
+        factor = float(s["factor"])
+        low, high = float(s.get("low_freq_factor", 1.0)), float(s.get("high_freq_factor", 4.0))
+        old_len = float(s.get("original_max_position_embeddings", 8192))
+        wavelen = 2 * torch.pi / inv
+        scaled = torch.where(wavelen > old_len / low, inv / factor, inv)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old_len / high) & ~(wavelen > old_len / low)
+        inv = torch.where(medium, smoothed, scaled)
+    return inv
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_size = cfg.num_heads * cfg.head_dim
+        self.kv_size = cfg.num_kv_heads * cfg.head_dim
+        self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=cfg.o_bias)
+        self.k_cache: torch.Tensor | None = None  # [slots, kv_heads, max_len, head_dim]
+        self.v_cache: torch.Tensor | None = None
+
+    def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        b, t, _ = x.shape
+        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        return q, k, v
+
+    def prefill(self, x, cos, sin, slots: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = self._qkv(x, cos, sin)
+        self.k_cache[slots, :, :t] = k
+        self.v_cache[slots, :, :t] = v
+        if mask is None:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        return self.o_proj(o.transpose(1, 2).reshape(b, t, self.q_size))
+
+    def decode(self, x, cos, sin, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        kv_len = mask.shape[-1]
+        q, k, v = self._qkv(x, cos, sin)
+        rows = torch.arange(b, device=x.device)
+        self.k_cache[rows, :, positions] = k[:, :, 0]
+        self.v_cache[rows, :, positions] = v[:, :, 0]
+        keys = self.k_cache[:b, :, :kv_len]
+        values = self.v_cache[:b, :, :kv_len]
+        # Grouped-query attention without repeating K/V: the query heads that share
+        # one KV head become that head's "query positions".
+        group = self.num_heads // self.num_kv_heads
+        q = q.view(b, self.num_kv_heads, group, self.head_dim)
+        o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        return self.o_proj(o.reshape(b, 1, self.q_size))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class Transformer(nn.Module):
+    """Parameter names follow the Hugging Face layout minus the `model.` prefix,
+    except the fused `qkv_proj` and `gate_up_proj` (see `fused_shards`)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.cos: torch.Tensor | None = None
+        self.sin: torch.Tensor | None = None
+        self.max_len = 0
+
+    def tie_weights(self) -> None:
+        if self.cfg.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    def fused_shards(self) -> dict[str, tuple[str, int, int]]:
+        """Checkpoint projection name -> (fused module name, row offset, rows)."""
+        c = self.cfg
+        q, kv, inter = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size
+        return {
+            "q_proj": ("qkv_proj", 0, q),
+            "k_proj": ("qkv_proj", q, kv),
+            "v_proj": ("qkv_proj", q + kv, kv),
+            "gate_proj": ("gate_up_proj", 0, inter),
+            "up_proj": ("gate_up_proj", inter, inter),
+        }
+
+    def setup_cache(self, num_slots: int, max_len: int) -> None:
+        """Preallocate the KV cache of every slot and the rope tables up to max_len."""
+        dtype = self.embed_tokens.weight.dtype
+        device = self.embed_tokens.weight.device
+        c = self.cfg
+        for layer in self.layers:
+            shape = (num_slots, c.num_kv_heads, max_len, c.head_dim)
+            layer.self_attn.k_cache = torch.zeros(shape, dtype=dtype, device=device)
+            layer.self_attn.v_cache = torch.zeros(shape, dtype=dtype, device=device)
+        freqs = torch.arange(max_len, dtype=torch.float32)[:, None] * rope_inv_freq(c)[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.cos = emb.cos().to(dtype=dtype, device=device)
+        self.sin = emb.sin().to(dtype=dtype, device=device)
+        self.max_len = max_len
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.norm(h)).float()
+
+    @torch.inference_mode()
+    def prefill(self, tokens: torch.Tensor, slots: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """tokens [N, T] right-padded prompts, slots [N], last [N] index of each
+        prompt's final token. Writes K/V of positions 0..T-1 into those slots and
+        returns the logits of each prompt's final token [N, vocab] (float32)."""
+        n, t = tokens.shape
+        cos = self.cos[:t][None, None]
+        sin = self.sin[:t][None, None]
+        mask = None
+        if self.cfg.sliding_window is not None and t > self.cfg.sliding_window:
+            i = torch.arange(t, device=tokens.device)
+            d = i[:, None] - i[None, :]
+            mask = (d >= 0) & (d < self.cfg.sliding_window)
+        h = self.embed_tokens(tokens)
+        for layer in self.layers:
+            h = h + layer.self_attn.prefill(layer.input_layernorm(h), cos, sin, slots, mask)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        h = h[torch.arange(n, device=tokens.device), last]
+        return self._logits(h)
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """One step for slots 0..B-1: tokens [B] at positions [B]; attention reads
+        the first kv_len cache positions (kv_len > every position). Returns [B, vocab]."""
+        cos = self.cos[positions][:, None, None]
+        sin = self.sin[positions][:, None, None]
+        k = torch.arange(kv_len, device=tokens.device)
+        allowed = k[None, :] <= positions[:, None]
+        if self.cfg.sliding_window is not None:
+            allowed &= k[None, :] > positions[:, None] - self.cfg.sliding_window
+        mask = allowed[:, None, None, :]
+        h = self.embed_tokens(tokens[:, None])
+        for layer in self.layers:
+            h = h + layer.self_attn.decode(layer.input_layernorm(h), cos, sin, positions, mask)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return self._logits(h[:, 0])
