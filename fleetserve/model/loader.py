@@ -53,7 +53,7 @@ def load_model(
         _fill_dummy(model, seed)
     else:
         _load_safetensors(model, model_dir)
-    return model.eval()
+    return model.eval().requires_grad_(False)
 
 
 def checkpoint_files(model_dir: Path) -> dict[str, Path]:

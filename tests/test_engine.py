@@ -1,0 +1,100 @@
+"""Engine behaviour on a real (random-weight) checkpoint: sampling, stops, limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleetserve.engine.engine_core import EngineConfig, EngineCore
+from fleetserve.engine.llm import LLM
+from fleetserve.engine.sampling_params import SamplingParams
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_model_dir):
+    return LLM(tiny_model_dir, max_num_seqs=4, max_model_len=64)
+
+
+def test_seeded_sampling_is_reproducible_alone_or_batched(llm):
+    p = SamplingParams(max_tokens=16, temperature=1.0, top_p=0.9, top_k=50, seed=7, ignore_eos=True)
+    alone = llm.generate("The weather", p)[0].token_ids
+    batched = llm.generate(["The weather", "A serving platform", "Numbers"],
+                           [p, SamplingParams(max_tokens=5, temperature=1.0), SamplingParams(max_tokens=9)])[0].token_ids
+    assert alone == batched
+    other_seed = llm.generate("The weather", SamplingParams(max_tokens=16, temperature=1.0, seed=8, ignore_eos=True))
+    assert other_seed[0].token_ids != alone
+
+
+def test_top_k_one_is_greedy(llm):
+    greedy = llm.generate("Hello", SamplingParams(max_tokens=10, temperature=0, ignore_eos=True))[0]
+    top1 = llm.generate("Hello", SamplingParams(max_tokens=10, temperature=0.8, top_k=1, ignore_eos=True))[0]
+    assert greedy.token_ids == top1.token_ids
+
+
+def test_prompt_as_string_or_token_ids(llm):
+    ids = llm.tokenizer.encode("Grammar correction")
+    a = llm.generate("Grammar correction", SamplingParams(max_tokens=6, temperature=0, ignore_eos=True))[0]
+    b = llm.generate([ids], SamplingParams(max_tokens=6, temperature=0, ignore_eos=True))[0]
+    assert a.prompt_token_ids == ids and a.token_ids == b.token_ids and a.text == b.text
+    assert a.text == llm.tokenizer.decode(a.token_ids)
+
+
+def test_stop_token_ids_and_eos(llm):
+    base = llm.generate("Hello", SamplingParams(max_tokens=12, temperature=0, ignore_eos=True))[0]
+    stop_at = base.token_ids[4]
+    first = base.token_ids.index(stop_at)
+    out = llm.generate("Hello", SamplingParams(max_tokens=12, temperature=0, stop_token_ids=[stop_at]))[0]
+    assert out.token_ids == base.token_ids[: first + 1] and out.finish_reason == "stop"
+    # The same token as EOS ends generation unless ignore_eos is set.
+    engine = llm.engine
+    saved = engine.eos_token_ids
+    engine.eos_token_ids = frozenset({stop_at})
+    try:
+        eos = llm.generate("Hello", SamplingParams(max_tokens=12, temperature=0))[0]
+        ignored = llm.generate("Hello", SamplingParams(max_tokens=12, temperature=0, ignore_eos=True))[0]
+    finally:
+        engine.eos_token_ids = saved
+    assert eos.token_ids == base.token_ids[: first + 1] and eos.finish_reason == "stop"
+    assert ignored.token_ids == base.token_ids and ignored.finish_reason == "length"
+
+
+def test_stop_string_truncates_text(llm):
+    base = llm.generate("The river", SamplingParams(max_tokens=20, temperature=0, ignore_eos=True))[0]
+    assert len(base.text) > 6
+    stop = base.text[3:6]
+    out = llm.generate("The river", SamplingParams(max_tokens=20, temperature=0, stop=[stop], ignore_eos=True))[0]
+    assert out.finish_reason == "stop"
+    assert out.text == base.text[: base.text.index(stop)]
+    assert len(out.token_ids) < len(base.token_ids)
+
+
+def test_requests_that_cannot_fit_are_refused(tiny_model_dir):
+    engine = EngineCore(tiny_model_dir, EngineConfig(max_num_seqs=2, max_model_len=32))
+    with pytest.raises(ValueError, match="maximum context length is 32"):
+        engine.add_request("a", [1] * 40, SamplingParams(max_tokens=1))
+    with pytest.raises(ValueError, match="30 prompt tokens and max_tokens=5"):
+        engine.add_request("b", [1] * 30, SamplingParams(max_tokens=5))
+    with pytest.raises(ValueError, match="empty"):
+        engine.add_request("c", [], SamplingParams())
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        engine.add_request("d", [1, 99999], SamplingParams())
+    with pytest.raises(ValueError, match="temperature"):
+        engine.add_request("e", [1], SamplingParams(temperature=-1))
+    assert not engine.has_unfinished()
+
+
+def test_generation_stops_at_max_model_len(tiny_model_dir):
+    engine = EngineCore(tiny_model_dir, EngineConfig(max_num_seqs=1, max_model_len=32))
+    engine.add_request("a", [5] * 30, SamplingParams(max_tokens=2, temperature=0, ignore_eos=True))
+    outs = [o for _ in range(3) for o in engine.step()]
+    assert [o.finish_reason for o in outs][-1].value == "length" and len(outs) == 2
+
+
+def test_abort_frees_the_slot(tiny_model_dir):
+    engine = EngineCore(tiny_model_dir, EngineConfig(max_num_seqs=1, max_model_len=32))
+    engine.add_request("a", [5, 6], SamplingParams(max_tokens=20, ignore_eos=True))
+    engine.add_request("b", [7, 8], SamplingParams(max_tokens=2, ignore_eos=True))
+    engine.step()
+    assert engine.num_running == 1 and engine.num_waiting == 1
+    assert engine.abort_request("a")
+    outs = engine.step()
+    assert [o.request_id for o in outs] == ["b"]

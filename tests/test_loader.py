@@ -1,0 +1,86 @@
+"""Start-up failures name the file and tensor at fault."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fleetserve.engine.llm import LLM
+from fleetserve.model.config import ModelConfig, ModelLoadError
+from fleetserve.model.loader import load_model
+from fleetserve.tools.init_model import init_model
+
+
+@pytest.fixture()
+def model_dir(tmp_path):
+    return init_model(tmp_path / "m", "tiny-qwen2", seed=0)
+
+
+def test_missing_config(tmp_path):
+    with pytest.raises(ModelLoadError, match="config.json: missing"):
+        ModelConfig.from_dir(tmp_path)
+
+
+def test_unknown_architecture(model_dir):
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["architectures"] = ["GPT2LMHeadModel"]
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match="unsupported architecture.*GPT2LMHeadModel"):
+        ModelConfig.from_dir(model_dir)
+
+
+def test_missing_weights_file(model_dir):
+    (model_dir / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="no model.safetensors"):
+        load_model(model_dir)
+
+
+def test_missing_tokenizer(model_dir):
+    (model_dir / "tokenizer.json").unlink()
+    with pytest.raises(ModelLoadError, match="tokenizer.json: missing"):
+        LLM(model_dir)
+
+
+def test_shape_mismatch_names_file_and_tensor(model_dir):
+    sd = load_file(model_dir / "model.safetensors")
+    sd["model.layers.1.mlp.up_proj.weight"] = torch.zeros(3, 3)
+    save_file(sd, model_dir / "model.safetensors")
+    with pytest.raises(ModelLoadError, match=r"model.safetensors: tensor 'model.layers.1.mlp.up_proj.weight' has shape \(3, 3\)"):
+        load_model(model_dir)
+
+
+def test_missing_tensor_is_named(model_dir):
+    sd = load_file(model_dir / "model.safetensors")
+    del sd["model.layers.0.self_attn.k_proj.bias"]
+    save_file(sd, model_dir / "model.safetensors")
+    with pytest.raises(ModelLoadError, match="lacks tensors layers.0.self_attn.k_proj.bias"):
+        load_model(model_dir)
+
+
+def test_missing_shard_is_named(model_dir, tmp_path):
+    index = {"weight_map": {"model.norm.weight": "model-00002-of-00002.safetensors"}}
+    (model_dir / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError, match="model-00002-of-00002.safetensors, which is missing"):
+        load_model(model_dir)
+
+
+def test_dummy_load_needs_no_weights(model_dir):
+    (model_dir / "model.safetensors").unlink()
+    model = load_model(model_dir, load_format="dummy")
+    assert model.lm_head.weight is model.embed_tokens.weight  # tied, as the config says
+    assert float(model.layers[0].mlp.gate_up_proj.weight.std()) > 0
+
+
+def test_transformers_v4_rope_fields(model_dir):
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["rope_theta"] = 500000.0
+    cfg["rope_scaling"] = {"type": "linear", "factor": 2.0}
+    c = ModelConfig.from_dict(cfg)
+    assert c.rope_theta == 500000.0 and c.rope_scaling["rope_type"] == "linear"
+    cfg["rope_scaling"] = {"rope_type": "yarn", "factor": 2.0}
+    with pytest.raises(ModelLoadError, match="rope type 'yarn' is not supported"):
+        ModelConfig.from_dict(cfg)

@@ -1,0 +1,160 @@
+"""A live pod: `fleetserve serve` in its own process, driven over real HTTP by
+the `openai` client and by raw requests for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleetserve", "serve", str(tiny_model_dir), "--port", str(port),
+         "--max-num-seqs", "4", "--max-model-len", "128", "--max-body-bytes", "4096",
+         "--served-model-name", "tiny", "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"server did not start: {proc.stdout.read().decode()}")
+        time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0)
+
+
+def test_completion_via_openai_client(client):
+    r = client.completions.create(model="tiny", prompt="The weather", max_tokens=7, temperature=0,
+                                  extra_body={"ignore_eos": True})
+    assert r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == 7 and r.usage.prompt_tokens > 0
+    again = client.completions.create(model="tiny", prompt="The weather", max_tokens=7, temperature=0,
+                                      extra_body={"ignore_eos": True})
+    assert again.choices[0].text == r.choices[0].text  # greedy is deterministic
+
+
+def test_streaming_completion_equals_non_streaming(client):
+    kwargs = dict(model="tiny", prompt="A serving platform", max_tokens=10, temperature=0, extra_body={"ignore_eos": True})
+    full = client.completions.create(**kwargs).choices[0].text
+    chunks = list(client.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == full
+    assert chunks[-1].usage.completion_tokens == 10
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+
+
+def test_chat_and_chat_streaming(client):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=6, temperature=0)
+    assert r.choices[0].message.role == "assistant"
+    stream = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=6, temperature=0, stream=True)
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == r.choices[0].message.content
+
+
+def test_models_health_ready(server, client):
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    assert httpx.get(server + "/health").json() == {"status": "ok"}
+    assert httpx.get(server + "/ready").status_code == 200
+
+
+def test_correct_returns_text_and_consistent_edits(server):
+    source = "she go to school yesterday"
+    r = httpx.post(server + "/v1/correct", json={"text": source}, timeout=30)
+    assert r.status_code == 200
+    body = r.json()
+    rebuilt = source
+    for e in sorted(body["edits"], key=lambda e: e["start"], reverse=True):
+        rebuilt = rebuilt[: e["start"]] + e["replacement"] + rebuilt[e["end"]:]
+    assert rebuilt == body["text"]
+
+
+def test_metrics_count_requests_and_tokens(server, client):
+    client.completions.create(model="tiny", prompt="x", max_tokens=3, extra_body={"ignore_eos": True})
+    text = httpx.get(server + "/metrics").text
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"}
+    assert values['fleetserve_requests_total{route="/v1/completions",status="200"}'] >= 1
+    assert values["fleetserve_generation_tokens_total"] >= 3
+    assert values["fleetserve_request_latency_seconds_count"] >= 1
+    assert values["fleetserve_time_to_first_token_seconds_count"] >= 1
+    for name in ("fleetserve_requests_in_flight", "fleetserve_requests_waiting", "fleetserve_slots_running"):
+        assert name in values
+
+
+BAD_REQUESTS = [
+    ("malformed JSON", "/v1/completions", b'{"prompt": "hi",', 400, "malformed JSON"),
+    ("not an object", "/v1/completions", b'["hi"]', 400, "Expected `object`"),
+    ("wrong type", "/v1/completions", json.dumps({"prompt": "hi", "max_tokens": "ten"}).encode(), 400, "$.max_tokens"),
+    ("missing prompt", "/v1/completions", b"{}", 400, "prompt"),
+    ("unknown model", "/v1/completions", json.dumps({"prompt": "hi", "model": "gpt-9"}).encode(), 404, "gpt-9"),
+    ("empty prompt", "/v1/completions", json.dumps({"prompt": ""}).encode(), 400, "empty"),
+    ("empty token list", "/v1/completions", json.dumps({"prompt": []}).encode(), 400, "empty"),
+    ("prompt too long", "/v1/completions", json.dumps({"prompt": [5] * 200}).encode(), 400, "maximum context length is 128"),
+    ("max_tokens zero", "/v1/completions", json.dumps({"prompt": "hi", "max_tokens": 0}).encode(), 400, "max_tokens"),
+    ("max_tokens negative", "/v1/completions", json.dumps({"prompt": "hi", "max_tokens": -3}).encode(), 400, "max_tokens"),
+    ("max_tokens beyond limit", "/v1/completions", json.dumps({"prompt": "hi", "max_tokens": 1000}).encode(), 400, "max_tokens=1000"),
+    ("negative temperature", "/v1/completions", json.dumps({"prompt": "hi", "temperature": -0.5}).encode(), 400, "temperature"),
+    ("bad top_p", "/v1/completions", json.dumps({"prompt": "hi", "top_p": 1.5}).encode(), 400, "top_p"),
+    ("token id out of vocab", "/v1/completions", json.dumps({"prompt": [1, 10**6]}).encode(), 400, "vocabulary"),
+    ("batch of prompts", "/v1/completions", json.dumps({"prompt": ["a", "b"]}).encode(), 400, "one per request"),
+    ("n > 1", "/v1/completions", json.dumps({"prompt": "hi", "n": 2}).encode(), 400, "n="),
+    ("invalid UTF-8", "/v1/completions", b'{"prompt": "caf\xe9"}', 400, "UTF-8"),
+    ("body too large", "/v1/completions", json.dumps({"prompt": "x" * 10000}).encode(), 413, "limit"),
+    ("chat without messages", "/v1/chat/completions", json.dumps({"messages": []}).encode(), 400, "messages"),
+    ("chat bad role type", "/v1/chat/completions", json.dumps({"messages": [{"role": 1}]}).encode(), 400, "role"),
+    ("correct wrong type", "/v1/correct", json.dumps({"text": 5}).encode(), 400, "$.text"),
+    ("correct too long", "/v1/correct", json.dumps({"text": "word " * 500}).encode(), 400, "too long"),
+]
+
+
+@pytest.mark.parametrize("name,path,body,status,needle", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_input_gets_4xx_and_server_keeps_serving(server, client, name, path, body, status, needle):
+    r = httpx.post(server + path, content=body, headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert needle in err["message"] and err["type"]
+    ok = client.completions.create(model="tiny", prompt="still alive?", max_tokens=2)
+    assert ok.usage.completion_tokens >= 1
+
+
+def test_client_disconnect_mid_stream_frees_the_slot(server):
+    with httpx.stream("POST", server + "/v1/completions", json={
+        "prompt": "long", "max_tokens": 60, "stream": True, "ignore_eos": True}, timeout=30) as r:
+        next(r.iter_lines())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        metrics = httpx.get(server + "/metrics").text
+        if "fleetserve_slots_running 0" in metrics and "fleetserve_requests_in_flight 0" in metrics:
+            return
+        time.sleep(0.05)
+    pytest.fail("slot still held after the client went away")
