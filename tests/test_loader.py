@@ -23,6 +23,8 @@ def model_dir(tmp_path):
 def test_missing_config(tmp_path):
     with pytest.raises(ModelLoadError, match="config.json: missing"):
         ModelConfig.from_dir(tmp_path)
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        ModelConfig.from_dir(tmp_path / "nowhere")
 
 
 def test_unknown_architecture(model_dir):

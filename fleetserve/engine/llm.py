@@ -12,6 +12,7 @@ from fleetserve.engine.detokenizer import IncrementalDetokenizer
 from fleetserve.engine.engine_core import EngineConfig, EngineCore
 from fleetserve.engine.request import FinishReason
 from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.model.config import ModelConfig
 from fleetserve.model.tokenizer import Tokenizer
 
 Prompt = str | list[int]
@@ -27,6 +28,7 @@ class GenerationOutput:
 
 class LLM:
     def __init__(self, model_dir: str | Path, **engine_args):
+        ModelConfig.from_dir(model_dir)  # the most basic problems first, before the tokenizer's
         self.tokenizer = Tokenizer(model_dir)
         self.engine = EngineCore(model_dir, EngineConfig(**engine_args), self.tokenizer.eos_token_ids)
         self._ids = itertools.count()

@@ -7,6 +7,8 @@ multiple of KV_BLOCK) so a compiled decode step sees few distinct shapes.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from fleetserve.engine.request import Request
@@ -32,7 +34,10 @@ class ModelRunner:
         self.batch_buckets = _buckets(max_num_seqs)
         self._decode = model.decode
         if compile:
-            self._decode = torch.compile(model.decode, dynamic=True)
+            # Compiled code cannot write into inference-mode tensors (the KV cache), so the
+            # compiled step runs the undecorated function under no_grad instead.
+            compiled = torch.compile(functools.partial(type(model).decode.__wrapped__, model), dynamic=True)
+            self._decode = torch.no_grad()(compiled)
 
     def _batch_bucket(self, n: int) -> int:
         return next(b for b in self.batch_buckets if b >= n)

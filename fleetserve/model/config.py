@@ -54,6 +54,8 @@ class ModelConfig:
 
     @classmethod
     def from_dir(cls, model_dir: str | Path) -> "ModelConfig":
+        if not Path(model_dir).is_dir():
+            raise ModelLoadError(f"model directory {model_dir} does not exist")
         path = Path(model_dir) / "config.json"
         if not path.is_file():
             raise ModelLoadError(f"{path}: missing (a model directory needs config.json)")

@@ -1,0 +1,12 @@
+"""The compiled decode step (torch.compile, off by default) gives eager's tokens."""
+
+from fleetserve.engine.llm import LLM
+from fleetserve.engine.sampling_params import SamplingParams
+
+
+def test_compiled_decode_matches_eager(tiny_model_dir):
+    params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10] * 20]
+    eager = LLM(tiny_model_dir, max_num_seqs=4, max_model_len=64).generate(prompts, params)
+    compiled = LLM(tiny_model_dir, max_num_seqs=4, max_model_len=64, compile=True).generate(prompts, params)
+    assert [o.token_ids for o in compiled] == [o.token_ids for o in eager]

@@ -1,0 +1,28 @@
+import pytest
+
+from fleetserve.server.correct import char_edits
+
+
+def apply(source: str, edits: list[dict]) -> str:
+    for e in sorted(edits, key=lambda e: e["start"], reverse=True):
+        source = source[: e["start"]] + e["replacement"] + source[e["end"]:]
+    return source
+
+
+@pytest.mark.parametrize("source,target", [
+    ("she go to school yesterday", "She went to school yesterday."),
+    ("I have a apple", "I have an apple"),
+    ("Its a nice day , isnt it", "It's a nice day, isn't it?"),
+    ("unchanged text.", "unchanged text."),
+    ("", "Something."),
+    ("remove all of this", ""),
+])
+def test_edits_rebuild_the_target(source, target):
+    edits = char_edits(source, target)
+    assert apply(source, edits) == target
+    assert all(0 <= e["start"] <= e["end"] <= len(source) for e in edits)
+
+
+def test_edit_offsets_point_at_the_changed_word():
+    assert char_edits("I has a cat", "I have a cat") == [{"start": 2, "end": 5, "replacement": "have"}]
+    assert char_edits("same", "same") == []
