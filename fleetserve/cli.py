@@ -45,7 +45,7 @@ def cmd_init_model(a: argparse.Namespace) -> None:
 def cmd_bench(a: argparse.Namespace) -> None:
     from fleetserve.tools.bench import run_bench
 
-    run_bench(a)
+    run_bench(a, _engine_config(a))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,13 +42,14 @@ class EngineStats:
 
 
 class EngineCore:
-    def __init__(self, model_dir: str | Path, config: EngineConfig | None = None, eos_token_ids=frozenset()):
+    def __init__(self, model_dir: str | Path, config: EngineConfig | None = None, eos_token_ids=frozenset(),
+                 model_config: ModelConfig | None = None):
         self.config = config = config or EngineConfig()
         if config.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {config.max_num_seqs}")
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.model_config = ModelConfig.from_dir(model_dir)
+        self.model_config = model_config or ModelConfig.from_dir(model_dir)
         if config.max_model_len > self.model_config.max_position_embeddings:
             raise ValueError(
                 f"max_model_len={config.max_model_len} exceeds the model's "

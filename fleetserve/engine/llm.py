@@ -28,9 +28,9 @@ class GenerationOutput:
 
 class LLM:
     def __init__(self, model_dir: str | Path, **engine_args):
-        ModelConfig.from_dir(model_dir)  # the most basic problems first, before the tokenizer's
+        model_config = ModelConfig.from_dir(model_dir)  # the most basic problems first, before the tokenizer's
         self.tokenizer = Tokenizer(model_dir)
-        self.engine = EngineCore(model_dir, EngineConfig(**engine_args), self.tokenizer.eos_token_ids)
+        self.engine = EngineCore(model_dir, EngineConfig(**engine_args), self.tokenizer.eos_token_ids, model_config)
         self._ids = itertools.count()
 
     def generate(

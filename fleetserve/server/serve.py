@@ -18,9 +18,9 @@ from fleetserve.server.app import DEFAULT_MAX_BODY_BYTES, PodServer
 
 def build_server(model_dir: str | Path, config: EngineConfig, served_model_name: str | None = None,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> PodServer:
-    ModelConfig.from_dir(model_dir)  # the most basic problems first, before the tokenizer's
+    model_config = ModelConfig.from_dir(model_dir)  # the most basic problems first, before the tokenizer's
     tokenizer = Tokenizer(model_dir)
-    core = EngineCore(model_dir, config, tokenizer.eos_token_ids)
+    core = EngineCore(model_dir, config, tokenizer.eos_token_ids, model_config)
     return PodServer(AsyncEngine(core), tokenizer, model_dir, served_model_name, max_body_bytes)
 
 
