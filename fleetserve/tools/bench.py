@@ -79,7 +79,9 @@ def decode_step_time(llm: LLM, batch: int, input_len: int, steps: int = 10) -> f
     for attempt in ("warm", "timed"):
         for i, p in enumerate(prompts):
             engine.add_request(f"step-{attempt}-{i}", p, params)
-        engine.step()  # prefill
+        engine.step()
+        while engine.num_waiting:  # a batch beyond the prefill token budget is admitted over several steps
+            engine.step()
         start = time.perf_counter()
         for _ in range(steps):
             engine.step()
@@ -145,7 +147,7 @@ def run_bench(a: argparse.Namespace, config: EngineConfig) -> dict[str, Any]:
     llm_dtype = llm.engine.runner.model.embed_tokens.weight.dtype
     result["dtype"] = str(llm_dtype).removeprefix("torch.")
     peak = matmul_gflops(llm_dtype)
-    # The timed steps decode positions input_len+1 .. input_len+steps; count attention at their middle.
+    # The timed steps decode about positions input_len .. input_len+steps; count attention at their middle.
     flops = decode_flops_per_token(mc, a.input_len + steps // 2) * batch
     result["decode_step"] = {"batch": batch, "seconds": step_s, "achieved_gflops": flops / step_s / 1e9,
                              "matmul_peak_gflops": peak, "fraction_of_peak": flops / step_s / 1e9 / peak}
