@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from fleetserve.engine.engine_core import EngineConfig
 
@@ -42,6 +43,25 @@ def cmd_init_model(a: argparse.Namespace) -> None:
     print(f"wrote {a.preset} model to {out}" + (" (config and tokenizer only)" if a.no_weights else ""))
 
 
+def cmd_train_demo(a: argparse.Namespace) -> None:
+    from fleetserve.shared_data import default_corpus, default_eval_set
+    from fleetserve.tools.train_demo import train_demo
+    from fleetserve.training.recipe import Recipe
+
+    recipe = Recipe(seed=a.seed, steps=a.steps, batch_size=a.batch_size, threads=a.threads)
+    eval_set = None if a.no_eval else (a.eval_set or default_eval_set())
+    if eval_set is not None and not Path(eval_set).is_dir():
+        print(f"fleetserve: note: no evaluation set at {eval_set}; the model card will have no scores", file=sys.stderr)
+        eval_set = None
+    train_demo(a.out, a.corpus or default_corpus(), recipe, eval_set, progress=not a.quiet)
+
+
+def cmd_eval(a: argparse.Namespace) -> None:
+    from fleetserve.tools.eval import run_eval
+
+    sys.exit(run_eval(a))
+
+
 def cmd_bench(a: argparse.Namespace) -> None:
     from fleetserve.tools.bench import run_bench
 
@@ -69,6 +89,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_init_model)
 
+    p = sub.add_parser("train-demo", help="train the bundled grammar-correction model from the corpus (CPU, about an hour)")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--corpus", default=None, help="clean sentences, one per line (default: ../shared/data/corpus/wordnet-examples.txt)")
+    p.add_argument("--steps", type=int, default=7000, help="optimizer steps (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=48, help="pairs per step (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--eval-set", default=None, help="score the model on this set for its model card (default: JFLEG dev)")
+    p.add_argument("--no-eval", action="store_true", help="skip scoring")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_train_demo)
+
+    p = sub.add_parser("eval", help="score a correction model or server (GLEU on JFLEG dev); with --baseline, the quality gate")
+    from fleetserve.tools.eval import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_eval)
+
     p = sub.add_parser("bench", help="offline throughput on the reference workload, vs Hugging Face generate")
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--num-prompts", type=int, default=64, help="requests for fleetserve (default %(default)s)")
@@ -92,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         args.func(args)
-    except (ModelLoadError, ValueError, FileNotFoundError) as e:
+    except (ModelLoadError, ValueError, FileNotFoundError, ConnectionError) as e:
         print(f"fleetserve: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

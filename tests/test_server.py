@@ -4,47 +4,19 @@ the `openai` client and by raw requests for every kind of bad input."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
 import openai
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serving import running_server
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fleetserve", "serve", str(tiny_model_dir), "--port", str(port),
-         "--max-num-seqs", "4", "--max-model-len", "128", "--max-body-bytes", "4096",
-         "--served-model-name", "tiny", "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"server did not start: {proc.stdout.read().decode()}")
-        time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_server(tiny_model_dir, "--max-num-seqs", "4", "--max-model-len", "128",
+                        "--max-body-bytes", "4096", "--served-model-name", "tiny") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

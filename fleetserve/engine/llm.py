@@ -59,6 +59,7 @@ class LLM:
             results.append(out)
 
         done, total, start = 0, len(results), time.monotonic()
+        shown = start
         while self.engine.has_unfinished():
             for step in self.engine.step():
                 out, detok = states[step.request_id]
@@ -73,9 +74,10 @@ class LLM:
                     out.text = detok.text
                     out.finish_reason = reason.value
                     done += 1
-            if progress:
-                rate = done / max(time.monotonic() - start, 1e-9)
-                print(f"\r{done}/{total} requests, {rate:.1f} req/s", end="", file=sys.stderr)
+            now = time.monotonic()
+            if progress and (now - shown > 0.5 or not self.engine.has_unfinished()):
+                shown = now
+                print(f"\r{done}/{total} requests, {done / max(now - start, 1e-9):.1f} req/s", end="", file=sys.stderr)
         if progress:
             print(file=sys.stderr)
         return results

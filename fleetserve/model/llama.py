@@ -5,6 +5,7 @@ matrix products (fewer, larger calls matter on a small model), the KV cache is
 preallocated per slot, and there are exactly two entry points the engine calls:
 `prefill` (new requests, positions 0..T-1, any slots) and `decode` (one token
 for each of the slots 0..B-1, so cache reads are views, never gathers).
+`forward` (whole sequences, no cache) is for training and scoring.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
     return inv
 
 
+def rope_tables(cfg: ModelConfig, length: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of every position below `length`: [length, head_dim] each."""
+    freqs = torch.arange(length, dtype=torch.float32)[:, None] * rope_inv_freq(cfg)[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype=dtype, device=device), emb.sin().to(dtype=dtype, device=device)
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -76,11 +84,13 @@ class Attention(nn.Module):
         k = k * cos + rotate_half(k) * sin
         return q, k, v
 
-    def prefill(self, x, cos, sin, slots: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x, cos, sin, mask: torch.Tensor | None, slots: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal attention over the whole sequence; with `slots`, K/V also go to those cache slots."""
         b, t, _ = x.shape
         q, k, v = self._qkv(x, cos, sin)
-        self.k_cache[slots, :, :t] = k
-        self.v_cache[slots, :, :t] = v
+        if slots is not None:
+            self.k_cache[slots, :, :t] = k
+            self.v_cache[slots, :, :t] = v
         if mask is None:
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
@@ -164,14 +174,32 @@ class Transformer(nn.Module):
             shape = (num_slots, c.num_kv_heads, max_len, c.head_dim)
             layer.self_attn.k_cache = torch.zeros(shape, dtype=dtype, device=device)
             layer.self_attn.v_cache = torch.zeros(shape, dtype=dtype, device=device)
-        freqs = torch.arange(max_len, dtype=torch.float32)[:, None] * rope_inv_freq(c)[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        self.cos = emb.cos().to(dtype=dtype, device=device)
-        self.sin = emb.sin().to(dtype=dtype, device=device)
+        self.cos, self.sin = rope_tables(c, max_len, dtype, device)
         self.max_len = max_len
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.norm(h)).float()
+
+    def _causal_mask(self, t: int, device) -> torch.Tensor | None:
+        """None means plain causal attention; a boolean mask only for a sliding window."""
+        if self.cfg.sliding_window is None or t <= self.cfg.sliding_window:
+            return None
+        i = torch.arange(t, device=device)
+        d = i[:, None] - i[None, :]
+        return (d >= 0) & (d < self.cfg.sliding_window)
+
+    def _layers(self, h, cos, sin, mask, slots=None) -> torch.Tensor:
+        for layer in self.layers:
+            h = h + layer.self_attn(layer.input_layernorm(h), cos, sin, mask, slots)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return h
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Training and scoring: logits of every position [N, T, vocab], no KV cache."""
+        t = tokens.shape[1]
+        cos, sin = rope_tables(self.cfg, t, self.embed_tokens.weight.dtype, tokens.device)
+        h = self._layers(self.embed_tokens(tokens), cos[None, None], sin[None, None], self._causal_mask(t, tokens.device))
+        return self.lm_head(self.norm(h))
 
     @torch.inference_mode()
     def prefill(self, tokens: torch.Tensor, slots: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
@@ -181,15 +209,7 @@ class Transformer(nn.Module):
         n, t = tokens.shape
         cos = self.cos[:t][None, None]
         sin = self.sin[:t][None, None]
-        mask = None
-        if self.cfg.sliding_window is not None and t > self.cfg.sliding_window:
-            i = torch.arange(t, device=tokens.device)
-            d = i[:, None] - i[None, :]
-            mask = (d >= 0) & (d < self.cfg.sliding_window)
-        h = self.embed_tokens(tokens)
-        for layer in self.layers:
-            h = h + layer.self_attn.prefill(layer.input_layernorm(h), cos, sin, slots, mask)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        h = self._layers(self.embed_tokens(tokens), cos, sin, self._causal_mask(t, tokens.device), slots)
         h = h[torch.arange(n, device=tokens.device), last]
         return self._logits(h)
 

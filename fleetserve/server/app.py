@@ -245,13 +245,10 @@ class PodServer:
         req = await self._read(request, CorrectRequest)
         if not req.text.strip():
             return JSONResponse({"text": req.text, "edits": []})
-        ids = self.correction.encode(req.text)
-        room = self.max_model_len - len(ids)
-        if room < 1:
-            raise APIError(400, f"text is too long: its prompt is {len(ids)} tokens and this model's "
-                                f"maximum context length is {self.max_model_len}", param="text")
-        budget = 2 * len(self.tokenizer.encode(req.text, add_special_tokens=False)) + 16
-        params = SamplingParams(max_tokens=min(room, budget), temperature=0.0)
+        try:
+            ids, params = self.correction.request(req.text, self.max_model_len)
+        except ValueError as e:
+            raise APIError(400, str(e), param="text") from e
         g = await self._generate(ids, params, f"corr-{uuid.uuid4().hex}")
         corrected = g.text.strip()
         return JSONResponse({"text": corrected, "edits": char_edits(req.text, corrected)})

@@ -1,0 +1,262 @@
+"""The demo correction model's recipe: tokenizer, model shape, training loop, files.
+
+`fleetserve train-demo --out DIR` runs it. Everything is seeded, so the same
+command on the same corpus gives the same model (up to floating-point
+differences between machines). The output is an ordinary Hugging Face model
+directory that `fleetserve serve` and `transformers` both load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from fleetserve.model.config import ModelConfig
+from fleetserve.model.llama import Transformer
+from fleetserve.model.saver import save_model
+from fleetserve.training import model_card
+from fleetserve.training.pairs import PairConfig, load_corpus, make_pair, pair_stream, split_holdout
+
+PAD, SOURCE, CORRECT, END = "<|pad|>", "<|source|>", "<|correct|>", "<|end|>"
+SPECIAL_TOKENS = [PAD, SOURCE, CORRECT, END]
+# The prompt format lives in the model directory (generation_config.json), not in server code.
+CORRECTION_PROMPT = SOURCE + "{text}" + CORRECT
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.last and message['role'] == 'user' %}"
+    + SOURCE + "{{ message['content'] }}" + CORRECT + "{% endif %}{% endfor %}"
+)
+
+
+@dataclass
+class Recipe:
+    seed: int = 0
+    vocab_size: int = 4096
+    hidden_size: int = 256
+    intermediate_size: int = 768
+    num_layers: int = 6
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    max_seq_len: int = 192  # source + target tokens of one training pair
+    steps: int = 7000
+    batch_size: int = 48
+    lr: float = 1.5e-3
+    warmup: int = 300
+    weight_decay: float = 0.01
+    holdout_share: float = 0.02
+    autocast_bf16: bool = True  # bf16 matrix products where the CPU has them; master weights stay fp32
+    threads: int | None = None
+    pairs: PairConfig = field(default_factory=PairConfig)
+
+    def model_config(self) -> dict[str, Any]:
+        return {
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+            "hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers, "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads, "vocab_size": self.vocab_size,
+            "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+            "tie_word_embeddings": True, "torch_dtype": "float32",
+        }
+
+
+def train_tokenizer(sentences: list[str], recipe: Recipe) -> Tokenizer:
+    """Byte-level BPE over the clean sentences and a corrupted copy of each, so
+    misspelt words split into sensible pieces rather than single bytes."""
+    rng = random.Random(recipe.seed + 1)
+    noisy = [make_pair([s], rng, recipe.pairs)[0] for s in sentences]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=recipe.vocab_size, special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(sentences + noisy, trainer)
+    return tok
+
+
+class Batcher:
+    """Training batches of (input ids, labels): the loss counts only the corrected
+    text and the end token. Pairs are drawn in pools and sorted by length so a
+    batch carries little padding."""
+
+    def __init__(self, tok: Tokenizer, sentences: list[str], recipe: Recipe, seed: int):
+        self.tok, self.recipe = tok, recipe
+        self.ids = {name: tok.token_to_id(name) for name in SPECIAL_TOKENS}
+        self.stream = pair_stream(sentences, seed, recipe.pairs)
+        self.rng = random.Random(seed)
+        self.ready: list[list[tuple[list[int], int]]] = []
+
+    def encode(self, pairs: list[tuple[str, str]]) -> list[tuple[list[int], int]]:
+        """(token ids of the whole sequence, length of the prompt) per pair that fits."""
+        srcs = self.tok.encode_batch([s for s, _ in pairs])
+        tgts = self.tok.encode_batch([t for _, t in pairs])
+        out = []
+        for s, t in zip(srcs, tgts):
+            prompt = [self.ids[SOURCE], *s.ids, self.ids[CORRECT]]
+            seq = prompt + t.ids + [self.ids[END]]
+            if len(seq) <= self.recipe.max_seq_len:
+                out.append((seq, len(prompt)))
+        return out
+
+    def _refill(self) -> None:
+        b = self.recipe.batch_size
+        pool = self.encode([next(self.stream) for _ in range(b * 16)])
+        pool.sort(key=lambda x: len(x[0]))
+        batches = [pool[i:i + b] for i in range(0, len(pool) - b + 1, b)]
+        self.rng.shuffle(batches)
+        self.ready.extend(batches)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.ready:
+            self._refill()
+        return collate(self.ready.pop(), self.ids[PAD])
+
+
+def collate(batch: list[tuple[list[int], int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(seq) for seq, _ in batch) - 1
+    inputs = torch.full((len(batch), width), pad, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for i, (seq, prompt_len) in enumerate(batch):
+        n = len(seq) - 1
+        inputs[i, :n] = torch.tensor(seq[:-1])
+        labels[i, prompt_len - 1:n] = torch.tensor(seq[prompt_len:])
+    return inputs, labels
+
+
+def init_weights(model: Transformer, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                std = 0.02
+                if name.endswith(("o_proj.weight", "down_proj.weight")):  # residual outputs, GPT-2 style
+                    std /= math.sqrt(2 * model.cfg.num_layers)
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+
+def loss_of(model: Transformer, inputs: torch.Tensor, labels: torch.Tensor, bf16: bool) -> torch.Tensor:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(inputs)
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    if step < recipe.warmup:
+        return recipe.lr * (step + 1) / recipe.warmup
+    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def write_model_files(out: Path, tok: Tokenizer, recipe: Recipe) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    end, pad = tok.token_to_id(END), tok.token_to_id(PAD)
+    cfg = {**recipe.model_config(), "eos_token_id": end, "pad_token_id": pad, "bos_token_id": None}
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    (out / "generation_config.json").write_text(json.dumps({
+        "eos_token_id": [end], "pad_token_id": pad, "correction_prompt": CORRECTION_PROMPT,
+    }, indent=2) + "\n")
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": END, "pad_token": PAD,
+        "chat_template": CHAT_TEMPLATE, "model_max_length": 512,
+    }, indent=2) + "\n")
+    return cfg
+
+
+def train(out: str | Path, corpus: str | Path, recipe: Recipe, progress: bool = True) -> dict[str, Any]:
+    """Build the model directory at `out`; returns the run's figures (also in `training.json`)."""
+    out = Path(out)
+    started = time.monotonic()
+    torch.manual_seed(recipe.seed)
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    sentences = load_corpus(corpus)
+    train_sents, holdout = split_holdout(sentences, recipe.holdout_share, recipe.seed)
+    log = _printer(progress)
+    log(f"corpus: {len(sentences)} sentences ({len(train_sents)} train, {len(holdout)} held out)")
+
+    tok = train_tokenizer(train_sents, recipe)
+    recipe.vocab_size = tok.get_vocab_size()
+    cfg_dict = write_model_files(out, tok, recipe)
+    model = Transformer(ModelConfig.from_dict(cfg_dict))
+    model.tie_weights()
+    init_weights(model, recipe.seed)
+    params = sum(p.numel() for p in model.parameters())
+    log(f"model: {params / 1e6:.2f}M parameters; tokenizer: {recipe.vocab_size} tokens")
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.98))
+    batches = Batcher(tok, train_sents, recipe, recipe.seed + 2)
+    held = Batcher(tok, holdout, recipe, recipe.seed + 3)
+    held_batches = [held.next() for _ in range(4)]
+
+    history = []
+    model.train()
+    smooth, t0, tokens = None, time.monotonic(), 0
+    for step in range(recipe.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, recipe)
+        inputs, labels = batches.next()
+        loss = loss_of(model, inputs, labels, recipe.autocast_bf16)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        tokens += int((labels != -100).sum())
+        smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
+        if progress and (step % 10 == 0 or step == recipe.steps - 1):
+            elapsed = time.monotonic() - t0
+            eta = elapsed / (step + 1) * (recipe.steps - step - 1)
+            print(f"\rstep {step + 1}/{recipe.steps}  loss {smooth:.3f}  "
+                  f"{(step + 1) * recipe.batch_size / elapsed:.0f} pairs/s  eta {eta / 60:.1f} min   ",
+                  end="", file=sys.stderr, flush=True)
+        if (step + 1) % 500 == 0 or step == recipe.steps - 1:
+            held_loss = heldout_loss(model, held_batches, recipe.autocast_bf16)
+            history.append({"step": step + 1, "train_loss": round(smooth, 4), "heldout_loss": round(held_loss, 4)})
+            if progress:
+                print(file=sys.stderr)
+            log(f"step {step + 1}: held-out loss {held_loss:.3f}")
+    model.eval()
+    save_model(model, out)
+    figures = {
+        "recipe": asdict(recipe), "parameters": params, "train_sentences": len(train_sents),
+        "heldout_sentences": len(holdout), "target_tokens_trained": tokens,
+        "training_seconds": round(time.monotonic() - started, 1), "history": history,
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }
+    (out / "training.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (out / "heldout.txt").write_text("\n".join(holdout) + "\n")
+    model_card.write(out, figures)
+    log(f"wrote {out} in {figures['training_seconds'] / 60:.1f} min")
+    return figures
+
+
+def heldout_loss(model: Transformer, batches: list[tuple[torch.Tensor, torch.Tensor]], bf16: bool) -> float:
+    model.eval()
+    with torch.no_grad():
+        losses = [loss_of(model, x, y, bf16).item() for x, y in batches]
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def _printer(enabled: bool):
+    def log(msg: str) -> None:
+        if enabled:
+            print(msg, file=sys.stderr, flush=True)
+    return log

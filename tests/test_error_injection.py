@@ -1,0 +1,60 @@
+"""The synthetic-error injector: every type fires, and an error is never a no-op."""
+
+import random
+
+import pytest
+
+from fleetserve.training.errors import ERROR_TYPES, corrupt, inject, join_words, split_words
+from fleetserve.training.pairs import PairConfig, make_pair, normalise
+
+# A sentence with a place for every error type.
+RICH = "She goes to the market every day with her two children, and I think it was fine."
+EXPECTED = {
+    "spelling": None,  # any word changed by a letter or a known misspelling
+    "article": lambda a: split_words(a).count("the") != 1 or any(w in split_words(a) for w in ("a", "an")),
+    "preposition": None,
+    "agreement": lambda a: "were" in a or "go " in a or "think" not in a,
+    "verb_form": None,
+    "number": None,
+    "word_order": lambda a: sorted(split_words(a.lower())) == sorted(split_words(RICH.lower())),
+    "missing_word": lambda a: len(split_words(a)) == len(split_words(RICH)) - 1,
+    "capitalisation": lambda a: a.lower() == RICH.lower(),
+    "punctuation": lambda a: [w for w in split_words(a) if w.isalnum()] == [w for w in split_words(RICH) if w.isalnum()],
+}
+
+
+@pytest.mark.parametrize("kind", list(ERROR_TYPES))
+def test_each_error_type_changes_the_sentence(kind):
+    rng = random.Random(7)
+    for _ in range(50):
+        out = inject(RICH, kind, rng)
+        assert out is not None and out != RICH, kind
+        check = EXPECTED[kind]
+        if check is not None:
+            assert check(out), (kind, out)
+
+
+def test_types_that_need_a_place_say_so():
+    rng = random.Random(0)
+    assert inject("Run fast.", "article", random.Random(0)) is not None  # an article can always be added
+    assert inject("Hello there.", "verb_form", rng) is None
+    with pytest.raises(ValueError, match="unknown error type"):
+        inject(RICH, "tone", rng)
+
+
+def test_corrupt_never_returns_the_clean_sentence():
+    rng = random.Random(3)
+    sentences = ["A cat.", "Yes, it is.", "The sun rose over the quiet hills.", "Oh!", RICH]
+    for s in sentences:
+        for n in (1, 2, 3):
+            assert corrupt(s, n, rng) != join_words(split_words(s))
+
+
+def test_pairs_mix_clean_and_corrupted_and_targets_are_normalised():
+    rng = random.Random(1)
+    sentences = [normalise(s) for s in ["the train was late", "a liquid seeks its own level", "he ran home"]]
+    assert sentences[0] == "The train was late."
+    pairs = [make_pair(sentences, rng, PairConfig(clean_share=0.2)) for _ in range(500)]
+    clean = sum(src == tgt for src, tgt in pairs)
+    assert 50 < clean < 150
+    assert all(tgt[0].isupper() and tgt.endswith(".") for _, tgt in pairs)

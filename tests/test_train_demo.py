@@ -1,0 +1,66 @@
+"""The demo model's recipe: a short run writes a real checkpoint that both
+transformers and our engine load, with the same greedy output, reproducibly."""
+
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import load_file
+
+from fleetserve.engine.llm import LLM
+from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.training.recipe import CORRECTION_PROMPT, Recipe, train
+
+SENTENCES = [
+    "the train is due in 15 minutes", "she goes to school every day", "they have two cats and a dog",
+    "he was late for the meeting", "the weather is fine today", "we bought a new car last year",
+    "the children are playing in the garden", "I think it is a good idea", "a liquid seeks its own level",
+    "the book on the table is mine", "my brother works in a bank", "the river flows to the sea",
+] * 4
+
+
+def tiny_recipe(steps=12):
+    return Recipe(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
+                  steps=steps, batch_size=8, warmup=2, holdout_share=0.1)
+
+
+def test_recipe_writes_a_model_that_transformers_and_the_engine_agree_on(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(SENTENCES) + "\n")
+    out = tmp_path / "model"
+    figures = train(out, corpus, tiny_recipe(), progress=False)
+    assert figures["history"][-1]["step"] == 12
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
+                 "model.safetensors", "training.json"):
+        assert (out / name).is_file(), name
+
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    llm = LLM(out, max_num_seqs=4, max_model_len=128)
+    prompt = llm.tokenizer.encode(CORRECTION_PROMPT.replace("{text}", "She go to school every days."))
+    ours = llm.generate([prompt], SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True))[0].token_ids
+    with torch.no_grad():
+        ref = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, min_new_tokens=12)
+    assert ours == ref[0, len(prompt):].tolist()
+
+    again = tmp_path / "again"
+    train(again, corpus, tiny_recipe(), progress=False)
+    a, b = load_file(out / "model.safetensors"), load_file(again / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a), "same seed, same corpus: same weights"
+
+
+def test_train_demo_command_reports_progress(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(SENTENCES) + "\n")
+    r = subprocess.run([sys.executable, "-m", "fleetserve", "train-demo", "--out", str(tmp_path / "m"),
+                        "--corpus", str(corpus), "--steps", "2", "--batch-size", "4", "--no-eval"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "step 2/2" in r.stderr and "wrote" in r.stderr
+
+
+def test_train_demo_missing_corpus_is_a_clear_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "fleetserve", "train-demo", "--out", str(tmp_path / "m"),
+                        "--corpus", str(tmp_path / "nope.txt")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "corpus file not found" in r.stderr
