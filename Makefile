@@ -3,10 +3,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-DEMO_MODEL := build/demo-model
+MODEL ?= models/correct-6m
 PORT ?= 8100
 
-.PHONY: run test bench-small bench-0.5b clean
+.PHONY: run test bench-small bench-0.5b demo-model eval clean
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,8 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-$(DEMO_MODEL)/config.json: | $(VENV)/.runtime
-	$(VENV)/bin/fleetserve init-model --preset 5m --out $(DEMO_MODEL)
-
-run: $(VENV)/.runtime $(DEMO_MODEL)/config.json
-	$(VENV)/bin/fleetserve serve $(DEMO_MODEL) --port $(PORT)
+run: $(VENV)/.runtime
+	$(VENV)/bin/fleetserve serve $(MODEL) --port $(PORT)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q
@@ -36,6 +33,13 @@ bench-small: $(VENV)/.dev
 bench-0.5b: $(VENV)/.dev
 	$(VENV)/bin/fleetserve init-model --preset qwen2.5-0.5b --no-weights --out build/bench-0.5b
 	$(VENV)/bin/fleetserve bench --model build/bench-0.5b --load-format dummy --num-prompts 64 --hf-batch-sizes 1,16,64
+
+# Rebuild the bundled model from the corpus (about an hour on 2 cores) and score it.
+demo-model: $(VENV)/.runtime
+	$(VENV)/bin/fleetserve train-demo --out build/correct-6m
+
+eval: $(VENV)/.runtime
+	$(VENV)/bin/fleetserve eval $(MODEL)
 
 clean:
 	rm -rf $(VENV) build

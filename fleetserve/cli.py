@@ -48,12 +48,14 @@ def cmd_train_demo(a: argparse.Namespace) -> None:
     from fleetserve.tools.train_demo import train_demo
     from fleetserve.training.recipe import Recipe
 
-    recipe = Recipe(seed=a.seed, steps=a.steps, batch_size=a.batch_size, threads=a.threads)
+    recipe = Recipe(seed=a.seed, steps=a.steps, batch_size=a.batch_size, threads=a.threads,
+                    conservative_steps=a.conservative_steps)
     eval_set = None if a.no_eval else (a.eval_set or default_eval_set())
     if eval_set is not None and not Path(eval_set).is_dir():
         print(f"fleetserve: note: no evaluation set at {eval_set}; the model card will have no scores", file=sys.stderr)
         eval_set = None
-    train_demo(a.out, a.corpus or default_corpus(), recipe, eval_set, progress=not a.quiet)
+    train_demo(a.out, a.corpus or default_corpus(), recipe, eval_set, progress=not a.quiet,
+               from_main_phase=a.from_main_phase)
 
 
 def cmd_eval(a: argparse.Namespace) -> None:
@@ -94,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", default=None, help="clean sentences, one per line (default: ../shared/data/corpus/wordnet-examples.txt)")
     p.add_argument("--steps", type=int, default=7000, help="optimizer steps (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=48, help="pairs per step (default %(default)s)")
+    p.add_argument("--conservative-steps", type=int, default=2000,
+                   help="steps of the second, conservative phase (more clean pairs, fewer errors; default %(default)s)")
+    p.add_argument("--from-main-phase", default=None, metavar="DIR",
+                   help="skip the main phase: start from a model this command wrote with --conservative-steps 0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--eval-set", default=None, help="score the model on this set for its model card (default: JFLEG dev)")

@@ -54,13 +54,28 @@ def test_train_demo_command_reports_progress(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(SENTENCES) + "\n")
     r = subprocess.run([sys.executable, "-m", "fleetserve", "train-demo", "--out", str(tmp_path / "m"),
-                        "--corpus", str(corpus), "--steps", "2", "--batch-size", "4", "--no-eval"],
+                        "--corpus", str(corpus), "--steps", "2", "--batch-size", "4", "--no-eval",
+                        "--conservative-steps", "2"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "step 2/2" in r.stderr and "wrote" in r.stderr
+    assert "main: step 2/2" in r.stderr and "conservative: step 2/2" in r.stderr and "wrote" in r.stderr
 
 
 def test_train_demo_missing_corpus_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fleetserve", "train-demo", "--out", str(tmp_path / "m"),
                         "--corpus", str(tmp_path / "nope.txt")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "corpus file not found" in r.stderr
+
+
+def test_conservative_phase_can_start_from_a_finished_main_phase(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(SENTENCES) + "\n")
+    main = tmp_path / "main"
+    train(main, corpus, tiny_recipe(steps=4), progress=False)
+    recipe = tiny_recipe(steps=4)
+    recipe.conservative_steps = 3
+    figures = train(tmp_path / "both", corpus, recipe, progress=False, from_main_phase=main)
+    assert [(h["phase"], h["step"]) for h in figures["history"]] == [("main", 4), ("conservative", 3)]
+    before, after = load_file(main / "model.safetensors"), load_file(tmp_path / "both" / "model.safetensors")
+    assert before.keys() == after.keys() and not all(torch.equal(before[k], after[k]) for k in before)
+    assert (tmp_path / "both" / "tokenizer.json").read_text() == (main / "tokenizer.json").read_text()

@@ -12,9 +12,15 @@ from fleetserve.training.recipe import Recipe, train
 
 
 def train_demo(out: str | Path, corpus: str | Path, recipe: Recipe, eval_set: str | Path | None,
-               progress: bool = True) -> dict:
+               progress: bool = True, from_main_phase: str | Path | None = None) -> dict:
     """Train into `out`; with `eval_set`, score the result on it and put the scores in the model card."""
-    figures = train(out, corpus, recipe, progress)
+    figures = train(out, corpus, recipe, progress, from_main_phase)
+    scores = score_and_describe(out, figures, eval_set, progress)
+    return {"training": figures, "scores": scores}
+
+
+def score_and_describe(out: str | Path, figures: dict, eval_set: str | Path | None, progress: bool = True) -> dict | None:
+    """Score the trained model on `eval_set` (if given) and (re)write its model card."""
     scores = None
     if eval_set is not None:
         from fleetserve.quality.evaluate import ModelCorrector, evaluate, load_eval_set, score
@@ -30,4 +36,4 @@ def train_demo(out: str | Path, corpus: str | Path, recipe: Recipe, eval_set: st
         if progress:
             print(f"GLEU {result.gleu:.2f} (copying the source: {copy.gleu:.2f})", file=sys.stderr)
     model_card.write(out, figures, scores)
-    return {"training": figures, "scores": scores}
+    return scores

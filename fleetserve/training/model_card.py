@@ -28,6 +28,10 @@ def render(figures: dict[str, Any], scores: dict[str, Any] | None) -> str:
             f"100% | |\n\nMeasured with `fleetserve eval {scores.get('model', 'DIR')}` "
             f"({scores.get('machine', 'this machine')}). JFLEG's published copy-the-source figure is 38.21."
         )
+        if c["gleu"] <= copy["gleu"]:
+            score_text += ("\n\n**This model scores below copying the source**: on learner essays it makes as many "
+                           "wrong edits as right ones (it was trained on short dictionary examples, a different "
+                           "domain). It corrects simple errors in short sentences; do not use it on real text.")
     else:
         score_text = "Not evaluated yet: run `fleetserve eval DIR`."
     return f"""---
@@ -41,8 +45,8 @@ tags: [grammatical-error-correction, fleetserve]
 A small Llama-architecture decoder trained from scratch by `fleetserve train-demo` to rewrite an
 English sentence with its grammar and spelling corrected. It exists so that fleetserve can show real
 corrections on a fresh machine with no model hub, and so that speed work (quantization above all)
-has a quality gate to pass. It is a demonstration model: it fixes common, local errors and leaves
-most sentences it does not understand alone; it is not a production corrector.
+has a quality gate to pass. It is a demonstration model, not a production corrector: see its scores
+before relying on its output.
 
 ## Use
 
@@ -89,15 +93,34 @@ template wraps the last user message the same way.
 `fleetserve train-demo --out DIR` (seed {r['seed']}): {r['steps']} AdamW steps of {r['batch_size']} pairs
 (lr {r['lr']} with {r['warmup']} warm-up steps and cosine decay to 10%, weight decay {r['weight_decay']},
 gradient clipping 1.0), loss on the corrected text only, bf16 autocast for matrix products with float32
-master weights, pairs up to {r['max_seq_len']} tokens. Training took
-{figures['training_seconds'] / 60:.0f} minutes on {figures['threads']} CPU threads (torch {figures['torch']});
-the loss curve is in `training.json`.
+master weights, pairs up to {r['max_seq_len']} tokens. {_conservative(r)}Training took
+{_minutes(figures)} on {figures['threads']} CPU threads (torch {figures['torch']}); the loss curves
+(held-out loss on sentences never trained on) are in `training.json`.
 
 ## License
 
 The weights are released with fleetserve. The training text is WordNet's (license above); the
 evaluation data (JFLEG, CC BY-NC-SA 4.0) was only used to measure.
 """
+
+
+def _conservative(r: dict[str, Any]) -> str:
+    if not r.get("conservative_steps"):
+        return ""
+    c = r["conservative_pairs"]
+    return (f"Then a conservative phase of {r['conservative_steps']} steps with a fresh optimizer (lr "
+            f"{r['conservative_lr']}, 100 warm-up steps, cosine decay) on pairs with {c['clean_share']:.0%} clean "
+            f"sources and one error per {c['words_per_error']:g} words, so the model learns to leave alone what it "
+            f"does not recognise. ")
+
+
+def _minutes(figures: dict[str, Any]) -> str:
+    total = figures["training_seconds"] + (figures.get("main_phase_seconds") or 0)
+    text = f"{total / 60:.0f} minutes"
+    if figures.get("main_phase_seconds"):
+        text += (f" ({figures['main_phase_seconds'] / 60:.0f} for the main phase, then "
+                 f"{figures['training_seconds'] / 60:.0f} for the rest, run with `--from-main-phase`)")
+    return text
 
 
 def write(out: str | Path, figures: dict[str, Any], scores: dict[str, Any] | None = None) -> Path:

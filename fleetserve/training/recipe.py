@@ -13,7 +13,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,18 @@ class Recipe:
     autocast_bf16: bool = True  # bf16 matrix products where the CPU has them; master weights stay fp32
     threads: int | None = None
     pairs: PairConfig = field(default_factory=PairConfig)
+    # A second, conservative phase: more clean pairs and fewer errors teach the model
+    # to leave alone what it does not recognise (precision matters more than recall for GLEU).
+    conservative_steps: int = 0
+    conservative_lr: float = 5e-4
+    conservative_pairs: PairConfig = field(default_factory=lambda: PairConfig(clean_share=0.4, words_per_error=10.0))
+
+    def phases(self) -> list[Phase]:
+        out = [Phase("main", self.steps, self.lr, self.warmup, self.pairs, 2)]
+        if self.conservative_steps:
+            out.append(Phase("conservative", self.conservative_steps, self.conservative_lr, 100,
+                             self.conservative_pairs, 4))
+        return out
 
     def model_config(self) -> dict[str, Any]:
         return {
@@ -154,11 +166,23 @@ def loss_of(model: Transformer, inputs: torch.Tensor, labels: torch.Tensor, bf16
     return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
 
 
-def lr_at(step: int, recipe: Recipe) -> float:
-    if step < recipe.warmup:
-        return recipe.lr * (step + 1) / recipe.warmup
-    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
-    return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training with its own optimizer, schedule and pair mix."""
+    name: str
+    steps: int
+    lr: float
+    warmup: int
+    pairs: PairConfig
+    seed_offset: int
+
+
+def lr_at(step: int, phase: Phase) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < phase.warmup:
+        return phase.lr * (step + 1) / phase.warmup
+    progress = (step - phase.warmup) / max(1, phase.steps - phase.warmup)
+    return phase.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def write_model_files(out: Path, tok: Tokenizer, recipe: Recipe) -> dict[str, Any]:
@@ -177,8 +201,11 @@ def write_model_files(out: Path, tok: Tokenizer, recipe: Recipe) -> dict[str, An
     return cfg
 
 
-def train(out: str | Path, corpus: str | Path, recipe: Recipe, progress: bool = True) -> dict[str, Any]:
-    """Build the model directory at `out`; returns the run's figures (also in `training.json`)."""
+def train(out: str | Path, corpus: str | Path, recipe: Recipe, progress: bool = True,
+          from_main_phase: str | Path | None = None) -> dict[str, Any]:
+    """Build the model directory at `out`; returns the run's figures (also in `training.json`).
+    `from_main_phase`: a directory this recipe wrote after its main phase; only the
+    later phases run, starting from its weights and tokenizer."""
     out = Path(out)
     started = time.monotonic()
     torch.manual_seed(recipe.seed)
@@ -189,49 +216,35 @@ def train(out: str | Path, corpus: str | Path, recipe: Recipe, progress: bool = 
     log = _printer(progress)
     log(f"corpus: {len(sentences)} sentences ({len(train_sents)} train, {len(holdout)} held out)")
 
-    tok = train_tokenizer(train_sents, recipe)
-    recipe.vocab_size = tok.get_vocab_size()
-    cfg_dict = write_model_files(out, tok, recipe)
-    model = Transformer(ModelConfig.from_dict(cfg_dict))
-    model.tie_weights()
-    init_weights(model, recipe.seed)
+    phases = recipe.phases()
+    history: list[dict[str, Any]] = []
+    if from_main_phase is None:
+        tok = train_tokenizer(train_sents, recipe)
+        recipe.vocab_size = tok.get_vocab_size()
+        cfg_dict = write_model_files(out, tok, recipe)
+        model = Transformer(ModelConfig.from_dict(cfg_dict))
+        model.tie_weights()
+        init_weights(model, recipe.seed)
+    else:
+        from fleetserve.model.loader import load_model
+
+        start = Path(from_main_phase)
+        tok = Tokenizer.from_file(str(start / "tokenizer.json"))
+        recipe.vocab_size = tok.get_vocab_size()
+        write_model_files(out, tok, recipe)
+        model = load_model(start).requires_grad_(True)
+        earlier = json.loads((start / "training.json").read_text())
+        history = earlier.get("history", [])
+        phases = phases[1:]
+        log(f"starting from the main phase in {start}")
     params = sum(p.numel() for p in model.parameters())
     log(f"model: {params / 1e6:.2f}M parameters; tokenizer: {recipe.vocab_size} tokens")
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.98))
-    batches = Batcher(tok, train_sents, recipe, recipe.seed + 2)
     held = Batcher(tok, holdout, recipe, recipe.seed + 3)
     held_batches = [held.next() for _ in range(4)]
-
-    history = []
-    model.train()
-    smooth, t0, tokens = None, time.monotonic(), 0
-    for step in range(recipe.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, recipe)
-        inputs, labels = batches.next()
-        loss = loss_of(model, inputs, labels, recipe.autocast_bf16)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        tokens += int((labels != -100).sum())
-        smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
-        if progress and (step % 10 == 0 or step == recipe.steps - 1):
-            elapsed = time.monotonic() - t0
-            eta = elapsed / (step + 1) * (recipe.steps - step - 1)
-            print(f"\rstep {step + 1}/{recipe.steps}  loss {smooth:.3f}  "
-                  f"{(step + 1) * recipe.batch_size / elapsed:.0f} pairs/s  eta {eta / 60:.1f} min   ",
-                  end="", file=sys.stderr, flush=True)
-        if (step + 1) % 500 == 0 or step == recipe.steps - 1:
-            held_loss = heldout_loss(model, held_batches, recipe.autocast_bf16)
-            history.append({"step": step + 1, "train_loss": round(smooth, 4), "heldout_loss": round(held_loss, 4)})
-            if progress:
-                print(file=sys.stderr)
-            log(f"step {step + 1}: held-out loss {held_loss:.3f}")
+    tokens = 0
+    for phase in phases:
+        tokens += run_phase(model, tok, train_sents, recipe, phase, held_batches, history, progress)
     model.eval()
     save_model(model, out)
     figures = {
@@ -240,11 +253,52 @@ def train(out: str | Path, corpus: str | Path, recipe: Recipe, progress: bool = 
         "training_seconds": round(time.monotonic() - started, 1), "history": history,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
+    if from_main_phase is not None:
+        figures["main_phase_from"] = str(from_main_phase)
+        figures["main_phase_seconds"] = earlier.get("training_seconds")
     (out / "training.json").write_text(json.dumps(figures, indent=2) + "\n")
     (out / "heldout.txt").write_text("\n".join(holdout) + "\n")
     model_card.write(out, figures)
     log(f"wrote {out} in {figures['training_seconds'] / 60:.1f} min")
     return figures
+
+
+def run_phase(model: Transformer, tok: Tokenizer, sentences: list[str], recipe: Recipe, phase: Phase,
+              held_batches: list, history: list[dict[str, Any]], progress: bool) -> int:
+    """Train one phase with a fresh AdamW; returns the target tokens trained on."""
+    log = _printer(progress)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=phase.lr, betas=(0.9, 0.98))
+    batches = Batcher(tok, sentences, replace(recipe, pairs=phase.pairs), recipe.seed + phase.seed_offset)
+    model.train()
+    smooth, t0, tokens = None, time.monotonic(), 0
+    for step in range(phase.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, phase)
+        inputs, labels = batches.next()
+        loss = loss_of(model, inputs, labels, recipe.autocast_bf16)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        tokens += int((labels != -100).sum())
+        smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
+        if progress and (step % 10 == 0 or step == phase.steps - 1):
+            elapsed = time.monotonic() - t0
+            eta = elapsed / (step + 1) * (phase.steps - step - 1)
+            print(f"\r{phase.name}: step {step + 1}/{phase.steps}  loss {smooth:.3f}  "
+                  f"{(step + 1) * recipe.batch_size / elapsed:.0f} pairs/s  eta {eta / 60:.1f} min   ",
+                  end="", file=sys.stderr, flush=True)
+        if (step + 1) % 500 == 0 or step == phase.steps - 1:
+            held_loss = heldout_loss(model, held_batches, recipe.autocast_bf16)
+            history.append({"phase": phase.name, "step": step + 1, "train_loss": round(smooth, 4),
+                            "heldout_loss": round(held_loss, 4)})
+            if progress:
+                print(file=sys.stderr)
+            log(f"{phase.name} step {step + 1}: held-out loss {held_loss:.3f}")
+    return tokens
 
 
 def heldout_loss(model: Transformer, batches: list[tuple[torch.Tensor, torch.Tensor]], bf16: bool) -> float:

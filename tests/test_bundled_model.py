@@ -1,0 +1,97 @@
+"""The bundled correction model: served by the main job's command, it corrects
+real sentences; and the quality gate passes it against itself and fails a
+deliberately degraded copy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import torch
+from safetensors.torch import load_file, save_file
+from serving import running_server
+
+from fleetserve.quality.evaluate import ModelCorrector, ServerCorrector, evaluate, load_eval_set
+
+BUNDLED = Path(__file__).resolve().parents[1] / "models" / "correct-6m"
+
+# A small evaluation set in the JFLEG layout, written by hand (learner-style errors, two references).
+SOURCES = [
+    ("She go to school every days .", "She goes to school every day .", "She goes to school every day ."),
+    ("He have two cat .", "He has two cats .", "He has two cats ."),
+    ("I am agree with this idea .", "I agree with this idea .", "I agree with this idea ."),
+    ("The childrens are playing in the garden .", "The children are playing in the garden .",
+     "The children are playing in the garden ."),
+    ("We was very happy yesterday .", "We were very happy yesterday .", "We were very happy yesterday ."),
+    ("My brother work in a bank .", "My brother works in a bank .", "My brother works at a bank ."),
+    ("This is a interesting book .", "This is an interesting book .", "This is an interesting book ."),
+    ("They goes to the market on sunday .", "They go to the market on Sunday .", "They go to the market on Sunday ."),
+    ("I have visit London last year .", "I visited London last year .", "I visited London last year ."),
+    ("The weather are fine today .", "The weather is fine today .", "The weather is fine today ."),
+    ("he is a good teacher .", "He is a good teacher .", "He is a good teacher ."),
+    ("She dont like coffee .", "She does n't like coffee .", "She does not like coffee ."),
+]
+
+
+def write_set(path: Path) -> Path:
+    path.mkdir()
+    for k, name in enumerate(["mini.src", "mini.ref0", "mini.ref1"]):
+        (path / name).write_text("\n".join(row[k] for row in SOURCES) + "\n")
+    return path
+
+
+def run_eval(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fleetserve", "eval", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_main_job_corrects_the_readme_sentence(tmp_path):
+    with running_server(BUNDLED) as url:
+        r = httpx.post(url + "/v1/correct", json={"text": "She go to school every days."}, timeout=60)
+        assert r.status_code == 200
+        # Both are grammatical; the model cannot know the intended tense.
+        assert r.json()["text"] in ("She goes to school every day.", "She went to school every day.")
+        assert r.json()["edits"]  # the character edits that turn the input into it
+        ok = httpx.post(url + "/v1/correct", json={"text": "The weather is fine today."}, timeout=60)
+        assert ok.json() == {"text": "The weather is fine today.", "edits": []}
+        # `fleetserve eval URL` scores the server the same as the directory run offline.
+        mini = load_eval_set(write_set(tmp_path / "mini"))
+        served = evaluate(ServerCorrector(url), mini)
+    offline = evaluate(ModelCorrector(BUNDLED), mini)
+    assert served.outputs == offline.outputs and served.gleu == offline.gleu
+
+
+def test_gate_passes_the_model_against_itself(tmp_path):
+    mini = write_set(tmp_path / "mini")
+    r = run_eval(str(BUNDLED), "--set", str(mini), "--baseline", str(BUNDLED),
+                 "--max-gleu-drop", "0.5", "--min-agreement", "0.99")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "quality gate: PASSED" in r.stdout and "100.0% of sentences identical" in r.stdout
+
+
+def test_gate_fails_a_model_with_a_layer_zeroed_and_shows_the_disagreements(tmp_path):
+    mini = write_set(tmp_path / "mini")
+    broken = tmp_path / "broken"
+    shutil.copytree(BUNDLED, broken)
+    weights = load_file(broken / "model.safetensors")
+    for name in list(weights):
+        if name.startswith("model.layers.0."):
+            weights[name] = torch.zeros_like(weights[name])
+    save_file(weights, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    r = run_eval(str(broken), "--set", str(mini), "--baseline", str(BUNDLED),
+                 "--max-gleu-drop", "0.5", "--min-agreement", "0.9")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "quality gate: FAILED" in r.stdout
+    assert "source:" in r.stdout and "candidate:" in r.stdout and ("[-" in r.stdout or "{+" in r.stdout)
+
+
+def test_bundled_model_beats_copying_the_source_on_the_mini_set(tmp_path):
+    mini = write_set(tmp_path / "mini")
+    r = run_eval(str(BUNDLED), "--set", str(mini), "--json", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["candidate"]["gleu"] > report["copy_source"]["gleu"]
