@@ -58,3 +58,10 @@ def test_pairs_mix_clean_and_corrupted_and_targets_are_normalised():
     clean = sum(src == tgt for src, tgt in pairs)
     assert 50 < clean < 150
     assert all(tgt[0].isupper() and tgt.endswith(".") for _, tgt in pairs)
+
+
+def test_join_weights_set_how_many_sentences_make_one_text():
+    rng = random.Random(2)
+    sentences = ["One.", "Two.", "Three."]
+    cfg = PairConfig(clean_share=1.0, join_weights=(0, 0, 0, 0, 1))
+    assert all(len(tgt.split()) == 5 for _, tgt in (make_pair(sentences, rng, cfg) for _ in range(20)))

@@ -1,7 +1,7 @@
 """Synthetic correction pairs from a corpus of clean sentences.
 
 The corpus lines are normalised (first letter upper case, a final stop), then
-one to three of them are joined into one text, because learner sentences are
+one or more of them (`PairConfig.join_weights`) are joined into one text, because learner sentences are
 longer than the corpus lines and the model must learn to copy long inputs
 faithfully. The source side gets errors from `errors.corrupt`; some pairs keep
 the source clean so the model also learns to leave correct text alone.
@@ -47,14 +47,14 @@ def load_corpus(path: str | Path) -> list[str]:
 @dataclass(frozen=True)
 class PairConfig:
     clean_share: float = 0.15  # pairs whose source is already correct
-    join_weights: tuple[float, float, float] = (0.45, 0.35, 0.2)  # texts of 1, 2, 3 sentences
+    join_weights: tuple[float, ...] = (0.45, 0.35, 0.2)  # weight i: texts of i + 1 sentences
     words_per_error: float = 6.0  # roughly one error per this many words, at least one
     rates: tuple[tuple[str, float], ...] = tuple(DEFAULT_RATES.items())
 
 
 def make_pair(sentences: list[str], rng: random.Random, cfg: PairConfig = PairConfig()) -> tuple[str, str]:
     """(source with errors, corrected target) built from randomly chosen sentences."""
-    n = rng.choices([1, 2, 3], cfg.join_weights)[0]
+    n = rng.choices(range(1, len(cfg.join_weights) + 1), cfg.join_weights)[0]
     target = " ".join(rng.choice(sentences) for _ in range(n))
     if rng.random() < cfg.clean_share:
         return target, target
