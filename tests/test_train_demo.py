@@ -4,6 +4,7 @@ transformers and our engine load, with the same greedy output, reproducibly."""
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -79,3 +80,13 @@ def test_conservative_phase_can_start_from_a_finished_main_phase(tmp_path):
     before, after = load_file(main / "model.safetensors"), load_file(tmp_path / "both" / "model.safetensors")
     assert before.keys() == after.keys() and not all(torch.equal(before[k], after[k]) for k in before)
     assert (tmp_path / "both" / "tokenizer.json").read_text() == (main / "tokenizer.json").read_text()
+
+
+def test_conservative_phase_refuses_a_main_phase_of_another_shape(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(SENTENCES) + "\n")
+    train(tmp_path / "main", corpus, tiny_recipe(steps=2), progress=False)
+    other = tiny_recipe(steps=2)
+    other.hidden_size, other.conservative_steps = 64, 2
+    with pytest.raises(ValueError, match="model shape differs"):
+        train(tmp_path / "both", corpus, other, progress=False, from_main_phase=tmp_path / "main")

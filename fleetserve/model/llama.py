@@ -17,6 +17,21 @@ from torch import nn
 from fleetserve.model.config import ModelConfig
 
 
+def random_init(model: nn.Module, seed: int, std: float = 0.02, residual_std: float | None = None) -> None:
+    """Norms at one, biases at zero, other weights normal(0, std) drawn in parameter order;
+    o_proj and down_proj (the residual outputs) use `residual_std` where given."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
+            else:
+                residual = residual_std is not None and name.endswith(("o_proj.weight", "down_proj.weight"))
+                p.copy_(torch.randn(p.shape, generator=gen) * (residual_std if residual else std))
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()

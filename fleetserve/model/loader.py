@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 
 from fleetserve.model.config import ModelConfig, ModelLoadError
-from fleetserve.model.llama import Transformer
+from fleetserve.model.llama import Transformer, random_init
 
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
 # Present in some older checkpoints; recomputed by us, never loaded.
@@ -50,7 +50,7 @@ def load_model(
     model = model.to_empty(device="cpu").to(torch_dtype)
     model.tie_weights()
     if load_format == "dummy":
-        _fill_dummy(model, seed)
+        random_init(model, seed)
     else:
         _load_safetensors(model, model_dir)
     return model.eval().requires_grad_(False)
@@ -133,15 +133,3 @@ def _target(params: dict[str, torch.nn.Parameter], fused: dict, name: str) -> to
         fused_name, offset, rows = fused[proj]
         return params[f"{prefix}.{fused_name}.{leaf}"].data.narrow(0, offset, rows)
     return params[name].data
-
-
-def _fill_dummy(model: Transformer, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-            elif name.endswith(".bias"):
-                p.zero_()
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)

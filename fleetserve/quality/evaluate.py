@@ -78,20 +78,19 @@ class ModelCorrector:
         self.prompt = CorrectionPrompt(model_dir, self.llm.tokenizer)
 
     def correct(self, texts: list[str], progress: bool = False) -> list[str]:
-        outputs: list[str | None] = [None] * len(texts)
+        outputs = list(texts)  # a text too long for the context stays as it was (a server would refuse it)
         prompts, params, where = [], [], []
         for i, text in enumerate(texts):
             try:
                 ids, p = self.prompt.request(text, self.max_model_len)
             except ValueError:
-                outputs[i] = text  # too long for the context: left as it was, as a server would refuse it
                 continue
             prompts.append(ids)
             params.append(p)
             where.append(i)
         for i, g in zip(where, self.llm.generate(prompts, params, progress=progress)):
             outputs[i] = g.text.strip()
-        return [o if o is not None else "" for o in outputs]
+        return outputs
 
 
 class ServerCorrector:
@@ -178,6 +177,11 @@ def score(system: str, outputs: list[str], eval_set: EvalSet, seconds: float = 0
     unchanged = sum(o == s for o, s in zip(outputs, eval_set.sources)) / max(len(outputs), 1)
     return EvalResult(system, eval_set.name, len(outputs), round(g.corpus, 2), round(g.std, 2),
                       round(g.sentence_mean, 2), round(unchanged, 4), round(seconds, 1), outputs)
+
+
+def copy_source(eval_set: EvalSet) -> EvalResult:
+    """The baseline every corrector must beat: the sources, unchanged."""
+    return score("copy of the source", list(eval_set.sources), eval_set)
 
 
 def agreement(a: list[str], b: list[str]) -> float:

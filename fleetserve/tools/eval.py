@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from fleetserve.quality.evaluate import EvalResult, corrector_for, evaluate, load_eval_set, score
+from fleetserve.quality.evaluate import EvalResult, copy_source, corrector_for, evaluate, load_eval_set
 from fleetserve.quality.gate import check, disagreements
 from fleetserve.shared_data import default_eval_set
 
@@ -28,7 +28,7 @@ def run_eval(a: argparse.Namespace) -> int:
     print(f"evaluating on {eval_set.name}: {len(eval_set.sources)} sentences, "
           f"{len(eval_set.references)} references each", file=sys.stderr)
 
-    copy = score("copy of the source", list(eval_set.sources), eval_set)
+    copy = copy_source(eval_set)
     candidate = evaluate(corrector_for(a.system, dtype=a.dtype, **engine), eval_set, progress=True)
     baseline = None
     if a.baseline is not None:

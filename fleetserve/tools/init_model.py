@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
+
+from fleetserve.training.bpe import byte_level_bpe
 
 SAMPLE_TEXT = Path(__file__).parent / "data" / "tokenizer_sample.txt"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -52,18 +54,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def build_tokenizer(vocab_size: int) -> Tokenizer:
-    """A byte-level BPE trained on a small shipped text: deterministic, no downloads."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train([str(SAMPLE_TEXT)], trainer)
-    return tok
+    """A byte-level BPE trained on a small shipped text."""
+    return byte_level_bpe(SAMPLE_TEXT.read_text().splitlines(keepends=True), vocab_size, SPECIAL_TOKENS)
 
 
 def write_tokenizer(out: Path, model_vocab_size: int) -> list[int]:

@@ -23,13 +23,13 @@ def score_and_describe(out: str | Path, figures: dict, eval_set: str | Path | No
     """Score the trained model on `eval_set` (if given) and (re)write its model card."""
     scores = None
     if eval_set is not None:
-        from fleetserve.quality.evaluate import ModelCorrector, evaluate, load_eval_set, score
+        from fleetserve.quality.evaluate import ModelCorrector, copy_source, evaluate, load_eval_set
 
         data = load_eval_set(eval_set)
         if progress:
             print(f"scoring on {data.name} ({len(data.sources)} sentences)", file=sys.stderr)
         result = evaluate(ModelCorrector(out), data, progress=progress)
-        copy = score("copy of the source", list(data.sources), data)
+        copy = copy_source(data)
         scores = {"eval_set": data.name, "model": str(out), "candidate": result.summary(),
                   "copy_source": copy.summary(), "machine": f"{platform.machine()}, {figures['threads']} threads"}
         (Path(out) / "eval.json").write_text(json.dumps(scores, indent=2) + "\n")

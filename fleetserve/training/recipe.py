@@ -19,12 +19,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 
 from fleetserve.model.config import ModelConfig
-from fleetserve.model.llama import Transformer
+from fleetserve.model.llama import Transformer, random_init
 from fleetserve.model.saver import save_model
 from fleetserve.training import model_card
+from fleetserve.training.bpe import byte_level_bpe
 from fleetserve.training.pairs import PairConfig, load_corpus, make_pair, pair_stream, split_holdout
 
 PAD, SOURCE, CORRECT, END = "<|pad|>", "<|source|>", "<|correct|>", "<|end|>"
@@ -85,15 +86,7 @@ def train_tokenizer(sentences: list[str], recipe: Recipe) -> Tokenizer:
     misspelt words split into sensible pieces rather than single bytes."""
     rng = random.Random(recipe.seed + 1)
     noisy = [make_pair([s], rng, recipe.pairs)[0] for s in sentences]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=recipe.vocab_size, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    tok.train_from_iterator(sentences + noisy, trainer)
-    return tok
+    return byte_level_bpe(sentences + noisy, recipe.vocab_size, SPECIAL_TOKENS)
 
 
 class Batcher:
@@ -146,18 +139,8 @@ def collate(batch: list[tuple[list[int], int]], pad: int) -> tuple[torch.Tensor,
 
 
 def init_weights(model: Transformer, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-            elif name.endswith("bias"):
-                p.zero_()
-            else:
-                std = 0.02
-                if name.endswith(("o_proj.weight", "down_proj.weight")):  # residual outputs, GPT-2 style
-                    std /= math.sqrt(2 * model.cfg.num_layers)
-                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    # Residual outputs scaled down by depth (GPT-2 style): training starts stabler.
+    random_init(model, seed, residual_std=0.02 / math.sqrt(2 * model.cfg.num_layers))
 
 
 def loss_of(model: Transformer, inputs: torch.Tensor, labels: torch.Tensor, bf16: bool) -> torch.Tensor:
@@ -231,6 +214,11 @@ def train(out: str | Path, corpus: str | Path, recipe: Recipe, progress: bool = 
         start = Path(from_main_phase)
         tok = Tokenizer.from_file(str(start / "tokenizer.json"))
         recipe.vocab_size = tok.get_vocab_size()
+        theirs = json.loads((start / "config.json").read_text())
+        shape = {k: theirs.get(k) for k in recipe.model_config()}
+        if shape != recipe.model_config():
+            raise ValueError(f"{start}: its model shape differs from this recipe's; pass the same options "
+                             f"that trained it ({shape} vs {recipe.model_config()})")
         write_model_files(out, tok, recipe)
         model = load_model(start).requires_grad_(True)
         earlier = json.loads((start / "training.json").read_text())
