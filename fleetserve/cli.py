@@ -91,12 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_init_model)
 
+    from fleetserve.training.recipe import Recipe
+
     p = sub.add_parser("train-demo", help="train the bundled grammar-correction model from the corpus (CPU, about an hour)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--corpus", default=None, help="clean sentences, one per line (default: ../shared/data/corpus/wordnet-examples.txt)")
-    p.add_argument("--steps", type=int, default=7000, help="optimizer steps (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=48, help="pairs per step (default %(default)s)")
-    p.add_argument("--conservative-steps", type=int, default=2000,
+    p.add_argument("--steps", type=int, default=Recipe.steps, help="optimizer steps (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=Recipe.batch_size, help="pairs per step (default %(default)s)")
+    p.add_argument("--conservative-steps", type=int, default=Recipe.conservative_steps,
                    help="steps of the second, conservative phase (more clean pairs, fewer errors; default %(default)s)")
     p.add_argument("--from-main-phase", default=None, metavar="DIR",
                    help="skip the main phase: start from a model this command wrote with --conservative-steps 0")

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from fleetserve.training.errors import ERROR_TYPES, corrupt, inject, join_words, split_words
-from fleetserve.training.pairs import PairConfig, make_pair, normalise
+from fleetserve.training.pairs import PairConfig, make_pair, normalise, rare_word
 
 # A sentence with a place for every error type.
 RICH = "She goes to the market every day with her two children, and I think it was fine."
@@ -65,3 +65,28 @@ def test_join_weights_set_how_many_sentences_make_one_text():
     sentences = ["One.", "Two.", "Three."]
     cfg = PairConfig(clean_share=1.0, join_weights=(0, 0, 0, 0, 1))
     assert all(len(tgt.split()) == 5 for _, tgt in (make_pair(sentences, rng, cfg) for _ in range(20)))
+
+
+def test_rare_words_are_copied_unchanged_and_errors_never_touch_them():
+    rng = random.Random(4)
+    sentences = [normalise(s) for s in ["the train was late again", "children played quietly outside",
+                                        "she bought several oranges yesterday", "we walked along the river"]]
+    known = {w.lower() for s in sentences for w in split_words(s)}
+    cfg = PairConfig(clean_share=0.0, rare_share=1.0, rare_words=2)
+    with_rare = 0
+    for _ in range(300):
+        src, tgt = make_pair(sentences, rng, cfg)
+        assert not any(0xE000 <= ord(c) < 0xF900 for c in src + tgt), "a placeholder leaked"
+        rare = [w for w in split_words(tgt) if w.lower() not in known]
+        with_rare += bool(rare)
+        for w in rare:
+            assert w in split_words(src), (w, src, tgt)
+    assert with_rare > 250
+
+
+def test_rare_words_look_like_names_words_and_numbers():
+    rng = random.Random(5)
+    words = [rare_word(rng) for _ in range(400)]
+    assert any(w[0].isupper() for w in words) and any(w.islower() for w in words)
+    assert any(w.replace(",", "").isdigit() for w in words)
+    assert len(set(words)) > 300

@@ -22,7 +22,7 @@ SENTENCES = [
 
 def tiny_recipe(steps=12):
     return Recipe(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                  steps=steps, batch_size=8, warmup=2, holdout_share=0.1)
+                  steps=steps, batch_size=8, warmup=2, holdout_share=0.1, conservative_steps=0)
 
 
 def test_recipe_writes_a_model_that_transformers_and_the_engine_agree_on(tmp_path):

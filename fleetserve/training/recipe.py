@@ -47,9 +47,9 @@ class Recipe:
     num_layers: int = 6
     num_heads: int = 4
     num_kv_heads: int = 4
-    max_seq_len: int = 192  # source + target tokens of one training pair
-    steps: int = 7000
-    batch_size: int = 48
+    max_seq_len: int = 256  # source + target tokens of one training pair
+    steps: int = 6000
+    batch_size: int = 32
     lr: float = 1.5e-3
     warmup: int = 300
     weight_decay: float = 0.01
@@ -59,7 +59,7 @@ class Recipe:
     pairs: PairConfig = field(default_factory=PairConfig)
     # A second, conservative phase: more clean pairs and fewer errors teach the model
     # to leave alone what it does not recognise (precision matters more than recall for GLEU).
-    conservative_steps: int = 0
+    conservative_steps: int = 1500
     conservative_lr: float = 5e-4
     conservative_pairs: PairConfig = field(default_factory=lambda: PairConfig(clean_share=0.4, words_per_error=10.0))
 
