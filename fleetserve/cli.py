@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fleetserve.engine.engine_core import EngineConfig
+if TYPE_CHECKING:  # the engine imports torch: only the commands that run it pay for that
+    from fleetserve.engine.engine_core import EngineConfig
 
 
 def _engine_args(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> None:
@@ -25,6 +27,8 @@ def _engine_args(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> None:
 
 
 def _engine_config(a: argparse.Namespace) -> EngineConfig:
+    from fleetserve.engine.engine_core import EngineConfig
+
     return EngineConfig(max_num_seqs=a.max_num_seqs, max_model_len=a.max_model_len,
                         max_prefill_tokens=a.max_prefill_tokens, load_format=a.load_format, dtype=a.dtype,
                         compile=a.compile, seed=a.seed, threads=a.threads)
@@ -48,8 +52,8 @@ def cmd_train_demo(a: argparse.Namespace) -> None:
     from fleetserve.tools.train_demo import train_demo
     from fleetserve.training.recipe import Recipe
 
-    recipe = Recipe(seed=a.seed, steps=a.steps, batch_size=a.batch_size, threads=a.threads,
-                    conservative_steps=a.conservative_steps)
+    given = {"steps": a.steps, "batch_size": a.batch_size, "conservative_steps": a.conservative_steps}
+    recipe = Recipe(seed=a.seed, threads=a.threads, **{k: v for k, v in given.items() if v is not None})
     eval_set = None if a.no_eval else (a.eval_set or default_eval_set())
     if eval_set is not None and not Path(eval_set).is_dir():
         print(f"fleetserve: note: no evaluation set at {eval_set}; the model card will have no scores", file=sys.stderr)
@@ -68,6 +72,18 @@ def cmd_bench(a: argparse.Namespace) -> None:
     from fleetserve.tools.bench import run_bench
 
     run_bench(a, _engine_config(a))
+
+
+def cmd_loadtest(a: argparse.Namespace) -> None:
+    from fleetserve.tools.loadtest.runner import run_cli
+
+    sys.exit(run_cli(a))
+
+
+def cmd_stub_server(a: argparse.Namespace) -> None:
+    from fleetserve.tools.loadtest.stub_server import run_cli
+
+    run_cli(a)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,15 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_init_model)
 
-    from fleetserve.training.recipe import Recipe
-
     p = sub.add_parser("train-demo", help="train the bundled grammar-correction model from the corpus (CPU, about an hour)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--corpus", default=None, help="clean sentences, one per line (default: ../shared/data/corpus/wordnet-examples.txt)")
-    p.add_argument("--steps", type=int, default=Recipe.steps, help="optimizer steps (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=Recipe.batch_size, help="pairs per step (default %(default)s)")
-    p.add_argument("--conservative-steps", type=int, default=Recipe.conservative_steps,
-                   help="steps of the second, conservative phase (more clean pairs, fewer errors; default %(default)s)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps of the main phase (default: the recipe's, 6000)")
+    p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: the recipe's, 32)")
+    p.add_argument("--conservative-steps", type=int, default=None,
+                   help="steps of the second, conservative phase (more clean pairs, fewer errors; "
+                        "default: the recipe's, 1500)")
     p.add_argument("--from-main-phase", default=None, metavar="DIR",
                    help="skip the main phase: start from a model this command wrote with --conservative-steps 0")
     p.add_argument("--seed", type=int, default=0)
@@ -129,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the results as JSON here")
     _engine_args(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("loadtest", help="open-loop load test of a server: profiles, SLO gate, shadow, reports")
+    from fleetserve.tools.loadtest.runner import add_arguments as loadtest_arguments
+
+    loadtest_arguments(p)
+    p.set_defaults(func=cmd_loadtest)
+
+    p = sub.add_parser("stub-server", help="a model-less OpenAI-shaped server with set latency and errors, "
+                                           "for measuring the load tester")
+    from fleetserve.tools.loadtest.stub_server import add_arguments as stub_arguments
+
+    stub_arguments(p)
+    p.set_defaults(func=cmd_stub_server)
     return parser
 
 
