@@ -80,6 +80,21 @@ def cmd_loadtest(a: argparse.Namespace) -> None:
     sys.exit(run_cli(a))
 
 
+def cmd_bench_loadtest(a: argparse.Namespace) -> None:
+    import json
+
+    from fleetserve.tools.loadtest.self_bench import run_self_bench
+
+    rates = [float(r) for r in a.rates.split(",")]
+    result = run_self_bench(rates, a.seconds, baseline=not a.no_baseline)
+    for name in ("fleetserve", "httpx_baseline"):
+        if name in result:
+            print(f"{name}: highest rate sustained with <1% late sends on one core: "
+                  f"{result[name]['highest_sustained_rate']:.0f} requests/s")
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
 def cmd_stub_server(a: argparse.Namespace) -> None:
     from fleetserve.tools.loadtest.stub_server import run_cli
 
@@ -150,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     loadtest_arguments(p)
     p.set_defaults(func=cmd_loadtest)
+
+    p = sub.add_parser("bench-loadtest", help="the highest rate the load tester sustains on one core, "
+                                              "vs an httpx sender, against the stub server")
+    p.add_argument("--rates", default="1000,2000,3000,4000,5000,6000,8000,10000,12000,14000,16000",
+                   help="offered rates to step through, stopping at the first not sustained")
+    p.add_argument("--seconds", type=float, default=5.0, help="seconds per rate (default %(default)s)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the httpx baseline")
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.set_defaults(func=cmd_bench_loadtest)
 
     p = sub.add_parser("stub-server", help="a model-less OpenAI-shaped server with set latency and errors, "
                                            "for measuring the load tester")

@@ -223,3 +223,17 @@ def test_against_fleetserve_serve_with_the_bundled_model(tmp_path):
     assert o["completed_requests"] == 8 and o["errors"] == {}
     assert o["output_throughput"] == pytest.approx(8 * o["request_throughput"])  # ignore_eos: all 8 tokens
     assert o["ttft"]["median"] is not None and o["itl"]["median"] is not None
+
+
+def test_knee_is_the_last_window_before_latency_breaks():
+    from fleetserve.tools.loadtest.metrics import knee
+
+    def w(start, offered, achieved, p99, errors=0.0):
+        return {"start_s": start, "sent_requests": 10, "offered_rate": offered, "request_throughput": achieved,
+                "e2el": {"p99": p99}, "error_rate": errors}
+
+    ramp = [w(0, 10, 10, 50), w(5, 20, 20, 80), w(10, 30, 29, 400), w(15, 40, 31, 1500), w(20, 50, 31, 300)]
+    assert knee(ramp)["offered_rate"] == 30
+    assert knee(ramp, p99_limit_ms=100)["offered_rate"] == 20
+    assert knee([w(0, 10, 10, 50, errors=0.1)]) is None
+    assert knee([w(0, 10, 5, 50)]) is None  # fell behind the offered rate

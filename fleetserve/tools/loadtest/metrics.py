@@ -107,3 +107,21 @@ def summarize(a: dict[str, np.ndarray], errors: list[str], duration: float, wind
         block = _block(a, lat, rows, itl, errors, hi - lo, done_here, good, offered)
         windows.append({"start_s": round(lo, 3), "end_s": round(hi, 3), **block})
     return {"overall": overall, "windows": windows}
+
+
+def knee(windows: list[dict[str, Any]], p99_limit_ms: float = 1000.0) -> dict[str, Any] | None:
+    """The highest offered rate the server kept up with: the last window, before the
+    first one that fails, whose e2el p99 stays under the limit with no errors and
+    whose achieved rate kept up with the offered one (within 10%)."""
+    best = None
+    for w in windows:
+        p99 = w["e2el"]["p99"]
+        if not w["sent_requests"]:
+            continue
+        kept_up = w["request_throughput"] >= 0.9 * w["offered_rate"]
+        if p99 is None or p99 >= p99_limit_ms or w["error_rate"] > 0 or not kept_up:
+            break
+        if best is None or w["offered_rate"] > best["offered_rate"]:
+            best = {"offered_rate": w["offered_rate"], "request_throughput": w["request_throughput"],
+                    "p99_e2el_ms": p99, "window_start_s": w["start_s"]}
+    return best

@@ -31,6 +31,10 @@ def _figure(report: dict[str, Any]):
     ax.plot(mid, [w["offered_rate"] for w in windows], label="offered", color="0.5", linestyle="--")
     ax.plot(mid, [w["request_throughput"] for w in windows], label="achieved", color="tab:blue")
     ax.plot(mid, [w["request_goodput"] for w in windows], label="goodput", color="tab:green")
+    if report.get("knee"):
+        k = report["knee"]
+        ax.axhline(k["offered_rate"], color="tab:red", linewidth=0.8, linestyle=":",
+                   label=f"knee {k['offered_rate']:.0f}/s (p99 {k['p99_e2el_ms']:.0f} ms)")
     ax.set_ylabel("requests/s")
     ax.legend(loc="upper left")
     ax.set_title(f"{report['target']}  ·  {report['profile']}")
@@ -99,6 +103,8 @@ def write_html(report: dict[str, Any], path: str | Path) -> Path:
             ("succeeded", o["completed_requests"]), ("availability", o["availability"]),
             ("error rate", o["error_rate"]), ("errors", ", ".join(f"{k}: {v}" for k, v in o["errors"].items()) or "none"),
             ("late sends (client lag)", o["client_lag"]["late_requests"])]
+    if report.get("knee"):
+        rows.append(("knee (req/s offered, p99 under the limit)", report["knee"]["offered_rate"]))
     lat = "".join(f"<tr><th>{m}</th>" + "".join(f"<td>{_fmt(o[m][s])}</td>" for s in ("mean", "median", "p90", "p99", "p99.9"))
                   + "</tr>" for m in ("ttft", "tpot", "itl", "e2el"))
     verdict = report.get("slo")

@@ -221,6 +221,8 @@ def run_loadtest(o: LoadTestOptions) -> tuple[dict[str, Any], int]:
         "peak_connections": sum(r.peak_connections for r in results),
         "summary": summary,
         "slo_latency_lines_ms": [ob.threshold * 1e3 for ob in objectives if ob.latency == "e2el"],
+        "knee": metrics.knee(summary["windows"], 1e3 * min([ob.threshold for ob in objectives
+                                                            if ob.path == ("e2el", "p99")] or [1.0])),
     }
     status = 0
     if objectives:
@@ -246,6 +248,10 @@ def describe(rep: dict[str, Any]) -> str:
              f"availability {o['availability']}, errors {o['errors'] or 'none'}",
              f"  client lag: {o['client_lag']['late_requests']} sent >10 ms late "
              f"(p99 {o['client_lag']['p99_ms']} ms)"]
+    if rep.get("knee"):
+        k = rep["knee"]
+        lines.append(f"  knee: {k['offered_rate']:.1f} req/s offered ({k['request_throughput']:.1f} achieved) with "
+                     f"e2el p99 {k['p99_e2el_ms']:.0f} ms, the highest window before latency or errors broke")
     for m in ("ttft", "tpot", "itl", "e2el"):
         s = o[m]
         if s["mean"] is not None:
