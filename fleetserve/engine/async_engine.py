@@ -14,14 +14,12 @@ import threading
 from collections.abc import AsyncIterator
 
 from fleetserve.engine.engine_core import EngineCore
+from fleetserve.engine.errors import EngineDeadError
+from fleetserve.engine.ipc import Stats
 from fleetserve.engine.request import StepOutput
 from fleetserve.engine.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
-
-
-class EngineDeadError(RuntimeError):
-    """The step loop crashed; no request can complete."""
 
 
 class AsyncEngine:
@@ -35,6 +33,20 @@ class AsyncEngine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.error: BaseException | None = None
+
+    @property
+    def max_model_len(self) -> int:
+        return self.core.config.max_model_len
+
+    @property
+    def max_num_seqs(self) -> int:
+        return self.core.config.max_num_seqs
+
+    def check_request(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        self.core.check_request(prompt_ids, params)
+
+    def snapshot(self) -> Stats:
+        return self.core.snapshot()
 
     @property
     def alive(self) -> bool:

@@ -20,7 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from fleetserve.engine.async_engine import AsyncEngine, EngineDeadError
+from fleetserve.engine.async_engine import AsyncEngine
+from fleetserve.engine.errors import EngineDeadError, RequestRejected
 from fleetserve.engine.detokenizer import IncrementalDetokenizer
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.model.tokenizer import Tokenizer
@@ -53,22 +54,23 @@ class PodServer:
         self.tokenizer = tokenizer
         self.model_name = served_model_name or Path(model_dir).resolve().name
         self.max_body_bytes = max_body_bytes
-        self.max_model_len = engine.core.config.max_model_len
+        self.max_model_len = engine.max_model_len
         self.correction = CorrectionPrompt(model_dir, tokenizer)
         self.draining = False
         self.in_flight = 0
         self.created = int(time.time())
 
-        core = engine.core
         m = self.metrics = Registry()
         self.m_requests = m.add(Counter("fleetserve_requests_total", "HTTP requests by route and status", ("route", "status")))
         m.add(Gauge("fleetserve_requests_in_flight", "Generation requests being served", lambda: self.in_flight))
-        m.add(Gauge("fleetserve_requests_waiting", "Requests waiting for a slot", lambda: core.num_waiting))
-        m.add(Gauge("fleetserve_slots_running", "Slots holding a running request", lambda: core.num_running))
-        m.add(Gauge("fleetserve_slots_total", "Slots (max-num-seqs)", lambda: core.config.max_num_seqs))
-        m.add(Gauge("fleetserve_generation_tokens_total", "Tokens generated", lambda: core.stats.generated_tokens, "counter"))
-        m.add(Gauge("fleetserve_prompt_tokens_total", "Prompt tokens prefilled", lambda: core.stats.prefill_tokens, "counter"))
-        m.add(Gauge("fleetserve_engine_steps_total", "Engine steps run", lambda: core.stats.steps, "counter"))
+        m.add(Gauge("fleetserve_requests_waiting", "Requests waiting for a slot", lambda: engine.snapshot().waiting))
+        m.add(Gauge("fleetserve_slots_running", "Slots holding a running request", lambda: engine.snapshot().running))
+        m.add(Gauge("fleetserve_slots_total", "Slots (max-num-seqs)", lambda: engine.max_num_seqs))
+        m.add(Gauge("fleetserve_generation_tokens_total", "Tokens generated",
+                    lambda: engine.snapshot().generated_tokens, "counter"))
+        m.add(Gauge("fleetserve_prompt_tokens_total", "Prompt tokens prefilled",
+                    lambda: engine.snapshot().prefill_tokens, "counter"))
+        m.add(Gauge("fleetserve_engine_steps_total", "Engine steps run", lambda: engine.snapshot().steps, "counter"))
         self.m_e2e = m.add(Histogram("fleetserve_request_latency_seconds", "End-to-end latency of generation requests"))
         self.m_ttft = m.add(Histogram("fleetserve_time_to_first_token_seconds", "Time to first token"))
 
@@ -106,6 +108,10 @@ class PodServer:
                     response = error_response(400, str(e))
                 except EngineDeadError as e:
                     response = error_response(503, str(e), "engine_dead")
+                except RequestRejected as e:
+                    response = error_response(e.status, str(e), "overloaded" if e.status == 429 else None)
+                    if e.status == 429:
+                        response.headers["Retry-After"] = "1"
             self.m_requests.inc(1, request.url.path, str(response.status_code))
             return response
 
@@ -171,7 +177,7 @@ class PodServer:
 
     def _stream(self, prompt_ids: list[int], params: SamplingParams, request_id: str, chunk, include_usage: bool) -> Response:
         """Server-sent events; `chunk(text, finish_reason)` shapes each event."""
-        self.engine.core.check_request(prompt_ids, params)  # fail with a 400 before the 200 starts
+        self.engine.check_request(prompt_ids, params)  # fail with a 400 before the 200 starts
 
         async def events():
             n = 0

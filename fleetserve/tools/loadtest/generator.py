@@ -38,7 +38,7 @@ class SendPlan:
     keep_texts: bool = False
 
 
-@dataclass
+@dataclass(repr=False)  # asyncio reprs a finished task's result; these hold every record
 class SendResult:
     records: Records
     shadow: Records | None = None
