@@ -35,9 +35,21 @@ def _engine_config(a: argparse.Namespace) -> EngineConfig:
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
-    from fleetserve.server.serve import serve
+    from fleetserve.server.options import ServerOptions
 
-    serve(a.model_dir, a.host, a.port, _engine_config(a), a.served_model_name, a.max_body_bytes, a.log_level)
+    if (a.frontends is not None and a.frontends < 0) or a.max_waiting < 0 or a.drain_timeout < 0 \
+            or a.request_timeout < 0:
+        raise ValueError("--frontends, --max-waiting, --drain-timeout and --request-timeout must not be negative")
+    options = ServerOptions(a.served_model_name, a.max_body_bytes, a.request_timeout or None, a.max_waiting,
+                            a.drain_timeout, a.log_level)
+    if a.frontends == 0:
+        from fleetserve.server.serve import serve
+
+        serve(a.model_dir, a.host, a.port, _engine_config(a), options)
+        return
+    from fleetserve.server.pod import default_frontends, serve_pod
+
+    serve_pod(a.model_dir, a.host, a.port, _engine_config(a), a.frontends or default_frontends(), options)
 
 
 def cmd_init_model(a: argparse.Namespace) -> None:
@@ -95,6 +107,17 @@ def cmd_bench_loadtest(a: argparse.Namespace) -> None:
         Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
+def cmd_bench_pod(a: argparse.Namespace) -> None:
+    import json
+
+    from fleetserve.tools.pod_bench import run_pod_bench
+
+    frontends = [int(n) for n in a.frontends.split(",")]
+    result = run_pod_bench(a.model, frontends, a.rate, a.seconds, a.max_num_seqs, a.serve_args.split())
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
 def cmd_stub_server(a: argparse.Namespace) -> None:
     from fleetserve.tools.loadtest.stub_server import run_cli
 
@@ -112,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--served-model-name", default=None, help="model name in the API (default: directory name)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body accepted (default 1 MiB)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    g = p.add_argument_group("pod")
+    g.add_argument("--frontends", type=int, default=None,
+                   help="HTTP frontend processes sharing the port, with the engine in its own process "
+                        "(default: one per 4 cores, at least 1); 0 runs everything in one process")
+    g.add_argument("--max-waiting", type=int, default=1024,
+                   help="requests waiting for a slot before new ones get 429 with Retry-After (default %(default)s; "
+                        "0: no bound)")
+    g.add_argument("--request-timeout", type=float, default=60.0,
+                   help="seconds a generation may take before it is cancelled with a 504 (default %(default)s; 0: none)")
+    g.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="seconds SIGTERM waits for requests in flight before stopping anyway (default %(default)s)")
     _engine_args(p)
     p.set_defaults(func=cmd_serve)
 
@@ -174,6 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baseline", action="store_true", help="skip the httpx baseline")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.set_defaults(func=cmd_bench_loadtest)
+
+    p = sub.add_parser("bench-pod", help="HTTP throughput at saturation per pod layout, as a ratio to the "
+                                         "offline engine in the same run")
+    p.add_argument("--model", default="models/correct-6m", help="model directory (default %(default)s)")
+    p.add_argument("--frontends", default="0,1,2", help="--frontends settings to compare (default %(default)s)")
+    p.add_argument("--rate", type=float, default=400.0,
+                   help="offered requests/s, above what the pod can do (default %(default)s)")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per layout, after 5 of warm-up")
+    p.add_argument("--max-num-seqs", type=int, default=64)
+    p.add_argument("--serve-args", default="", help="more `fleetserve serve` options, e.g. '--load-format dummy'")
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.set_defaults(func=cmd_bench_pod)
 
     p = sub.add_parser("stub-server", help="a model-less OpenAI-shaped server with set latency and errors, "
                                            "for measuring the load tester")

@@ -22,6 +22,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(model_dir, *args: str, timeout: float = 60) -> Iterator[str]:
+    with server_process(model_dir, *args, timeout=timeout) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def server_process(model_dir, *args: str, timeout: float = 60) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`fleetserve serve` on a free port, ready; yields (url, process)."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "fleetserve", "serve", str(model_dir), "--port", str(port),
@@ -41,7 +48,8 @@ def running_server(model_dir, *args: str, timeout: float = 60) -> Iterator[str]:
             pytest.fail(f"server did not start: {proc.stdout.read().decode()}")
         time.sleep(0.2)
     try:
-        yield url
+        yield url, proc
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator
 
 from fleetserve.engine.engine_core import EngineCore
-from fleetserve.engine.errors import EngineDeadError
+from fleetserve.engine.errors import EngineDeadError, RequestRejected
 from fleetserve.engine.ipc import Stats
 from fleetserve.engine.request import StepOutput
 from fleetserve.engine.sampling_params import SamplingParams
@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 
 class AsyncEngine:
-    def __init__(self, core: EngineCore):
+    def __init__(self, core: EngineCore, max_waiting: int = 0):
         self.core = core
+        self.max_waiting = max_waiting  # 0: no bound
         self._inbox: list[tuple[str, str, list[int] | None, SamplingParams | None]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -69,6 +70,8 @@ class AsyncEngine:
         if not self.alive:
             raise EngineDeadError(f"engine is not running: {self.error!r}")
         self.core.check_request(prompt_ids, params)
+        if self.max_waiting and self.core.num_waiting + len(self._inbox) >= self.max_waiting:
+            raise RequestRejected(429, f"the pod's waiting queue is full ({self.max_waiting} requests); retry later")
         queue: asyncio.Queue = asyncio.Queue()
         self._queues[request_id] = queue
         self._post(("add", request_id, prompt_ids, params))

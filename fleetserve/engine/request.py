@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 import time
 from dataclasses import dataclass, field
 
 import torch
 
+from fleetserve.engine.outputs import FinishReason, StepOutput  # noqa: F401  (re-exported)
 from fleetserve.engine.sampling_params import SamplingParams
-
-
-class FinishReason(str, enum.Enum):
-    STOP = "stop"  # EOS, a stop token or a stop string
-    LENGTH = "length"  # max_tokens or the model length
-    ABORT = "abort"  # cancelled by the client or the server
 
 
 @dataclass(eq=False)
@@ -40,13 +34,3 @@ class Request:
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
-
-
-@dataclass
-class StepOutput:
-    """What one engine step produced for one request: the new token and, when it
-    ended, why. The engine sends only these deltas, never whole sequences."""
-
-    request_id: str
-    new_token_ids: list[int]
-    finish_reason: FinishReason | None = None

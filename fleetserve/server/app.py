@@ -7,12 +7,14 @@ reach the engine; the engine sees only requests that can run.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 from starlette.applications import Starlette
@@ -20,7 +22,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from fleetserve.engine.async_engine import AsyncEngine
 from fleetserve.engine.errors import EngineDeadError, RequestRejected
 from fleetserve.engine.detokenizer import IncrementalDetokenizer
 from fleetserve.engine.sampling_params import SamplingParams
@@ -28,9 +29,14 @@ from fleetserve.model.tokenizer import Tokenizer
 from fleetserve.server.correct import CorrectionPrompt, char_edits
 from fleetserve.server.errors import APIError, error_response
 from fleetserve.server.metrics import Counter, Gauge, Histogram, Registry
+from fleetserve.server.options import ServerOptions
 from fleetserve.server.protocol import ChatCompletionRequest, CompletionRequest, CorrectRequest
 
-DEFAULT_MAX_BODY_BYTES = 1 << 20
+if TYPE_CHECKING:  # the in-process engine imports torch; a frontend process never needs it
+    from fleetserve.engine.async_engine import AsyncEngine
+    from fleetserve.engine.core_client import CoreClient
+
+IN_FLIGHT_HEADER = "x-fleetserve-in-flight"
 
 
 @dataclass
@@ -44,16 +50,16 @@ class Generation:
 class PodServer:
     def __init__(
         self,
-        engine: AsyncEngine,
+        engine: AsyncEngine | CoreClient,
         tokenizer: Tokenizer,
         model_dir: str | Path,
-        served_model_name: str | None = None,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        options: ServerOptions = ServerOptions(),
     ):
         self.engine = engine
         self.tokenizer = tokenizer
-        self.model_name = served_model_name or Path(model_dir).resolve().name
-        self.max_body_bytes = max_body_bytes
+        self.model_name = options.served_model_name or Path(model_dir).resolve().name
+        self.max_body_bytes = options.max_body_bytes
+        self.request_timeout = options.request_timeout
         self.max_model_len = engine.max_model_len
         self.correction = CorrectionPrompt(model_dir, tokenizer)
         self.draining = False
@@ -87,7 +93,9 @@ class PodServer:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
-        self.engine.start()
+        started = self.engine.start()  # AsyncEngine starts a thread; CoreClient connects to the core
+        if started is not None:
+            await started
         yield
         self.engine.stop()
 
@@ -108,11 +116,14 @@ class PodServer:
                     response = error_response(400, str(e))
                 except EngineDeadError as e:
                     response = error_response(503, str(e), "engine_dead")
+                except ClientGone:
+                    response = error_response(499, "client closed the request", "client_gone")
                 except RequestRejected as e:
                     response = error_response(e.status, str(e), "overloaded" if e.status == 429 else None)
                     if e.status == 429:
                         response.headers["Retry-After"] = "1"
             self.m_requests.inc(1, request.url.path, str(response.status_code))
+            response.headers[IN_FLIGHT_HEADER] = str(self.in_flight)  # a router learns the load for free
             return response
 
         return endpoint
@@ -168,33 +179,87 @@ class PodServer:
                     break
         self.m_e2e.observe(time.monotonic() - start)
 
-    async def _generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str) -> Generation:
-        parts, reason, n = [], "abort", 0
-        async with self._track():
-            async for delta, reason, n in self._tokens(prompt_ids, params, request_id):
-                parts.append(delta)
-        return Generation("".join(parts), len(prompt_ids), n, reason)
+    async def _generate(self, request: Request, prompt_ids: list[int], params: SamplingParams,
+                        request_id: str) -> Generation:
+        """The whole answer. A client that hangs up cancels it (the engine frees the slot
+        within a step); one that takes longer than the request timeout gets a 504."""
+        async def collect() -> Generation:
+            parts, reason, n = [], "abort", 0
+            async with self._track():
+                async for delta, reason, n in self._tokens(prompt_ids, params, request_id):
+                    parts.append(delta)
+            return Generation("".join(parts), len(prompt_ids), n, reason)
 
-    def _stream(self, prompt_ids: list[int], params: SamplingParams, request_id: str, chunk, include_usage: bool) -> Response:
-        """Server-sent events; `chunk(text, finish_reason)` shapes each event."""
-        self.engine.check_request(prompt_ids, params)  # fail with a 400 before the 200 starts
+        work = asyncio.ensure_future(collect())
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            done, _ = await asyncio.wait({work, gone}, timeout=self.request_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if work in done:
+            return work.result()
+        work.cancel()  # leaving the engine's generator aborts the request there
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+        if gone in done:
+            raise ClientGone()
+        raise APIError(504, f"request timed out after {self.request_timeout:g}s", "timeout")
+
+    async def _stream(self, prompt_ids: list[int], params: SamplingParams, request_id: str, chunk,
+                      include_usage: bool) -> Response:
+        """Server-sent events; `chunk(text, finish_reason)` shapes each event. The first
+        token is awaited before the 200 starts, so a request the engine turns away
+        (full queue, dead engine) still gets a proper HTTP status."""
+        self.engine.check_request(prompt_ids, params)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout if self.request_timeout else None
+        tokens = self._tokens(prompt_ids, params, request_id)
+        self.in_flight += 1  # until the stream ends
+        closed = False
+
+        async def close() -> None:  # idempotent: the stream's end and the response's end both call it
+            nonlocal closed
+            if not closed:
+                closed = True
+                self.in_flight -= 1
+                await tokens.aclose()
+
+        try:
+            async with asyncio.timeout_at(deadline):
+                first = await anext(tokens)
+        except BaseException as e:
+            await close()
+            if isinstance(e, TimeoutError):
+                raise APIError(504, f"request timed out after {self.request_timeout:g}s", "timeout") from None
+            raise
 
         async def events():
             n = 0
-            async with self._track():
-                try:
-                    async for delta, reason, n in self._tokens(prompt_ids, params, request_id):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    item = first
+                    while True:
+                        delta, reason, n = item
                         if delta or reason:
                             yield b"data: " + msgspec.json.encode(chunk(delta, reason)) + b"\n\n"
-                except EngineDeadError as e:
-                    err = {"error": {"message": str(e), "type": "server_error", "code": "engine_dead"}}
-                    yield b"data: " + msgspec.json.encode(err) + b"\n\n"
+                        if reason:
+                            break
+                        item = await anext(tokens, None)
+                        if item is None:
+                            break
+            except EngineDeadError as e:
+                yield _error_event(str(e), "engine_dead")
+            except TimeoutError:
+                yield _error_event(f"request timed out after {self.request_timeout:g}s", "timeout")
+            finally:
+                await close()
             if include_usage:
                 usage = chunk(None, None) | {"choices": [], "usage": _usage(len(prompt_ids), n)}
                 yield b"data: " + msgspec.json.encode(usage) + b"\n\n"
             yield b"data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return _EventStream(events(), close)
 
     # ---- routes -------------------------------------------------------------------------------
 
@@ -211,8 +276,8 @@ class PodServer:
                 return base | {"choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": reason}]}
 
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return self._stream(ids, params, rid, chunk, include_usage)
-        g = await self._generate(ids, params, rid)
+            return await self._stream(ids, params, rid, chunk, include_usage)
+        g = await self._generate(request, ids, params, rid)
         return JSONResponse(base | {
             "choices": [{"index": 0, "text": g.text, "logprobs": None, "finish_reason": g.finish_reason}],
             "usage": _usage(g.prompt_tokens, g.completion_tokens),
@@ -239,8 +304,8 @@ class PodServer:
                                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
 
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return self._stream(ids, params, rid, chunk, include_usage)
-        g = await self._generate(ids, params, rid)
+            return await self._stream(ids, params, rid, chunk, include_usage)
+        g = await self._generate(request, ids, params, rid)
         return JSONResponse(base | {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
                          "logprobs": None, "finish_reason": g.finish_reason}],
@@ -255,7 +320,7 @@ class PodServer:
             ids, params = self.correction.request(req.text, self.max_model_len)
         except ValueError as e:
             raise APIError(400, str(e), param="text") from e
-        g = await self._generate(ids, params, f"corr-{uuid.uuid4().hex}")
+        g = await self._generate(request, ids, params, f"corr-{uuid.uuid4().hex}")
         corrected = g.text.strip()
         return JSONResponse({"text": corrected, "edits": char_edits(req.text, corrected)})
 
@@ -276,6 +341,38 @@ class PodServer:
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+class _EventStream(StreamingResponse):
+    """A stream that releases its request even when the client leaves before the
+    first byte (the body generator then never runs, so its own cleanup cannot)."""
+
+    def __init__(self, events, close):
+        super().__init__(events, media_type="text/event-stream")
+        self._close = close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._close()
+
+
+def _error_event(message: str, code: str) -> bytes:
+    return b"data: " + msgspec.json.encode({"error": {"message": message, "type": "server_error", "code": code}}) + b"\n\n"
+
+
+class ClientGone(Exception):
+    """The client hung up before its answer was ready."""
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client closes the connection (the body has been read already,
+    so the next ASGI message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:

@@ -1,0 +1,175 @@
+"""The pod supervisor: one engine-core process that owns the model, N frontend
+processes sharing the HTTP port, and the rules that keep them honest.
+
+- A frontend that dies is started again; the others keep serving meanwhile.
+- If the engine core dies, no request can complete: the frontends turn not
+  ready (missed heartbeats), the supervisor stops them and exits 1.
+- SIGTERM (or Ctrl-C) drains: each frontend turns not ready, answers new
+  requests 503 and finishes the ones in flight; then the core stops and the
+  supervisor exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from multiprocessing.connection import wait
+from pathlib import Path
+
+from fleetserve.engine.core_process import run_core_process
+from fleetserve.engine.engine_core import EngineConfig
+from fleetserve.server.frontend import FrontendConfig, reuseport_socket, run_frontend
+from fleetserve.server.options import ServerOptions
+
+log = logging.getLogger("fleetserve.pod")
+QUICK_DEATH_S = 10.0  # a frontend that dies this soon after starting is likely to again
+MAX_QUICK_DEATHS = 3
+
+
+def default_frontends() -> int:
+    """One frontend per four cores, at least one and at most eight: the engine core
+    wants most of the cores for its own threads."""
+    return max(1, min(8, len(os.sched_getaffinity(0)) // 4))
+
+
+class Pod:
+    def __init__(self, model_dir: str | Path, config: EngineConfig, frontend: FrontendConfig, frontends: int):
+        self.model_dir, self.config, self.frontend_cfg = str(model_dir), config, frontend
+        self.num_frontends = frontends
+        self.max_waiting, self.log_level = frontend.options.max_waiting, frontend.options.log_level
+        self.ctx = mp.get_context("spawn")  # torch and threads in the parent must not leak into children
+        self.core: mp.Process | None = None
+        self.frontends: dict[int, mp.Process] = {}
+        self.restarts = 0
+        self.started_at: dict[int, float] = {}
+        self.quick_deaths = 0  # frontends in a row that died soon after starting
+        self.draining = False
+
+    def start_core(self) -> dict:
+        """Start the engine core and wait until the model is loaded; raises ValueError
+        with the core's message when the model cannot be served."""
+        here, there = self.ctx.Pipe(duplex=False)
+        self.core = self.ctx.Process(target=run_core_process, name="fleetserve-engine-core",
+                                     args=(self.model_dir, self.config, self.frontend_cfg.core_address,
+                                           self.max_waiting, there, self.log_level))
+        self.core.start()
+        there.close()
+        while not here.poll(0.2):
+            if not self.core.is_alive():
+                raise RuntimeError(f"the engine core exited with status {self.core.exitcode} while loading the model")
+        status, info = here.recv()
+        if status != "ready":
+            self.core.join(timeout=5)
+            raise ValueError(info)
+        return info
+
+    def start_frontend(self, index: int) -> None:
+        p = self.ctx.Process(target=run_frontend, args=(self.frontend_cfg, index), name=f"fleetserve-frontend-{index}")
+        p.start()
+        self.frontends[index] = p
+        self.started_at[index] = time.monotonic()
+
+    def supervise(self) -> int:
+        """Watch the children until a drain ends (0) or the engine core dies (1)."""
+        while True:
+            sentinels = {self.core.sentinel: None, **{p.sentinel: i for i, p in self.frontends.items()}}
+            ready = wait(list(sentinels), timeout=0.5)
+            if self.draining:
+                return self._finish_drain()
+            for s in ready:
+                index = sentinels[s]
+                if index is None:
+                    log.error("the engine core exited (status %s); stopping the pod", self.core.exitcode)
+                    self._stop_frontends(timeout=3.0)
+                    return 1
+                p = self.frontends.pop(index)
+                p.join()
+                if self.draining:
+                    continue
+                quick = time.monotonic() - self.started_at[index] < QUICK_DEATH_S
+                self.quick_deaths = self.quick_deaths + 1 if quick else 0
+                if self.quick_deaths >= MAX_QUICK_DEATHS:
+                    log.error("frontends keep dying at start-up (%d in a row); stopping the pod", self.quick_deaths)
+                    self._stop_frontends(timeout=3.0)
+                    return 1
+                self.restarts += 1
+                log.error("frontend %d exited (status %s); starting it again", index, p.exitcode)
+                self.start_frontend(index)
+
+    def drain(self, signum=None, frame=None) -> None:
+        if self.draining:  # a second signal: stop now
+            for p in self.frontends.values():
+                p.kill()
+            return
+        self.draining = True
+        for p in self.frontends.values():
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+    def _finish_drain(self) -> int:
+        ok = self._stop_frontends(timeout=self.frontend_cfg.options.drain_timeout + 5.0, signalled=True)
+        self._stop_core()
+        return 0 if ok else 1
+
+    def _stop_frontends(self, timeout: float, signalled: bool = False) -> bool:
+        """True if every frontend exited by itself with status 0."""
+        if not signalled:
+            for p in self.frontends.values():
+                if p.is_alive():
+                    p.terminate()
+        deadline = time.monotonic() + timeout
+        ok = True
+        for p in self.frontends.values():
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join()
+                ok = False
+            ok = ok and p.exitcode == 0
+        return ok
+
+    def _stop_core(self) -> None:
+        if self.core is not None and self.core.is_alive():
+            self.core.terminate()
+            self.core.join(timeout=10)
+            if self.core.is_alive():
+                self.core.kill()
+
+
+def serve_pod(model_dir: str | Path, host: str, port: int, config: EngineConfig, frontends: int,
+              options: ServerOptions = ServerOptions()) -> None:
+    logging.basicConfig(level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    reuseport_socket(host, port).close()  # a port in use fails here, before the model loads
+    ipc_dir = tempfile.mkdtemp(prefix="fleetserve-")
+    quiet = replace(options, log_level="warning") if options.log_level == "info" else options  # no per-child banners
+    fcfg = FrontendConfig(str(model_dir), host, port, f"ipc://{ipc_dir}/core", config.max_model_len,
+                          config.max_num_seqs, quiet)
+    pod = Pod(model_dir, config, fcfg, frontends)
+    signal.signal(signal.SIGTERM, pod.drain)
+    signal.signal(signal.SIGINT, pod.drain)
+    status = 1
+    try:
+        start = time.monotonic()
+        info = pod.start_core()
+        print(f"fleetserve: loaded {info['architecture']} ({info['parameters'] / 1e6:.1f}M parameters) from "
+              f"{model_dir} in {time.monotonic() - start:.1f}s; {config.max_num_seqs} slots x "
+              f"{config.max_model_len} tokens; {frontends} frontend process{'es' if frontends > 1 else ''}",
+              file=sys.stderr)
+        for i in range(frontends):
+            pod.start_frontend(i)
+        print(f"fleetserve: serving on http://{host}:{port}  (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        status = pod.supervise()
+    finally:
+        if status != 0:
+            pod._stop_frontends(timeout=3.0)
+        pod._stop_core()
+        shutil.rmtree(ipc_dir, ignore_errors=True)
+    if status:
+        sys.exit(status)

@@ -1,0 +1,103 @@
+"""`fleetserve bench-pod`: how much of the engine's offline throughput survives
+the trip through HTTP, for each pod layout, in one run.
+
+For the reference workload (50 prompt tokens, 50 generated, ignore_eos) it
+measures the offline engine (`LLM.generate`, the ceiling), then starts
+`fleetserve serve` with each `--frontends` setting and offers it more requests
+per second than it can answer (`fleetserve loadtest`, open loop); the rate it
+completes is its throughput at saturation. Each figure is reported as a ratio
+to the offline one measured in the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def pod(model: str, args: list[str], timeout: float = 120) -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "serve", model, "--port", str(port),
+                             "--log-level", "warning", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the pod did not start: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def offline(model: str, engine_args: dict[str, Any], requests: int, vocab: int) -> float:
+    from fleetserve.engine.llm import LLM
+    from fleetserve.engine.sampling_params import SamplingParams
+    from fleetserve.tools.loadtest.workload import reference_prompts
+
+    llm = LLM(model, **engine_args)
+    prompts = [list(p) for p in reference_prompts(requests, 50, vocab)]
+    params = SamplingParams(max_tokens=50, temperature=0.0, ignore_eos=True)
+    llm.generate(prompts[: engine_args["max_num_seqs"]], params)  # warm-up, as a running server would be
+    start = time.perf_counter()
+    llm.generate(prompts, params)
+    return requests / (time.perf_counter() - start)
+
+
+def saturated(url: str, rate: float, seconds: float, vocab: int, warmup: float) -> dict[str, Any]:
+    """Throughput while offered more than the pod can do: completions in the steady part of the run."""
+    rep, _ = run_loadtest(LoadTestOptions(url=url, profile=f"constant:{rate:g}@{seconds + warmup:g}s",
+                                          window=1.0, vocab_size=vocab, progress=False, timeout=120,
+                                          arrival="constant"))
+    steady = [w for w in rep["summary"]["windows"] if w["start_s"] >= warmup]
+    achieved = sum(w["request_throughput"] for w in steady) / len(steady)
+    o = rep["summary"]["overall"]
+    return {"requests_per_s": round(achieved, 2), "errors": o["errors"], "e2el_p50_ms": o["e2el"]["median"],
+            "client_late_share": o["client_lag"]["late_share"]}
+
+
+def run_pod_bench(model: str, frontends: list[int], rate: float, seconds: float, max_num_seqs: int,
+                  extra: list[str], log=print) -> dict[str, Any]:
+    from fleetserve.model.config import ModelConfig
+
+    vocab = min(ModelConfig.from_dir(model).vocab_size, 32000)
+    engine_args: dict[str, Any] = {"max_num_seqs": max_num_seqs}
+    if "dummy" in extra:  # random weights at the config's shape, offline as over HTTP
+        engine_args["load_format"] = "dummy"
+    base = offline(model, engine_args, max(4 * max_num_seqs, 128), vocab)
+    log(f"offline engine: {base:.1f} req/s")
+    out: dict[str, Any] = {"model": model, "offline_requests_per_s": round(base, 2), "offered_rate": rate,
+                           "max_num_seqs": max_num_seqs, "cores": len(os.sched_getaffinity(0)), "http": {}}
+    for n in frontends:
+        with pod(model, ["--frontends", str(n), "--max-num-seqs", str(max_num_seqs), "--max-waiting", "0",
+                         "--request-timeout", "0", *extra]) as url:
+            r = saturated(url, rate, seconds, vocab, warmup=5.0)
+        r["ratio_to_offline"] = round(r["requests_per_s"] / base, 3)
+        out["http"][f"frontends={n}"] = r
+        log(f"frontends={n}: {r['requests_per_s']:.1f} req/s over HTTP = {r['ratio_to_offline']:.2f} x offline "
+            f"(errors {r['errors'] or 'none'})")
+    return out

@@ -1,0 +1,203 @@
+"""The multi-process pod: an engine-core process and frontend processes sharing
+the port, each really started, killed and signalled here."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from serving import free_port, server_process
+
+PROMPTS = ["The quick brown fox", "Once upon a time", "In the beginning", "A B C D", "hello", "one two three"]
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out += [int(c) for c in text]
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def pod_children(pid: int) -> dict[str, list[int]]:
+    """The supervisor's engine core and frontends (spawned processes run multiprocessing's
+    spawn_main; the core is the one started first)."""
+    kids = sorted(c for c in children(pid) if "spawn_main" in cmdline(c))
+    return {"core": kids[:1], "frontends": kids[1:]}
+
+
+def complete(url: str, prompt: str, max_tokens: int = 8, timeout: float = 30) -> httpx.Response:
+    return httpx.post(url + "/v1/completions", json={"prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+                                                      "ignore_eos": True}, timeout=timeout)
+
+
+def texts(url: str) -> list[str]:
+    out = []
+    for p in PROMPTS:
+        r = complete(url, p)
+        assert r.status_code == 200, r.text
+        out.append(r.json()["choices"][0]["text"])
+    return out
+
+
+def test_outputs_are_identical_with_one_process_one_frontend_or_two(tiny_model_dir):
+    results = {}
+    for frontends in ("0", "1", "2"):
+        with server_process(tiny_model_dir, "--frontends", frontends, "--max-num-seqs", "4") as (url, _):
+            results[frontends] = texts(url)
+            r = complete(url, "x")
+            assert r.headers["x-fleetserve-in-flight"].isdigit()
+    assert results["0"] == results["1"] == results["2"]
+
+
+def test_a_killed_frontend_comes_back_and_the_pod_keeps_serving(tiny_model_dir):
+    with server_process(tiny_model_dir, "--frontends", "2", "--max-num-seqs", "4") as (url, proc):
+        before = pod_children(proc.pid)
+        assert len(before["core"]) == 1 and len(before["frontends"]) == 2
+        os.kill(before["frontends"][0], signal.SIGKILL)
+        for _ in range(10):  # the other frontend answers meanwhile (a connection to the dead one may fail)
+            try:
+                complete(url, "still there?", timeout=10)
+            except httpx.TransportError:
+                pass
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            now = pod_children(proc.pid)
+            if len(now["frontends"]) == 2 and before["frontends"][0] not in now["frontends"]:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"frontend not restarted: {now}")
+        time.sleep(3)  # the new frontend loads its tokenizer and connects
+        assert all(complete(url, p).status_code == 200 for p in PROMPTS)
+        assert now["core"] == before["core"]
+
+
+def test_a_killed_engine_core_stops_the_pod_with_an_error(tiny_model_dir):
+    with server_process(tiny_model_dir, "--frontends", "1", "--max-num-seqs", "4") as (url, proc):
+        core = pod_children(proc.pid)["core"][0]
+        os.kill(core, signal.SIGKILL)
+        status = proc.wait(timeout=15)
+        assert status != 0
+        assert not children_alive(proc.pid)
+
+
+def children_alive(pid: int) -> bool:
+    try:
+        return bool(children(pid))
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("frontends", ["0", "1"])
+def test_sigterm_finishes_every_request_in_flight_then_exits_0(tiny_model_dir, frontends):
+    with server_process(tiny_model_dir, "--frontends", frontends, "--max-num-seqs", "2") as (url, proc):
+        results: list[int | str] = []
+
+        def one(i: int) -> None:
+            try:
+                r = complete(url, f"request {i}", max_tokens=60, timeout=60)
+                ok = r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 60
+                results.append(r.status_code if ok else f"bad {r.status_code} {r.text[:80]}")
+            except httpx.HTTPError as e:
+                results.append(repr(e))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while "fleetserve_requests_in_flight 8" not in httpx.get(url + "/metrics").text:
+            assert time.monotonic() < deadline, "requests never got in flight"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        try:
+            late = complete(url, "too late", timeout=5)
+            assert late.status_code == 503 and "draining" in late.text
+        except httpx.TransportError:
+            pass  # or the listener is already closed: refused is fine too
+        for t in threads:
+            t.join(timeout=60)
+        assert proc.wait(timeout=60) == 0
+    assert results == [200] * 8
+
+
+def test_a_full_waiting_queue_answers_429_then_recovers(tiny_model_dir):
+    with server_process(tiny_model_dir, "--max-num-seqs", "1", "--max-waiting", "2") as (url, _):
+        statuses: list[int] = []
+        retry_after: list[str | None] = []
+
+        def one() -> None:
+            r = complete(url, "busy", max_tokens=40, timeout=60)
+            statuses.append(r.status_code)
+            retry_after.append(r.headers.get("retry-after"))
+
+        threads = [threading.Thread(target=one) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert statuses.count(429) >= 5 and statuses.count(200) >= 2, statuses
+        assert set(statuses) <= {200, 429}
+        assert all(ra == "1" for s, ra in zip(statuses, retry_after) if s == 429)
+        assert complete(url, "after the rush").status_code == 200
+
+
+def test_a_bad_model_directory_fails_at_start_with_a_clear_message(tmp_path):
+    (tmp_path / "config.json").write_text('{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}')
+    r = subprocess.run([sys.executable, "-m", "fleetserve", "serve", str(tmp_path), "--port", str(free_port()),
+                        "--frontends", "1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "GPT2LMHeadModel" in r.stderr, r.stderr
+
+
+def wait_idle(url: str, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        metrics = httpx.get(url + "/metrics").text
+        if "fleetserve_slots_running 0" in metrics and "fleetserve_requests_in_flight 0" in metrics:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def generated(url: str) -> int:
+    time.sleep(0.6)  # the frontends' engine figures come with the core's heartbeat
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("fleetserve_generation_tokens_total "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no token counter in /metrics")
+
+
+@pytest.mark.parametrize("frontends", ["0", "1"])
+def test_a_client_that_hangs_up_frees_its_slot_and_a_slow_request_times_out(tiny_model_dir, frontends):
+    with server_process(tiny_model_dir, "--frontends", frontends, "--max-num-seqs", "2",
+                        "--request-timeout", "0.3") as (url, _):
+        before = generated(url)
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+            complete(url, "long", max_tokens=240, timeout=0.05)
+        assert wait_idle(url), "slot still held after the client hung up"
+        after_hangup = generated(url)
+        assert after_hangup - before < 200, "the engine kept generating for a client that left"
+        r = complete(url, "long", max_tokens=240, timeout=30)
+        assert r.status_code == 504 and "timed out" in r.json()["error"]["message"]
+        assert wait_idle(url), "slot still held after the timeout"
+        assert generated(url) - after_hangup < 240
+        with httpx.stream("POST", url + "/v1/completions", json={"prompt": "long", "max_tokens": 240,
+                                                                 "stream": True, "ignore_eos": True}) as s:
+            events = [line for line in s.iter_lines() if line.startswith("data:")]
+        assert '"timeout"' in events[-2] and events[-1] == "data: [DONE]"
+        assert complete(url, "short", max_tokens=1).status_code == 200
