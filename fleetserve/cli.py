@@ -23,6 +23,9 @@ def _engine_args(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> None:
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the decode step (see BENCHMARKS.md for when it helps)")
     g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    g.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=False,
+                   help="launch each step before the previous one's bookkeeping, on a worker thread "
+                        "(same outputs; see BENCHMARKS.md for when it pays)")
     g.add_argument("--seed", type=int, default=0, help="seed for dummy weights")
 
 
@@ -31,7 +34,7 @@ def _engine_config(a: argparse.Namespace) -> EngineConfig:
 
     return EngineConfig(max_num_seqs=a.max_num_seqs, max_model_len=a.max_model_len,
                         max_prefill_tokens=a.max_prefill_tokens, load_format=a.load_format, dtype=a.dtype,
-                        compile=a.compile, seed=a.seed, threads=a.threads)
+                        compile=a.compile, seed=a.seed, threads=a.threads, async_scheduling=a.async_scheduling)
 
 
 def cmd_serve(a: argparse.Namespace) -> None:

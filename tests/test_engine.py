@@ -98,3 +98,50 @@ def test_abort_frees_the_slot(tiny_model_dir):
     assert engine.abort_request("a")
     outs = engine.step()
     assert [o.request_id for o in outs] == ["b"]
+
+
+def test_async_scheduling_gives_the_same_outputs(tiny_model_dir):
+    """The overlapped step loop (next step launched before the last one's bookkeeping)
+    changes when work happens, never what comes out: greedy, seeded sampling, stop
+    tokens, max_tokens up to the model length, and a request aborted while its step ran."""
+    def run(overlap: bool) -> dict[str, list[int]]:
+        engine = EngineCore(tiny_model_dir, EngineConfig(max_num_seqs=3, max_model_len=48,
+                                                         async_scheduling=overlap))
+        ids = [[5, 6, 7], [9] * 12, [3, 1, 4, 1, 5], [2, 7], [8, 8, 8, 8], [11, 13]]
+        params = [SamplingParams(max_tokens=20, temperature=0, ignore_eos=True),
+                  SamplingParams(max_tokens=30, temperature=0.9, top_p=0.8, seed=3, ignore_eos=True),
+                  SamplingParams(max_tokens=43, temperature=0, ignore_eos=True),  # fills the model length
+                  SamplingParams(max_tokens=25, temperature=0, stop_token_ids=[]),
+                  SamplingParams(max_tokens=15, temperature=0, ignore_eos=True),
+                  SamplingParams(max_tokens=25, temperature=0, ignore_eos=True)]
+        got: dict[str, list[int]] = {}
+        step = 0
+        while step < 4 or engine.has_unfinished():
+            if step < len(ids):
+                engine.add_request(str(step), ids[step], params[step])
+            if step == 6:
+                engine.abort_request("1")  # running: in the overlapped loop its next step is in flight
+            for out in engine.step():
+                got.setdefault(out.request_id, []).extend(out.new_token_ids)
+            step += 1
+        assert engine.scheduler.num_unfinished == 0 and len(engine.scheduler._free) == 3
+        return got
+
+    sync = run(False)
+    assert len(sync["2"]) == 43 and len(sync["0"]) == 20 and 0 < len(sync["1"]) < 30
+    stop_at = sync["3"][4]
+    overlapped = run(True)
+    # the aborted request got fewer tokens out before the abort (they arrive a step later): a prefix
+    aborted_sync, aborted_overlapped = sync.pop("1"), overlapped.pop("1")
+    assert aborted_overlapped and aborted_sync[: len(aborted_overlapped)] == aborted_overlapped
+    assert overlapped == sync
+    # a stop token found by the overlapped loop ends the request at the same place
+    def with_stop(overlap: bool) -> list[int]:
+        engine = EngineCore(tiny_model_dir, EngineConfig(max_num_seqs=2, max_model_len=48, async_scheduling=overlap))
+        engine.add_request("s", [2, 7], SamplingParams(max_tokens=25, temperature=0, stop_token_ids=[stop_at]))
+        engine.add_request("t", [5], SamplingParams(max_tokens=25, temperature=0, ignore_eos=True))
+        out: list[int] = []
+        while engine.has_unfinished():
+            out += [t for o in engine.step() if o.request_id == "s" for t in o.new_token_ids]
+        return out
+    assert with_stop(True) == with_stop(False) == sync["3"][: sync["3"].index(stop_at) + 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fleetserve.engine.engine_core import EngineConfig, EngineCore
@@ -33,11 +34,13 @@ def test_single_request_matches_transformers(hf_checkpoint):
     assert out.token_ids == expected
 
 
-def test_staggered_batch_matches_transformers(hf_checkpoint):
+@pytest.mark.parametrize("overlap", [False, True], ids=["sync", "async-scheduling"])
+def test_staggered_batch_matches_transformers(hf_checkpoint, overlap):
     """Prompts of different lengths join while others decode, on fewer slots than
-    requests, so continuous batching, waiting and slot reuse are all exercised."""
+    requests, so continuous batching, waiting and slot reuse are all exercised;
+    with and without the overlapped step loop."""
     path, hf = hf_checkpoint
-    engine = EngineCore(path, EngineConfig(max_num_seqs=3, max_model_len=64))
+    engine = EngineCore(path, EngineConfig(max_num_seqs=3, max_model_len=64, async_scheduling=overlap))
     batch = prompts(1, [5, 17, 1, 11, 23, 3, 14])
     arrivals = {0: [0, 1], 2: [2], 3: [3, 4], 7: [5, 6]}  # step -> prompts arriving then
     got: dict[str, list[int]] = {}

@@ -6,6 +6,7 @@ Token ids only: text, stop strings and HTTP live above this layer.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from fleetserve.engine.model_runner import ModelRunner
 from fleetserve.engine.request import FinishReason, Request, StepOutput
 from fleetserve.engine.sampler import sample
 from fleetserve.engine.sampling_params import SamplingParams
-from fleetserve.engine.scheduler import Scheduler
+from fleetserve.engine.scheduler import ScheduledBatch, Scheduler
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.loader import load_model
 
@@ -32,6 +33,9 @@ class EngineConfig:
     compile: bool = False
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    # Overlap: launch step N+1 on a worker thread before appending step N's tokens,
+    # sending its outputs and admitting new requests (see EngineCore.step).
+    async_scheduling: bool = False
 
 
 @dataclass
@@ -62,6 +66,8 @@ class EngineCore:
         self.scheduler = Scheduler(config.max_num_seqs, max(config.max_prefill_tokens, config.max_model_len))
         self.eos_token_ids = frozenset(eos_token_ids) | frozenset(self.model_config.eos_token_ids)
         self.stats = EngineStats()
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="engine-step") if config.async_scheduling else None
+        self._inflight: tuple[ScheduledBatch, Future] | None = None
 
     def check_request(self, prompt_ids: list[int], params: SamplingParams) -> None:
         """Raise ValueError if this request can never run on this engine."""
@@ -82,7 +88,7 @@ class EngineCore:
         return True
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.num_unfinished > 0
+        return self.scheduler.num_unfinished > 0 or self._inflight is not None
 
     def snapshot(self) -> Stats:
         s = self.stats
@@ -98,36 +104,90 @@ class EngineCore:
         return len(self.scheduler.running)
 
     def step(self) -> list[StepOutput]:
+        """Run one step; returns what it produced. With `async_scheduling` the step
+        returns the previous step's tokens, having launched the next one first."""
+        if self._worker is not None:
+            return self._step_overlapped()
         batch = self.scheduler.schedule()
         if not batch:
             return []
         start = time.perf_counter()
-        outputs: list[StepOutput] = []
-        if batch.decode:
-            tokens = sample(self.runner.decode(batch.decode), batch.decode)
-            outputs += [self._append(r, t) for r, t in zip(batch.decode, tokens)]
+        decoded, prefilled = self._run(batch, self._inputs(batch, {}))
+        outputs = self._finish_step(batch, decoded, prefilled)
+        self.stats.last_step_s = time.perf_counter() - start
+        return outputs
+
+    def _inputs(self, batch: ScheduledBatch, pending: dict[int, int]):
+        return (self.runner.decode_inputs(batch.decode, pending) if batch.decode else None,
+                self.runner.prefill_inputs(batch.prefill) if batch.prefill else None)
+
+    def _run(self, batch: ScheduledBatch, inputs) -> tuple[list[int], list[int]]:
+        """The model and the sampler: the part that may run on the worker thread. It reads
+        only the prepared inputs and each request's sampling settings and generator."""
+        dec, pre = inputs
+        decoded = sample(self.runner.run_decode(dec), batch.decode) if dec is not None else []
+        prefilled = sample(self.runner.run_prefill(pre), batch.prefill) if pre is not None else []
+        return decoded, prefilled
+
+    def _finish_step(self, batch: ScheduledBatch, decoded: list[int], prefilled: list[int]) -> list[StepOutput]:
+        """Append the step's tokens, apply the stops and free finished slots."""
+        outputs = [self._append(r, t) for r, t in zip(batch.decode, decoded) if not r.finished]
         if batch.prefill:
-            tokens = sample(self.runner.prefill(batch.prefill), batch.prefill)
             now = time.monotonic()
-            for r, t in zip(batch.prefill, tokens):
-                r.first_token_time = now
-                outputs.append(self._append(r, t))
+            for r, t in zip(batch.prefill, prefilled):
+                if not r.finished:  # not aborted while the step ran
+                    r.first_token_time = now
+                    outputs.append(self._append(r, t))
             self.stats.prefill_tokens += sum(len(r.prompt_ids) for r in batch.prefill)
         s = self.stats
         s.steps += 1
         s.generated_tokens += len(outputs)
-        s.last_step_s = time.perf_counter() - start
         s.last_batch_size = len(outputs)
         return outputs
 
+    def _step_overlapped(self) -> list[StepOutput]:
+        start = time.perf_counter()
+        done = None
+        if self._inflight is not None:
+            batch, future = self._inflight
+            self._inflight = None
+            done = (batch, *future.result())
+        # Decide and launch the next step from the finished one's tokens before doing
+        # the bookkeeping: which requests end is known from the token ids alone.
+        pending: dict[int, int] = {}
+        ending: set[str] = set()
+        if done is not None:
+            batch, decoded, prefilled = done
+            for r, t in zip(batch.decode + batch.prefill, decoded + prefilled):
+                if r.finished:
+                    continue
+                if self._finish_reason(r, t, appended=False) is not None:
+                    ending.add(r.request_id)
+                else:
+                    pending[r.slot] = t
+        following = self.scheduler.schedule(skip=ending)
+        if following:
+            inputs = self._inputs(following, pending)
+            self._inflight = (following, self._worker.submit(self._run, following, inputs))
+        if done is None:
+            return []
+        outputs = self._finish_step(*done)
+        self.stats.last_step_s = time.perf_counter() - start
+        return outputs
+
+    def _finish_reason(self, request: Request, token: int, appended: bool = True) -> FinishReason | None:
+        """Whether `token` ends the request (`appended`: it is already in output_ids)."""
+        p = request.params
+        extra = 0 if appended else 1
+        if (token in self.eos_token_ids and not p.ignore_eos) or token in p.stop_token_ids:
+            return FinishReason.STOP
+        if len(request.output_ids) + extra >= p.max_tokens or request.num_tokens + extra >= self.config.max_model_len:
+            return FinishReason.LENGTH
+        return None
+
     def _append(self, request: Request, token: int) -> StepOutput:
         request.output_ids.append(token)
-        p = request.params
-        reason = None
-        if (token in self.eos_token_ids and not p.ignore_eos) or token in p.stop_token_ids:
-            reason = FinishReason.STOP
-        elif len(request.output_ids) >= p.max_tokens or request.num_tokens >= self.config.max_model_len:
-            reason = FinishReason.LENGTH
+        reason = self._finish_reason(request, token)
         if reason is not None:
             request.finish_reason = reason
             self.scheduler.finish(request)

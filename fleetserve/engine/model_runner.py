@@ -8,6 +8,7 @@ multiple of KV_BLOCK) so a compiled decode step sees few distinct shapes.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 
@@ -15,6 +16,21 @@ from fleetserve.engine.request import Request
 from fleetserve.model.llama import Transformer
 
 KV_BLOCK = 32
+
+
+@dataclass
+class PrefillInputs:
+    tokens: torch.Tensor  # [N, longest prompt], right-padded
+    slots: torch.Tensor
+    last: torch.Tensor  # index of each prompt's last token
+
+
+@dataclass
+class DecodeInputs:
+    tokens: torch.Tensor  # [bucket] one token per slot 0..bucket-1
+    positions: torch.Tensor
+    kv_len: int
+    select: torch.Tensor | None  # rows of the running requests, when the bucket has empty slots
 
 
 def _buckets(limit: int) -> list[int]:
@@ -42,17 +58,24 @@ class ModelRunner:
     def _batch_bucket(self, n: int) -> int:
         return next(b for b in self.batch_buckets if b >= n)
 
-    def prefill(self, requests: list[Request]) -> torch.Tensor:
-        """Logits [N, vocab] at each new request's last prompt token."""
+    def prefill_inputs(self, requests: list[Request]) -> PrefillInputs:
         longest = max(len(r.prompt_ids) for r in requests)
         rows = [r.prompt_ids + [0] * (longest - len(r.prompt_ids)) for r in requests]
-        tokens = torch.tensor(rows, dtype=torch.long)
-        slots = torch.tensor([r.slot for r in requests], dtype=torch.long)
-        last = torch.tensor([len(r.prompt_ids) - 1 for r in requests], dtype=torch.long)
-        return self.model.prefill(tokens, slots, last)
+        return PrefillInputs(torch.tensor(rows, dtype=torch.long),
+                             torch.tensor([r.slot for r in requests], dtype=torch.long),
+                             torch.tensor([len(r.prompt_ids) - 1 for r in requests], dtype=torch.long))
 
-    def decode(self, requests: list[Request]) -> torch.Tensor:
-        """Logits [len(requests), vocab] for the next token of each running request."""
+    def run_prefill(self, inputs: PrefillInputs) -> torch.Tensor:
+        """Logits [N, vocab] at each new request's last prompt token."""
+        return self.model.prefill(inputs.tokens, inputs.slots, inputs.last)
+
+    def prefill(self, requests: list[Request]) -> torch.Tensor:
+        return self.run_prefill(self.prefill_inputs(requests))
+
+    def decode_inputs(self, requests: list[Request], pending: dict[int, int] | None = None) -> DecodeInputs:
+        """`pending`: slot -> a token sampled but not yet appended to its request (the
+        overlapped step loop launches the next step before it appends the last one's)."""
+        pending = pending or {}
         top_slot = max(r.slot for r in requests)
         b = self._batch_bucket(top_slot + 1)
         # Empty slots in 0..b-1 compute a throwaway token whose K/V lands at the
@@ -61,13 +84,23 @@ class ModelRunner:
         positions = [self.max_model_len - 1] * b
         longest = 0
         for r in requests:
-            tokens[r.slot] = r.output_ids[-1]
-            positions[r.slot] = r.num_tokens - 1
-            longest = max(longest, r.num_tokens)
+            n = r.num_tokens
+            if r.slot in pending:
+                tokens[r.slot] = pending[r.slot]
+                n += 1
+            else:
+                tokens[r.slot] = r.output_ids[-1]
+            positions[r.slot] = n - 1
+            longest = max(longest, n)
         kv_len = min(self.max_model_len, -(-longest // KV_BLOCK) * KV_BLOCK)
-        logits = self._decode(
-            torch.tensor(tokens, dtype=torch.long), torch.tensor(positions, dtype=torch.long), kv_len
-        )
-        if len(requests) == b:
-            return logits
-        return logits[torch.tensor([r.slot for r in requests], dtype=torch.long)]
+        select = None if len(requests) == b else torch.tensor([r.slot for r in requests], dtype=torch.long)
+        return DecodeInputs(torch.tensor(tokens, dtype=torch.long), torch.tensor(positions, dtype=torch.long),
+                            kv_len, select)
+
+    def run_decode(self, inputs: DecodeInputs) -> torch.Tensor:
+        """Logits [len(requests), vocab] for the next token of each running request."""
+        logits = self._decode(inputs.tokens, inputs.positions, inputs.kv_len)
+        return logits if inputs.select is None else logits[inputs.select]
+
+    def decode(self, requests: list[Request]) -> torch.Tensor:
+        return self.run_decode(self.decode_inputs(requests))

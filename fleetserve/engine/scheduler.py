@@ -42,11 +42,13 @@ class Scheduler:
         self._by_id[request.request_id] = request
         self.waiting.append(request)
 
-    def schedule(self) -> ScheduledBatch:
+    def schedule(self, skip: set[str] | frozenset[str] = frozenset()) -> ScheduledBatch:
         """Every running request decodes one token; waiting ones are admitted in
         arrival order while slots and the prefill token budget last (at least one
-        is admitted when a slot is free, however long its prompt)."""
-        batch = ScheduledBatch(decode=sorted(self.running.values(), key=lambda r: r.slot))
+        is admitted when a slot is free, however long its prompt). `skip`: running
+        requests known to have ended but not yet released (their slots stay taken)."""
+        running = (r for r in self.running.values() if r.request_id not in skip)
+        batch = ScheduledBatch(decode=sorted(running, key=lambda r: r.slot))
         budget = self.max_prefill_tokens
         while self.waiting and self._free:
             length = len(self.waiting[0].prompt_ids)
