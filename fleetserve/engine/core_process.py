@@ -33,7 +33,6 @@ class CoreLoop:
         self.owners: dict[str, bytes] = {}  # request id -> frontend identity
         self.frontends: set[bytes] = set()
         self.stopping = False
-        self.draining = False
 
     def _send(self, identity: bytes, msg) -> None:
         self.sock.send_multipart([identity, ipc.to_frontend_encoder.encode(msg)], copy=False)
@@ -94,7 +93,6 @@ class CoreLoop:
 
     def _heartbeat(self) -> None:
         stats = self.core.snapshot()
-        stats.draining = self.draining
         for identity in self.frontends:
             self._send(identity, stats)
 

@@ -45,6 +45,9 @@ class EngineStats:
     generated_tokens: int = 0
     last_step_s: float = 0.0
     last_batch_size: int = 0
+    step_seconds: float = 0.0  # summed over steps
+    queue_seconds: float = 0.0  # summed over admitted requests: arrival to admission
+    admitted: int = 0
 
 
 class EngineCore:
@@ -93,7 +96,7 @@ class EngineCore:
     def snapshot(self) -> Stats:
         s = self.stats
         return Stats(self.num_waiting, self.num_running, s.steps, s.generated_tokens, s.prefill_tokens,
-                     s.last_step_s, s.last_batch_size)
+                     s.last_step_s, s.last_batch_size, s.step_seconds, s.queue_seconds, s.admitted)
 
     @property
     def num_waiting(self) -> int:
@@ -112,10 +115,22 @@ class EngineCore:
         if not batch:
             return []
         start = time.perf_counter()
+        self._admitted(batch)
         decoded, prefilled = self._run(batch, self._inputs(batch, {}))
         outputs = self._finish_step(batch, decoded, prefilled)
-        self.stats.last_step_s = time.perf_counter() - start
+        self._timed(start)
         return outputs
+
+    def _admitted(self, batch: ScheduledBatch) -> None:
+        if batch.prefill:
+            now = time.monotonic()
+            self.stats.queue_seconds += sum(now - r.arrival_time for r in batch.prefill)
+            self.stats.admitted += len(batch.prefill)
+
+    def _timed(self, start: float) -> None:
+        elapsed = time.perf_counter() - start
+        self.stats.last_step_s = elapsed
+        self.stats.step_seconds += elapsed
 
     def _inputs(self, batch: ScheduledBatch, pending: dict[int, int]):
         return (self.runner.decode_inputs(batch.decode, pending) if batch.decode else None,
@@ -166,13 +181,14 @@ class EngineCore:
                 else:
                     pending[r.slot] = t
         following = self.scheduler.schedule(skip=ending)
+        self._admitted(following)
         if following:
             inputs = self._inputs(following, pending)
             self._inflight = (following, self._worker.submit(self._run, following, inputs))
         if done is None:
             return []
         outputs = self._finish_step(*done)
-        self.stats.last_step_s = time.perf_counter() - start
+        self._timed(start)
         return outputs
 
     def _finish_reason(self, request: Request, token: int, appended: bool = True) -> FinishReason | None:

@@ -82,7 +82,9 @@ class Stats(msgspec.Struct, tag="stats", array_like=True):
     prefill_tokens: int
     last_step_s: float
     last_batch_size: int
-    draining: bool = False
+    step_seconds: float = 0.0
+    queue_seconds: float = 0.0
+    admitted: int = 0
 
 
 ToFrontend = Welcome | Outputs | Rejected | Stats

@@ -77,6 +77,18 @@ class PodServer:
         m.add(Gauge("fleetserve_prompt_tokens_total", "Prompt tokens prefilled",
                     lambda: engine.snapshot().prefill_tokens, "counter"))
         m.add(Gauge("fleetserve_engine_steps_total", "Engine steps run", lambda: engine.snapshot().steps, "counter"))
+        m.add(Gauge("fleetserve_engine_step_seconds_total", "Time spent in engine steps",
+                    lambda: engine.snapshot().step_seconds, "counter"))
+        m.add(Gauge("fleetserve_engine_last_step_seconds", "Duration of the latest engine step",
+                    lambda: engine.snapshot().last_step_s))
+        m.add(Gauge("fleetserve_engine_last_batch_size", "Requests that advanced in the latest step",
+                    lambda: engine.snapshot().last_batch_size))
+        m.add(Gauge("fleetserve_queue_seconds_total", "Time admitted requests waited for a slot, summed",
+                    lambda: engine.snapshot().queue_seconds, "counter"))
+        m.add(Gauge("fleetserve_requests_admitted_total", "Requests given a slot",
+                    lambda: engine.snapshot().admitted, "counter"))
+        m.add(Gauge("fleetserve_process_cpu_seconds_total", "CPU time of this serving process (a frontend's own)",
+                    time.process_time, "counter"))
         self.m_e2e = m.add(Histogram("fleetserve_request_latency_seconds", "End-to-end latency of generation requests"))
         self.m_ttft = m.add(Histogram("fleetserve_time_to_first_token_seconds", "Time to first token"))
 
