@@ -78,10 +78,12 @@ template wraps the last user message the same way.
   license: free use, copy and distribution with the copyright notice; see `WORDNET-LICENSE.txt` there).
   Each line is normalised (first letter upper case, a final stop); {figures['heldout_sentences']} sentences
   ({r['holdout_share']:.0%}, listed in `heldout.txt`) are held out and never trained on.
-- Pairs: one to three sentences joined (weights {pairs['join_weights']}), so inputs are as long as
-  learner sentences; {pairs['clean_share']:.0%} of pairs keep the source clean (the model must leave correct
-  text alone); the rest get about one error per {pairs['words_per_error']:g} words (at least one), drawn by
-  type as below. A fresh pair is drawn for every training example.
+- Pairs: one to {len(pairs['join_weights'])} sentences joined (weights {tuple(pairs['join_weights'])}), so inputs are as
+  long as learner sentences; {pairs['clean_share']:.0%} of pairs keep the source clean (the model must leave
+  correct text alone); the rest get about one error per {pairs['words_per_error']:g} words (at least one), drawn by
+  type as below. In {pairs.get('rare_share', 0):.0%} of pairs up to {pairs.get('rare_words', 0)} words are replaced on both
+  sides by invented words or numbers that no error touches, so the model learns to copy what it does
+  not know instead of "correcting" it into a word it does. A fresh pair is drawn for every training example.
 - Never trained on JFLEG (it is the evaluation set).
 
 | error type | what it does | share of injected errors |
