@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench-loadtest", help="the highest rate the load tester sustains on one core, "
                                               "vs an httpx sender, against the stub server")
-    p.add_argument("--rates", default="1000,2000,3000,4000,5000,6000,8000,10000,12000,14000,16000",
+    p.add_argument("--rates", default="250,500,1000,2000,4000,6000,8000,10000,12000,14000,16000,20000,24000,28000",
                    help="offered rates to step through, stopping at the first not sustained")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds per rate (default %(default)s)")
     p.add_argument("--no-baseline", action="store_true", help="skip the httpx baseline")
