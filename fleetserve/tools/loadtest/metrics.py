@@ -112,13 +112,18 @@ def summarize(a: dict[str, np.ndarray], errors: list[str], duration: float, wind
 def knee(windows: list[dict[str, Any]], p99_limit_ms: float = 1000.0) -> dict[str, Any] | None:
     """The highest offered rate the server kept up with: the last window, before the
     first one that fails, whose e2el p99 stays under the limit with no errors and
-    whose achieved rate kept up with the offered one (within 10%)."""
+    whose achieved rate kept up with the offered one.
+
+    "Kept up" allows 20%: answers are counted where they complete, so they trail
+    the arrivals by one latency, and a few seconds of Poisson arrivals vary by
+    ~10% on their own. The first window is exempt (its answers are still in flight
+    at its end); falling behind for real shows in the latency soon after anyway."""
     best = None
-    for w in windows:
+    for i, w in enumerate(windows):
         p99 = w["e2el"]["p99"]
         if not w["sent_requests"]:
             continue
-        kept_up = w["request_throughput"] >= 0.9 * w["offered_rate"]
+        kept_up = i == 0 or w["request_throughput"] >= 0.8 * w["offered_rate"]
         if p99 is None or p99 >= p99_limit_ms or w["error_rate"] > 0 or not kept_up:
             break
         if best is None or w["offered_rate"] > best["offered_rate"]:
