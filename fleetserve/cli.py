@@ -116,7 +116,8 @@ def cmd_bench_pod(a: argparse.Namespace) -> None:
     from fleetserve.tools.pod_bench import run_pod_bench
 
     frontends = [int(n) for n in a.frontends.split(",")]
-    result = run_pod_bench(a.model, frontends, a.rate, a.seconds, a.max_num_seqs, a.serve_args.split())
+    result = run_pod_bench(a.model, frontends, a.rate, a.seconds, a.max_num_seqs, a.serve_args.split(),
+                           a.async_scheduling, a.warmup)
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
 
@@ -216,9 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
                                          "offline engine in the same run")
     p.add_argument("--model", default="models/correct-6m", help="model directory (default %(default)s)")
     p.add_argument("--frontends", default="0,1,2", help="--frontends settings to compare (default %(default)s)")
-    p.add_argument("--rate", type=float, default=400.0,
-                   help="offered requests/s, above what the pod can do (default %(default)s)")
-    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per layout, after 5 of warm-up")
+    p.add_argument("--async-scheduling", default="both", choices=["off", "on", "both"],
+                   help="run each --frontends setting with the overlapped step loop off, on or both (default both)")
+    p.add_argument("--rate", type=float, default=None,
+                   help="offered requests/s, above what the pod can do (default: 1.25x the offline throughput)")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per layout (default %(default)s)")
+    p.add_argument("--warmup", type=float, default=None,
+                   help="seconds before measuring (default: time for 1.5 batches at the offline rate, at least 5)")
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--serve-args", default="", help="more `fleetserve serve` options, e.g. '--load-format dummy'")
     p.add_argument("--json", default=None, help="write the results as JSON here")

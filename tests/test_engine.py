@@ -145,3 +145,20 @@ def test_async_scheduling_gives_the_same_outputs(tiny_model_dir):
             out += [t for o in engine.step() if o.request_id == "s" for t in o.new_token_ids]
         return out
     assert with_stop(True) == with_stop(False) == sync["3"][: sync["3"].index(stop_at) + 1]
+
+
+def test_held_answers_deliver_every_token_once_at_the_end():
+    from fleetserve.engine.outputs import FinishReason, HeldAnswers, StepOutput
+
+    held = HeldAnswers()
+    held.hold("a")
+    held.hold("gone")
+    steps = [[StepOutput("a", [1]), StepOutput("b", [7]), StepOutput("gone", [5])],
+             [StepOutput("a", [2]), StepOutput("b", [8], FinishReason.LENGTH)],
+             [StepOutput("a", [3], FinishReason.STOP)]]
+    delivered = [held.filter(s) for s in steps[:1]]
+    held.drop("gone")  # aborted: nothing of it is ever delivered
+    delivered += [held.filter(s) for s in steps[1:]]
+    assert delivered == [[StepOutput("b", [7])], [StepOutput("b", [8], FinishReason.LENGTH)],
+                         [StepOutput("a", [1, 2, 3], FinishReason.STOP)]]
+    assert len(held) == 0

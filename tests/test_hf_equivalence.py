@@ -63,3 +63,29 @@ def test_sharded_checkpoint_matches_transformers(tmp_path):
     batch = prompts(2, [6, 13])
     outs = llm.generate(batch, SamplingParams(max_tokens=MAX_NEW, temperature=0, ignore_eos=True))
     assert [o.token_ids for o in outs] == [hf_greedy(hf, p) for p in batch]
+
+
+def test_one_pass_step_equals_separate_decode_and_prefill(hf_checkpoint):
+    """The engine runs decoding slots and new prompts through the model in one pass
+    (`Transformer.step`); its logits and KV cache must equal two separate passes."""
+    from fleetserve.model.config import ModelConfig
+    from fleetserve.model.loader import load_model
+
+    path, _ = hf_checkpoint
+    cfg = ModelConfig.from_dir(path)
+    models = [load_model(path, cfg, "auto", "float32", 0) for _ in range(2)]
+    for m in models:
+        m.setup_cache(6, 64)
+    history = torch.tensor(prompts(2, [13] * 4))  # 4 slots already hold 13 tokens each
+    for m in models:
+        m.prefill(history, torch.arange(4), torch.full((4,), 12))
+    tokens, positions = torch.tensor([7, 8, 9, 10]), torch.tensor([13, 13, 13, 13])
+    new = torch.tensor(prompts(3, [11, 11]))
+    slots, last = torch.tensor([4, 5]), torch.tensor([10, 6])  # the second prompt is padded after 7 tokens
+    one, two = models
+    dec, pre = one.step(tokens, positions, 32, new, slots, last)
+    assert torch.allclose(dec, two.decode(tokens, positions, 32), atol=1e-5)
+    assert torch.allclose(pre, two.prefill(new, slots, last), atol=1e-5)
+    for a, b in zip(one.layers, two.layers):
+        assert torch.allclose(a.self_attn.k_cache, b.self_attn.k_cache, atol=1e-5)
+        assert torch.allclose(a.self_attn.v_cache, b.self_attn.v_cache, atol=1e-5)

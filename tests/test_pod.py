@@ -105,8 +105,9 @@ def children_alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("frontends", ["0", "1"])
-def test_sigterm_finishes_every_request_in_flight_then_exits_0(tiny_model_dir, frontends):
-    with server_process(tiny_model_dir, "--frontends", frontends, "--max-num-seqs", "2") as (url, proc):
+def test_sigterm_finishes_every_request_in_flight_then_exits_0(frontends):
+    # The bundled model: 8 x 60 of its tokens on 2 slots take long enough to signal mid-way.
+    with server_process(BUNDLED, "--frontends", frontends, "--max-num-seqs", "2") as (url, proc):
         results: list[int | str] = []
 
         def one(i: int) -> None:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from fleetserve.engine.engine_core import EngineCore
 from fleetserve.engine.errors import EngineDeadError, RequestRejected
 from fleetserve.engine.ipc import Stats
-from fleetserve.engine.request import StepOutput
+from fleetserve.engine.outputs import HeldAnswers, StepOutput
 from fleetserve.engine.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ class AsyncEngine:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._queues: dict[str, asyncio.Queue] = {}
+        self._held = HeldAnswers()  # touched by the engine thread only
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -64,9 +65,11 @@ class AsyncEngine:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    async def generate(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[StepOutput]:
+    async def generate(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
+                       whole: bool = False) -> AsyncIterator[StepOutput]:
         """Yield this request's step outputs until it finishes. Leaving the loop
-        early (client gone, stop string found) aborts the request in the engine."""
+        early (client gone, stop string found) aborts the request in the engine.
+        `whole`: one output with every token, when the request ends."""
         if not self.alive:
             raise EngineDeadError(f"engine is not running: {self.error!r}")
         self.core.check_request(prompt_ids, params)
@@ -74,7 +77,7 @@ class AsyncEngine:
             raise RequestRejected(429, f"the pod's waiting queue is full ({self.max_waiting} requests); retry later")
         queue: asyncio.Queue = asyncio.Queue()
         self._queues[request_id] = queue
-        self._post(("add", request_id, prompt_ids, params))
+        self._post(("add" if not whole else "add-whole", request_id, prompt_ids, params))
         finished = False
         try:
             while True:
@@ -104,18 +107,22 @@ class AsyncEngine:
                 with self._lock:
                     inbox, self._inbox = self._inbox, []
                 for op, rid, ids, params in inbox:
-                    if op == "add":
+                    if op.startswith("add"):
                         try:
                             core.add_request(rid, ids, params)
                         except ValueError as e:  # checked on arrival; only a race gets here
                             self._loop.call_soon_threadsafe(self._fail, rid, e)
+                            continue
+                        if op == "add-whole":
+                            self._held.hold(rid)
                     else:
                         core.abort_request(rid)
+                        self._held.drop(rid)
                 if not core.has_unfinished():
                     self._wake.wait(timeout=0.5)
                     self._wake.clear()
                     continue
-                outputs = core.step()
+                outputs = self._held.filter(core.step())
                 if outputs:
                     self._loop.call_soon_threadsafe(self._dispatch, outputs)
         except BaseException as e:  # a crashed step loop must fail requests, not hang them

@@ -88,8 +88,10 @@ class CoreClient:
     def snapshot(self) -> ipc.Stats:
         return self.stats
 
-    async def generate(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[StepOutput]:
-        """Yield this request's step outputs until it finishes; leaving early aborts it in the core."""
+    async def generate(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
+                       whole: bool = False) -> AsyncIterator[StepOutput]:
+        """Yield this request's step outputs until it finishes; leaving early aborts it in the core.
+        `whole`: one output with every token, when the request ends."""
         if not self.alive:
             raise EngineDeadError(f"engine core is not running: {self.error!r}")
         self.check_request(prompt_ids, params)
@@ -98,7 +100,7 @@ class CoreClient:
         finished = False
         try:
             await self._sock.send(ipc.to_core_encoder.encode(ipc.Add(request_id, list(prompt_ids),
-                                                                     ipc.Params.of(params))))
+                                                                     ipc.Params.of(params), whole)))
             while True:
                 out = await queue.get()
                 if isinstance(out, BaseException):

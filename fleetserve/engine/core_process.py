@@ -22,6 +22,7 @@ import zmq
 
 from fleetserve.engine import ipc
 from fleetserve.engine.engine_core import EngineConfig, EngineCore
+from fleetserve.engine.outputs import HeldAnswers
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 0.25
@@ -32,6 +33,7 @@ class CoreLoop:
         self.core, self.sock, self.max_waiting = core, sock, max_waiting
         self.owners: dict[str, bytes] = {}  # request id -> frontend identity
         self.frontends: set[bytes] = set()
+        self.held = HeldAnswers()
         self.stopping = False
 
     def _send(self, identity: bytes, msg) -> None:
@@ -51,10 +53,13 @@ class CoreLoop:
                 self._send(identity, ipc.Rejected(msg.request_id, 400, str(e)))
                 return
             self.owners[msg.request_id] = identity
+            if msg.whole:
+                self.held.hold(msg.request_id)
         elif isinstance(msg, ipc.Abort):
             for rid in msg.request_ids:
                 core.abort_request(rid)
                 self.owners.pop(rid, None)
+                self.held.drop(rid)
         elif isinstance(msg, ipc.Hello):
             self.frontends.add(identity)
             cfg = core.config
@@ -76,7 +81,7 @@ class CoreLoop:
             self.handle(identity, msg)
 
     def _step(self) -> None:
-        outputs = self.core.step()
+        outputs = self.held.filter(self.core.step())
         if not outputs:
             return
         by_frontend: dict[bytes, list] = defaultdict(list)

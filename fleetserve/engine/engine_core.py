@@ -139,9 +139,9 @@ class EngineCore:
     def _run(self, batch: ScheduledBatch, inputs) -> tuple[list[int], list[int]]:
         """The model and the sampler: the part that may run on the worker thread. It reads
         only the prepared inputs and each request's sampling settings and generator."""
-        dec, pre = inputs
-        decoded = sample(self.runner.run_decode(dec), batch.decode) if dec is not None else []
-        prefilled = sample(self.runner.run_prefill(pre), batch.prefill) if pre is not None else []
+        dec_logits, pre_logits = self.runner.run(*inputs)
+        decoded = sample(dec_logits, batch.decode) if dec_logits is not None else []
+        prefilled = sample(pre_logits, batch.prefill) if pre_logits is not None else []
         return decoded, prefilled
 
     def _finish_step(self, batch: ScheduledBatch, decoded: list[int], prefilled: list[int]) -> list[StepOutput]:

@@ -44,6 +44,7 @@ class Add(msgspec.Struct, tag="add", array_like=True):
     request_id: str
     prompt_ids: list[int]
     params: Params
+    whole: bool = False  # send the tokens once, when the request ends (see outputs.HeldAnswers)
 
 
 class Abort(msgspec.Struct, tag="abort", array_like=True):

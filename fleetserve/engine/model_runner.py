@@ -49,6 +49,7 @@ class ModelRunner:
         model.setup_cache(max_num_seqs, max_model_len)
         self.batch_buckets = _buckets(max_num_seqs)
         self._decode = model.decode
+        self.compiled = compile
         if compile:
             # Compiled code cannot write into inference-mode tensors (the KV cache), so the
             # compiled step runs the undecorated function under no_grad instead.
@@ -104,3 +105,15 @@ class ModelRunner:
 
     def decode(self, requests: list[Request]) -> torch.Tensor:
         return self.run_decode(self.decode_inputs(requests))
+
+    def run(self, dec: DecodeInputs | None, pre: PrefillInputs | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Logits of a step's decoding and newly admitted requests. Both kinds go through
+        the model in one pass (uncompiled), since a second pass for a prompt or two costs
+        about as much in fixed per-layer work as the prompt itself."""
+        if dec is None or pre is None:
+            return (self.run_decode(dec) if dec is not None else None,
+                    self.run_prefill(pre) if pre is not None else None)
+        if self.compiled:  # the compiled decode step stays its own pass
+            return self.run_decode(dec), self.run_prefill(pre)
+        dec_logits, pre_logits = self.model.step(dec.tokens, dec.positions, dec.kv_len, pre.tokens, pre.slots, pre.last)
+        return (dec_logits if dec.select is None else dec_logits[dec.select]), pre_logits

@@ -21,3 +21,39 @@ class StepOutput:
     request_id: str
     new_token_ids: list[int]
     finish_reason: FinishReason | None = None
+
+
+class HeldAnswers:
+    """Requests whose caller wants every token at once, when the request ends (a
+    non-streamed answer with no stop strings to watch): their step outputs are
+    collected here instead of being delivered one token per step. At 64 requests per
+    step that saves 63 of every 64 wake-ups, messages and detokenizer calls."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, list[int]] = {}
+
+    def hold(self, request_id: str) -> None:
+        self._held[request_id] = []
+
+    def drop(self, request_id: str) -> None:
+        self._held.pop(request_id, None)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def filter(self, outputs: list[StepOutput]) -> list[StepOutput]:
+        """The outputs to deliver now: those of requests not held, and one output with
+        all the tokens of each held request that ended in this step."""
+        if not self._held:
+            return outputs
+        deliver = []
+        for out in outputs:
+            held = self._held.get(out.request_id)
+            if held is None:
+                deliver.append(out)
+                continue
+            held.extend(out.new_token_ids)
+            if out.finish_reason is not None:
+                del self._held[out.request_id]
+                deliver.append(StepOutput(out.request_id, held, out.finish_reason))
+        return deliver

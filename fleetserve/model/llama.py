@@ -91,10 +91,14 @@ class Attention(nn.Module):
 
     def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         b, t, _ = x.shape
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        return self._split_rope(self.qkv_proj(x), b, t, cos, sin)
+
+    def _split_rope(self, qkv: torch.Tensor, b: int, t: int, cos: torch.Tensor, sin: torch.Tensor):
+        """Projected rows [b*t, q+2kv] (or [b, t, ...]) -> q, k, v [b, heads, t, head_dim] with rope applied."""
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = k.reshape(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.reshape(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         return q, k, v
@@ -103,6 +107,11 @@ class Attention(nn.Module):
         """Causal attention over the whole sequence; with `slots`, K/V also go to those cache slots."""
         b, t, _ = x.shape
         q, k, v = self._qkv(x, cos, sin)
+        return self.o_proj(self._attend_prompt(q, k, v, mask, slots).reshape(b, t, self.q_size))
+
+    def _attend_prompt(self, q, k, v, mask: torch.Tensor | None, slots: torch.Tensor | None) -> torch.Tensor:
+        """Attention of whole prompts [b, heads, t, d] -> [b, t, heads, d]."""
+        t = q.shape[2]
         if slots is not None:
             self.k_cache[slots, :, :t] = k
             self.v_cache[slots, :, :t] = v
@@ -110,13 +119,18 @@ class Attention(nn.Module):
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-        return self.o_proj(o.transpose(1, 2).reshape(b, t, self.q_size))
+        return o.transpose(1, 2)
 
     def decode(self, x, cos, sin, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        kv_len = mask.shape[-1]
         q, k, v = self._qkv(x, cos, sin)
-        rows = torch.arange(b, device=x.device)
+        return self.o_proj(self._attend_cached(q, k, v, positions, mask).reshape(b, 1, self.q_size))
+
+    def _attend_cached(self, q, k, v, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One new token per slot 0..b-1 [b, heads, 1, d] against the cache -> [b, heads, 1, d]."""
+        b = q.shape[0]
+        kv_len = mask.shape[-1]
+        rows = torch.arange(b, device=q.device)
         self.k_cache[rows, :, positions] = k[:, :, 0]
         self.v_cache[rows, :, positions] = v[:, :, 0]
         keys = self.k_cache[:b, :, :kv_len]
@@ -125,8 +139,18 @@ class Attention(nn.Module):
         # one KV head become that head's "query positions".
         group = self.num_heads // self.num_kv_heads
         q = q.view(b, self.num_kv_heads, group, self.head_dim)
-        o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-        return self.o_proj(o.reshape(b, 1, self.q_size))
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+
+    def mixed(self, x: torch.Tensor, b: int, n: int, t: int, dec_rope, pre_rope, positions: torch.Tensor,
+              dec_mask: torch.Tensor, pre_mask: torch.Tensor | None, slots: torch.Tensor) -> torch.Tensor:
+        """Rows [b + n*t, hidden]: b decoding slots then n prompts of t tokens. One
+        projection for all rows; attention per kind."""
+        qkv = self.qkv_proj(x)
+        dq, dk, dv = self._split_rope(qkv[:b], b, 1, *dec_rope)
+        pq, pk, pv = self._split_rope(qkv[b:], n, t, *pre_rope)
+        o = torch.cat([self._attend_cached(dq, dk, dv, positions, dec_mask).reshape(b, self.q_size),
+                       self._attend_prompt(pq, pk, pv, pre_mask, slots).reshape(n * t, self.q_size)])
+        return self.o_proj(o)
 
 
 class MLP(nn.Module):
@@ -232,15 +256,38 @@ class Transformer(nn.Module):
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
         """One step for slots 0..B-1: tokens [B] at positions [B]; attention reads
         the first kv_len cache positions (kv_len > every position). Returns [B, vocab]."""
-        cos = self.cos[positions][:, None, None]
-        sin = self.sin[positions][:, None, None]
-        k = torch.arange(kv_len, device=tokens.device)
-        allowed = k[None, :] <= positions[:, None]
-        if self.cfg.sliding_window is not None:
-            allowed &= k[None, :] > positions[:, None] - self.cfg.sliding_window
-        mask = allowed[:, None, None, :]
+        (cos, sin), mask = self._decode_rope_mask(positions, kv_len)
         h = self.embed_tokens(tokens[:, None])
         for layer in self.layers:
             h = h + layer.self_attn.decode(layer.input_layernorm(h), cos, sin, positions, mask)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return self._logits(h[:, 0])
+
+    def _decode_rope_mask(self, positions: torch.Tensor, kv_len: int):
+        cos = self.cos[positions][:, None, None]
+        sin = self.sin[positions][:, None, None]
+        k = torch.arange(kv_len, device=positions.device)
+        allowed = k[None, :] <= positions[:, None]
+        if self.cfg.sliding_window is not None:
+            allowed &= k[None, :] > positions[:, None] - self.cfg.sliding_window
+        return (cos, sin), allowed[:, None, None, :]
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int, prompts: torch.Tensor,
+             slots: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`decode` for slots 0..B-1 and `prefill` of N new prompts in one pass: every
+        projection and MLP runs once over all B + N*T rows, so a step that admits one
+        request pays for its prompt's rows, not for a second pass through the model.
+        Returns (decode logits [B, vocab], prefill logits [N, vocab])."""
+        b, (n, t) = tokens.shape[0], prompts.shape
+        dec_rope, dec_mask = self._decode_rope_mask(positions, kv_len)
+        pre_rope = (self.cos[:t][None, None], self.sin[:t][None, None])
+        pre_mask = self._causal_mask(t, tokens.device)
+        h = self.embed_tokens(torch.cat([tokens, prompts.reshape(-1)]))
+        for layer in self.layers:
+            h = h + layer.self_attn.mixed(layer.input_layernorm(h), b, n, t, dec_rope, pre_rope, positions,
+                                          dec_mask, pre_mask, slots)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        last_rows = b + torch.arange(n, device=tokens.device) * t + last
+        logits = self._logits(torch.cat([h[:b], h[last_rows]]))
+        return logits[:b], logits[b:]

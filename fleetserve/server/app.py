@@ -90,7 +90,8 @@ class PodServer:
         m.add(Gauge("fleetserve_process_cpu_seconds_total", "CPU time of this serving process (a frontend's own)",
                     time.process_time, "counter"))
         self.m_e2e = m.add(Histogram("fleetserve_request_latency_seconds", "End-to-end latency of generation requests"))
-        self.m_ttft = m.add(Histogram("fleetserve_time_to_first_token_seconds", "Time to first token"))
+        self.m_ttft = m.add(Histogram("fleetserve_time_to_first_token_seconds",
+                                          "Time to first token (streamed requests and those with stop strings)"))
 
         routes = [
             Route("/v1/completions", self._route(self.completions), methods=["POST"]),
@@ -171,13 +172,17 @@ class PodServer:
         finally:
             self.in_flight -= 1
 
-    async def _tokens(self, prompt_ids: list[int], params: SamplingParams, request_id: str) -> AsyncIterator[tuple[str, str | None, int]]:
+    async def _tokens(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
+                      whole: bool = False) -> AsyncIterator[tuple[str, str | None, int]]:
         """(new text, finish reason or None, tokens so far) per step; ends with the request.
-        The first item is produced only after the request passed the engine's checks."""
+        The first item is produced only after the request passed the engine's checks.
+        `whole`: the caller wants only the end, so the engine sends every token at once
+        (unless stop strings must be watched as the text grows)."""
         start = time.monotonic()
         detok = IncrementalDetokenizer(self.tokenizer, params)
-        first = True
-        async with contextlib.aclosing(self.engine.generate(request_id, prompt_ids, params)) as steps:
+        whole = whole and not params.stop
+        first = not whole  # a held answer's first token arrives with its last
+        async with contextlib.aclosing(self.engine.generate(request_id, prompt_ids, params, whole)) as steps:
             async for out in steps:
                 if first:
                     self.m_ttft.observe(time.monotonic() - start)
@@ -198,7 +203,7 @@ class PodServer:
         async def collect() -> Generation:
             parts, reason, n = [], "abort", 0
             async with self._track():
-                async for delta, reason, n in self._tokens(prompt_ids, params, request_id):
+                async for delta, reason, n in self._tokens(prompt_ids, params, request_id, whole=True):
                     parts.append(delta)
             return Generation("".join(parts), len(prompt_ids), n, reason)
 

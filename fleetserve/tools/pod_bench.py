@@ -71,33 +71,68 @@ def offline(model: str, engine_args: dict[str, Any], requests: int, vocab: int) 
 def saturated(url: str, rate: float, seconds: float, vocab: int, warmup: float) -> dict[str, Any]:
     """Throughput while offered more than the pod can do: completions in the steady part of the run."""
     rep, _ = run_loadtest(LoadTestOptions(url=url, profile=f"constant:{rate:g}@{seconds + warmup:g}s",
-                                          window=1.0, vocab_size=vocab, progress=False, timeout=120,
+                                          window=1.0, vocab_size=vocab, progress=False, timeout=600,
                                           arrival="constant"))
     steady = [w for w in rep["summary"]["windows"] if w["start_s"] >= warmup]
     achieved = sum(w["request_throughput"] for w in steady) / len(steady)
     o = rep["summary"]["overall"]
-    return {"requests_per_s": round(achieved, 2), "errors": o["errors"], "e2el_p50_ms": o["e2el"]["median"],
+    return {"requests_per_s": round(achieved, 3), "errors": o["errors"], "e2el_p50_ms": o["e2el"]["median"],
             "client_late_share": o["client_lag"]["late_share"]}
 
 
-def run_pod_bench(model: str, frontends: list[int], rate: float, seconds: float, max_num_seqs: int,
-                  extra: list[str], log=print) -> dict[str, Any]:
+def _pod_stats(url: str) -> dict[str, float]:
+    """The engine counters of the pod's /metrics (steps, step seconds, tokens)."""
+    wanted = ("fleetserve_engine_steps_total", "fleetserve_engine_step_seconds_total",
+              "fleetserve_generation_tokens_total")
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    return {k: float(v) for k, v in (ln.rsplit(" ", 1) for ln in lines if ln.startswith(wanted))}
+
+
+def layouts(frontends: list[int], async_modes: str) -> list[tuple[int, bool]]:
+    modes = {"off": [False], "on": [True], "both": [False, True]}
+    if async_modes not in modes:
+        raise ValueError(f"--async-scheduling must be off, on or both, not {async_modes!r}")
+    return [(n, a) for n in frontends for a in modes[async_modes]]
+
+
+def run_pod_bench(model: str, frontends: list[int], rate: float | None, seconds: float, max_num_seqs: int,
+                  extra: list[str], async_modes: str = "both", warmup: float | None = None,
+                  log=print) -> dict[str, Any]:
+    """`rate` None: 1.25x the offline throughput, enough to keep a queue without
+    letting it grow so long that requests time out. `warmup` None: long enough for
+    1.5 batches of requests to pass through at the offline rate (at least 5 s)."""
     from fleetserve.model.config import ModelConfig
 
+    plan = layouts(frontends, async_modes)
     vocab = min(ModelConfig.from_dir(model).vocab_size, 32000)
     engine_args: dict[str, Any] = {"max_num_seqs": max_num_seqs}
     if "dummy" in extra:  # random weights at the config's shape, offline as over HTTP
         engine_args["load_format"] = "dummy"
+    log("offline engine (LLM.generate) ...")
     base = offline(model, engine_args, max(4 * max_num_seqs, 128), vocab)
-    log(f"offline engine: {base:.1f} req/s")
-    out: dict[str, Any] = {"model": model, "offline_requests_per_s": round(base, 2), "offered_rate": rate,
-                           "max_num_seqs": max_num_seqs, "cores": len(os.sched_getaffinity(0)), "http": {}}
-    for n in frontends:
-        with pod(model, ["--frontends", str(n), "--max-num-seqs", str(max_num_seqs), "--max-waiting", "0",
-                         "--request-timeout", "0", *extra]) as url:
-            r = saturated(url, rate, seconds, vocab, warmup=5.0)
+    rate = rate or round(1.25 * base, 2)
+    warmup = warmup if warmup is not None else max(5.0, round(1.5 * max_num_seqs / base))
+    log(f"offline engine: {base:.2f} req/s; offering {rate:g} req/s over HTTP, {warmup:g} s warm-up + {seconds:g} s")
+    out: dict[str, Any] = {"model": model, "offline_requests_per_s": round(base, 3), "offered_rate": rate,
+                           "warmup_s": warmup, "seconds": seconds, "max_num_seqs": max_num_seqs,
+                           "cores": len(os.sched_getaffinity(0)), "http": {}}
+    for n, overlap in plan:
+        name = f"frontends={n}" + (" async" if overlap else "")
+        args = ["--frontends", str(n), "--max-num-seqs", str(max_num_seqs), "--max-waiting", "0",
+                "--request-timeout", "0", "--async-scheduling" if overlap else "--no-async-scheduling", *extra]
+        with pod(model, args) as url:
+            before = _pod_stats(url)
+            r = saturated(url, rate, seconds, vocab, warmup)
+            after = _pod_stats(url)
+        steps = after["fleetserve_engine_steps_total"] - before["fleetserve_engine_steps_total"]
+        if steps:
+            r["step_ms"] = round(1e3 * (after["fleetserve_engine_step_seconds_total"]
+                                        - before["fleetserve_engine_step_seconds_total"]) / steps, 2)
+            r["tokens_per_step"] = round((after["fleetserve_generation_tokens_total"]
+                                          - before["fleetserve_generation_tokens_total"]) / steps, 2)
         r["ratio_to_offline"] = round(r["requests_per_s"] / base, 3)
-        out["http"][f"frontends={n}"] = r
-        log(f"frontends={n}: {r['requests_per_s']:.1f} req/s over HTTP = {r['ratio_to_offline']:.2f} x offline "
-            f"(errors {r['errors'] or 'none'})")
+        out["http"][name] = r
+        log(f"{name}: {r['requests_per_s']:.2f} req/s over HTTP = {r['ratio_to_offline']:.2f} x offline "
+            f"(step {r.get('step_ms')} ms, {r.get('tokens_per_step')} tokens/step; errors {r['errors'] or 'none'})")
     return out
