@@ -117,7 +117,7 @@ def cmd_bench_pod(a: argparse.Namespace) -> None:
 
     frontends = [int(n) for n in a.frontends.split(",")]
     result = run_pod_bench(a.model, frontends, a.rate, a.seconds, a.max_num_seqs, a.serve_args.split(),
-                           a.async_scheduling, a.warmup)
+                           a.async_scheduling, a.warmup, a.profile)
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
 
@@ -226,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds before measuring (default: time for 1.5 batches at the offline rate, at least 5)")
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--serve-args", default="", help="more `fleetserve serve` options, e.g. '--load-format dummy'")
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="sample every pod process with py-spy while measuring; write per-layout summaries here")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.set_defaults(func=cmd_bench_pod)
 

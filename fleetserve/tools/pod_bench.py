@@ -16,11 +16,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from fleetserve.tools import cpu_profile
 from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
 
 
@@ -31,7 +34,8 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def pod(model: str, args: list[str], timeout: float = 120) -> Iterator[str]:
+def pod(model: str, args: list[str], timeout: float = 120) -> Iterator[tuple[str, int]]:
+    """A `fleetserve serve` process on a free port: yields (URL, pid) once it is ready."""
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "serve", model, "--port", str(port),
                              "--log-level", "warning", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -48,7 +52,7 @@ def pod(model: str, args: list[str], timeout: float = 120) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the pod did not start: {proc.stderr.read().decode()[-2000:]}")
             time.sleep(0.2)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -98,13 +102,18 @@ def layouts(frontends: list[int], async_modes: str) -> list[tuple[int, bool]]:
 
 def run_pod_bench(model: str, frontends: list[int], rate: float | None, seconds: float, max_num_seqs: int,
                   extra: list[str], async_modes: str = "both", warmup: float | None = None,
-                  log=print) -> dict[str, Any]:
+                  profile_dir: str | None = None, log=print) -> dict[str, Any]:
     """`rate` None: 1.25x the offline throughput, enough to keep a queue without
     letting it grow so long that requests time out. `warmup` None: long enough for
-    1.5 batches of requests to pass through at the offline rate (at least 5 s)."""
+    1.5 batches of requests to pass through at the offline rate (at least 5 s).
+    `profile_dir`: sample each layout's processes with py-spy over the measured
+    seconds and write a summary per layout there."""
     from fleetserve.model.config import ModelConfig
 
     plan = layouts(frontends, async_modes)
+    if profile_dir is not None:
+        cpu_profile.py_spy()  # fail before the long part when it is missing
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
     vocab = min(ModelConfig.from_dir(model).vocab_size, 32000)
     engine_args: dict[str, Any] = {"max_num_seqs": max_num_seqs}
     if "dummy" in extra:  # random weights at the config's shape, offline as over HTTP
@@ -121,12 +130,35 @@ def run_pod_bench(model: str, frontends: list[int], rate: float | None, seconds:
         name = f"frontends={n}" + (" async" if overlap else "")
         args = ["--frontends", str(n), "--max-num-seqs", str(max_num_seqs), "--max-waiting", "0",
                 "--request-timeout", "0", "--async-scheduling" if overlap else "--no-async-scheduling", *extra]
-        with pod(model, args) as url:
-            before = _pod_stats(url)
+        tag = name.replace("=", "").replace(" ", "-")
+        with pod(model, args) as (url, pid):
+            spies: list[subprocess.Popen] = []
+            before: dict[str, float] = {}
+            after: dict[str, float] = {}
+            raw = Path(profile_dir or ".") / f"{tag}.raw"
+
+            def measuring() -> None:  # at the end of the warm-up: engine counters, profiler
+                before.update(_pod_stats(url))
+                if profile_dir is not None:
+                    spies.append(cpu_profile.record(pid, seconds, raw))
+
+            # The engine counters cover the measured seconds only: not the warm-up, when
+            # slots are still filling, nor the drain after the last arrival.
+            timers = [threading.Timer(warmup, measuring),
+                      threading.Timer(warmup + seconds, lambda: after.update(_pod_stats(url)))]
+            for t in timers:
+                t.start()
             r = saturated(url, rate, seconds, vocab, warmup)
-            after = _pod_stats(url)
-        steps = after["fleetserve_engine_steps_total"] - before["fleetserve_engine_steps_total"]
-        if steps:
+            for t in timers:
+                t.cancel()
+            for spy in spies:
+                spy.wait(timeout=60)
+            if profile_dir is not None and raw.exists():
+                roles = cpu_profile.write_summary(raw, Path(profile_dir), tag)["roles"]
+                r["cpu_profile"] = {role: v["share"] for role, v in roles.items()}
+                log(f"  profile: {Path(profile_dir) / (tag + '.txt')}")
+        steps = after.get("fleetserve_engine_steps_total", 0.0) - before.get("fleetserve_engine_steps_total", 0.0)
+        if before and after and steps:
             r["step_ms"] = round(1e3 * (after["fleetserve_engine_step_seconds_total"]
                                         - before["fleetserve_engine_step_seconds_total"]) / steps, 2)
             r["tokens_per_step"] = round((after["fleetserve_generation_tokens_total"]
