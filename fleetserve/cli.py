@@ -117,7 +117,7 @@ def cmd_bench_pod(a: argparse.Namespace) -> None:
 
     frontends = [int(n) for n in a.frontends.split(",")]
     result = run_pod_bench(a.model, frontends, a.rate, a.seconds, a.max_num_seqs, a.serve_args.split(),
-                           a.async_scheduling, a.warmup, a.profile)
+                           a.async_scheduling, a.warmup, a.profile, a.rounds)
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
 
@@ -227,7 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--serve-args", default="", help="more `fleetserve serve` options, e.g. '--load-format dummy'")
     p.add_argument("--profile", default=None, metavar="DIR",
-                   help="sample every pod process with py-spy while measuring; write per-layout summaries here")
+                   help="sample every pod process with py-spy while measuring (first round); write per-layout "
+                        "summaries here")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat offline + every layout this many times and report the median of the per-round "
+                        "ratios, for shared hosts whose speed drifts (default %(default)s)")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.set_defaults(func=cmd_bench_pod)
 
