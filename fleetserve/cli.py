@@ -27,6 +27,17 @@ def _engine_args(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> None:
                    help="launch each step before the previous one's bookkeeping, on a worker thread "
                         "(same outputs; see BENCHMARKS.md for when it pays)")
     g.add_argument("--seed", type=int, default=0, help="seed for dummy weights")
+    _quantization_args(g)
+
+
+def _quantization_args(g, prefix: str = "", what: str = "") -> None:
+    g.add_argument(f"--{prefix}quantization", choices=["auto", "none", "int8", "fp8"], default="auto",
+                   help=f"{what}8-bit weights with one scale per output channel: int8 (CPU) or fp8 (GPU; emulated "
+                        "on CPU) quantize a float checkpoint as it loads; auto serves the checkpoint as stored "
+                        "(default %(default)s)")
+    g.add_argument(f"--{prefix}quantize-groups", default="attention,mlp", metavar="GROUPS",
+                   help=f"{what}layer groups to quantize with --{prefix}quantization: attention, mlp, lm_head, "
+                        "comma-separated (default %(default)s; embeddings and the KV cache never are)")
 
 
 def _engine_config(a: argparse.Namespace) -> EngineConfig:
@@ -34,7 +45,14 @@ def _engine_config(a: argparse.Namespace) -> EngineConfig:
 
     return EngineConfig(max_num_seqs=a.max_num_seqs, max_model_len=a.max_model_len,
                         max_prefill_tokens=a.max_prefill_tokens, load_format=a.load_format, dtype=a.dtype,
-                        compile=a.compile, seed=a.seed, threads=a.threads, async_scheduling=a.async_scheduling)
+                        compile=a.compile, seed=a.seed, threads=a.threads, async_scheduling=a.async_scheduling,
+                        quantization=a.quantization, quantize_groups=_groups(a.quantize_groups))
+
+
+def _groups(text: str) -> tuple[str, ...]:
+    from fleetserve.model.quantization import parse_groups
+
+    return tuple(sorted(parse_groups(text)))
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
@@ -75,6 +93,12 @@ def cmd_train_demo(a: argparse.Namespace) -> None:
         eval_set = None
     train_demo(a.out, a.corpus or default_corpus(), recipe, eval_set, progress=not a.quiet,
                from_main_phase=a.from_main_phase)
+
+
+def cmd_quantize(a: argparse.Namespace) -> None:
+    from fleetserve.tools.quantize import run_quantize
+
+    sys.exit(run_quantize(a))
 
 
 def cmd_eval(a: argparse.Namespace) -> None:
@@ -182,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("quantize", help="write a compressed-tensors checkpoint with 8-bit channel-wise weights; "
+                                        "--gate refuses one that corrects worse than the original")
+    from fleetserve.tools.quantize import add_arguments as quantize_arguments
+    quantize_arguments(p)
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("bench", help="offline throughput on the reference workload, vs Hugging Face generate")
     p.add_argument("--model", required=True, help="model directory")

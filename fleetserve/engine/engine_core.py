@@ -36,6 +36,10 @@ class EngineConfig:
     # Overlap: launch step N+1 on a worker thread before appending step N's tokens,
     # sending its outputs and admitting new requests (see EngineCore.step).
     async_scheduling: bool = False
+    # 8-bit weights: "auto" serves the checkpoint as stored; int8/fp8 quantize a float
+    # checkpoint's `quantize_groups` as it loads (see model/quantization.py).
+    quantization: str = "auto"
+    quantize_groups: tuple[str, ...] = ("attention", "mlp")
 
 
 @dataclass
@@ -64,7 +68,8 @@ class EngineCore:
                 f"max_model_len={config.max_model_len} exceeds the model's "
                 f"max_position_embeddings={self.model_config.max_position_embeddings}"
             )
-        model = load_model(model_dir, self.model_config, config.load_format, config.dtype, config.seed)
+        model = load_model(model_dir, self.model_config, config.load_format, config.dtype, config.seed,
+                           config.quantization, config.quantize_groups)
         self.runner = ModelRunner(model, config.max_num_seqs, config.max_model_len, config.compile)
         self.scheduler = Scheduler(config.max_num_seqs, max(config.max_prefill_tokens, config.max_model_len))
         self.eos_token_ids = frozenset(eos_token_ids) | frozenset(self.model_config.eos_token_ids)

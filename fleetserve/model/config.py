@@ -42,6 +42,7 @@ class ModelConfig:
     torch_dtype: str = "float32"
     eos_token_ids: tuple[int, ...] = ()
     bos_token_id: int | None = None
+    quantization_config: dict[str, Any] | None = None  # compressed-tensors; read by model.compressed_tensors
 
     @property
     def num_parameters(self) -> int:
@@ -118,6 +119,7 @@ class ModelConfig:
             torch_dtype=str(raw.get("torch_dtype") or raw.get("dtype") or "float32"),
             eos_token_ids=eos_ids,
             bos_token_id=raw.get("bos_token_id"),
+            quantization_config=raw.get("quantization_config") or None,
         )
 
 

@@ -189,7 +189,7 @@ class Transformer(nn.Module):
         self.max_len = 0
 
     def tie_weights(self) -> None:
-        if self.cfg.tie_word_embeddings:
+        if self.cfg.tie_word_embeddings and isinstance(self.lm_head, nn.Linear):  # a quantized head has its own
             self.lm_head.weight = self.embed_tokens.weight
 
     def fused_shards(self) -> dict[str, tuple[str, int, int]]:

@@ -14,10 +14,13 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from fleetserve.model import compressed_tensors
 from fleetserve.model.config import ModelConfig, ModelLoadError
 from fleetserve.model.llama import Transformer, random_init
+from fleetserve.model.quantization import DEFAULT_GROUPS, QuantSpec, parse_groups, prepare_quantized, quantize_model
 
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
+QUANTIZATIONS = ("auto", "none", "int8", "fp8")  # auto: as the checkpoint is stored
 # Present in some older checkpoints; recomputed by us, never loaded.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -39,20 +42,39 @@ def load_model(
     load_format: str = "auto",
     dtype: str = "auto",
     seed: int = 0,
+    quantization: str = "auto",
+    quantize_groups: str | tuple[str, ...] = DEFAULT_GROUPS,
 ) -> Transformer:
+    """`quantization`: int8/fp8 quantizes a float checkpoint's `quantize_groups` as it
+    loads; auto serves the checkpoint as stored (quantized when its config.json has a
+    compressed-tensors `quantization_config`)."""
     model_dir = Path(model_dir)
     cfg = cfg or ModelConfig.from_dir(model_dir)
     if load_format not in LOAD_FORMATS:
         raise ValueError(f"unknown load format {load_format!r}; choose from {', '.join(LOAD_FORMATS)}")
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")
     torch_dtype = resolve_dtype(dtype, cfg)
+    stored = compressed_tensors.read(cfg.quantization_config, cfg, str(model_dir / "config.json"))
+    if stored is not None and quantization not in ("auto", stored.scheme):
+        raise ValueError(f"{model_dir} holds {stored.scheme} weights; it cannot be served as "
+                         f"--quantization {quantization} (quantize its float original instead)")
     with torch.device("meta"):
         model = Transformer(cfg)
+    # 8-bit layers go in after the dtype cast, which would turn float8 storage into floats.
     model = model.to_empty(device="cpu").to(torch_dtype)
+    if stored is not None and load_format != "dummy":
+        prepare_quantized(model, stored.scheme, stored.modules)
     model.tie_weights()
     if load_format == "dummy":
         random_init(model, seed)
+        if stored is not None:  # random float weights, then the checkpoint's quantization of them
+            quantize_model(model, stored.scheme, stored.modules)
     else:
         _load_safetensors(model, model_dir)
+    if stored is None and quantization in ("int8", "fp8"):
+        spec = QuantSpec(quantization, parse_groups(quantize_groups))
+        quantize_model(model, spec.scheme, spec.module_names(cfg.num_layers))
     return model.eval().requires_grad_(False)
 
 
@@ -80,9 +102,10 @@ def checkpoint_files(model_dir: Path) -> dict[str, Path]:
 
 
 def _load_safetensors(model: Transformer, model_dir: Path) -> None:
-    params = dict(model.named_parameters(remove_duplicate=False))
+    # Quantized layers keep their 8-bit weights and scales as buffers.
+    params = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers())}
     fused = model.fused_shards()
-    tied = model.cfg.tie_word_embeddings
+    tied = model.cfg.tie_word_embeddings and isinstance(model.lm_head, torch.nn.Linear)
     expected: set[str] = set()
     for name in params:
         if tied and name == "lm_head.weight":
@@ -110,6 +133,13 @@ def _load_safetensors(model: Transformer, model_dir: Path) -> None:
                     raise ModelLoadError(f"{path.name}: unexpected tensor {ckpt_name!r} for {model.cfg.architecture}")
                 tensor = f.get_tensor(ckpt_name)
                 target = _target(params, fused, name)
+                if name.endswith(".weight_scale") and tuple(tensor.shape) == (target.shape[0], 1):
+                    tensor = tensor.reshape(-1)  # compressed-tensors stores [out, 1]; we keep [out]
+                if _is_8bit(tensor) != _is_8bit(target) or (_is_8bit(tensor) and tensor.dtype != target.dtype):
+                    raise ModelLoadError(
+                        f"{path.name}: tensor {ckpt_name!r} is {tensor.dtype} but config.json implies "
+                        f"{target.dtype} (check its quantization_config)"
+                    )
                 if tuple(tensor.shape) != tuple(target.shape):
                     raise ModelLoadError(
                         f"{path.name}: tensor {ckpt_name!r} has shape {tuple(tensor.shape)}, "
@@ -123,6 +153,10 @@ def _load_safetensors(model: Transformer, model_dir: Path) -> None:
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise ModelLoadError(f"{model_dir}: checkpoint lacks tensors {', '.join(missing[:5])}{more}")
+
+
+def _is_8bit(t: torch.Tensor) -> bool:
+    return t.dtype in (torch.int8, torch.float8_e4m3fn)
 
 
 def _target(params: dict[str, torch.nn.Parameter], fused: dict, name: str) -> torch.Tensor:

@@ -16,9 +16,10 @@ def hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
     for shard, (module, offset, rows) in model.fused_shards().items():
         fused.setdefault(module, []).append((shard, offset, rows))
     out = {}
+    tied = model.cfg.tie_word_embeddings and isinstance(model.lm_head, torch.nn.Linear)
     for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight":
-            if not model.cfg.tie_word_embeddings:
+        if name.startswith("lm_head."):
+            if not tied:
                 out[name] = tensor
             continue
         parent, module, kind = name.rsplit(".", 2) if name.count(".") >= 2 else ("", *name.split("."))
@@ -27,6 +28,8 @@ def hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
                 out[f"model.{parent}.{shard}.{kind}"] = tensor[offset:offset + rows]
         else:
             out[f"model.{name}"] = tensor
+    # compressed-tensors keeps one scale per output channel as a column, [out, 1]
+    out = {k: v.reshape(-1, 1) if k.endswith(".weight_scale") else v for k, v in out.items()}
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in out.items()}
 
 

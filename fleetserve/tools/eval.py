@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from fleetserve.model.quantization import parse_groups
 from fleetserve.quality.evaluate import EvalResult, copy_source, corrector_for, evaluate, load_eval_set
 from fleetserve.quality.gate import check, disagreements
 from fleetserve.shared_data import default_eval_set
@@ -29,10 +30,14 @@ def run_eval(a: argparse.Namespace) -> int:
           f"{len(eval_set.references)} references each", file=sys.stderr)
 
     copy = copy_source(eval_set)
-    candidate = evaluate(corrector_for(a.system, dtype=a.dtype, **engine), eval_set, progress=True)
+    candidate = evaluate(corrector_for(a.system, dtype=a.dtype, quantization=a.quantization,
+                                       quantize_groups=parse_groups(a.quantize_groups), **engine),
+                         eval_set, progress=True)
     baseline = None
     if a.baseline is not None:
-        baseline = evaluate(corrector_for(a.baseline, dtype=a.baseline_dtype, **engine), eval_set, progress=True)
+        baseline = evaluate(corrector_for(a.baseline, dtype=a.baseline_dtype, quantization=a.baseline_quantization,
+                                          quantize_groups=parse_groups(a.baseline_quantize_groups), **engine),
+                            eval_set, progress=True)
 
     print(_line("copy", copy))
     print(_line("candidate", candidate))
@@ -73,6 +78,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show", type=int, default=20, help="disagreements printed when the gate fails (default %(default)s)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="candidate model dtype")
     p.add_argument("--baseline-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="baseline model dtype")
+    for who, prefix in (("candidate", ""), ("baseline", "baseline-")):
+        p.add_argument(f"--{prefix}quantization", default="auto", choices=["auto", "none", "int8", "fp8"],
+                       help=f"{who} model: quantize a float checkpoint's weights as it loads (as `serve`; "
+                            "default %(default)s: as stored)")
+        p.add_argument(f"--{prefix}quantize-groups", default="attention,mlp", metavar="GROUPS",
+                       help=f"{who} model: groups for --{prefix}quantization (default %(default)s)")
     p.add_argument("--max-num-seqs", type=int, default=64, help="slots when running a model directory (default %(default)s)")
     p.add_argument("--max-model-len", type=int, default=256, help="context per slot, as `serve` (default %(default)s)")
     p.add_argument("--json", default=None, help="write every figure here")

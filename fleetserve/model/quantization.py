@@ -1,0 +1,198 @@
+"""Per-output-channel 8-bit weights: the numbers, the layer, and which layers get them.
+
+Only the weights of the chosen linear layers are stored in 8 bits, with one float
+scale per output channel (row). Embeddings, norms and the KV cache stay in the
+model's dtype. Where the matrix product itself runs in 8 bits, each row of the
+activations (one token) is quantized on the fly with its own scale, so a token's
+result never depends on which other requests share its batch.
+
+- int8: `torch._int_mm` (int8 x int8 -> int32) on CPU, the fastest of the stock
+  PyTorch 2.13 paths measured (BENCHMARKS.md, "Quantization").
+- fp8 (float8 e4m3): `torch._scaled_mm` with row-wise scales on a CUDA device
+  that has it (Hopper); elsewhere the same numbers are computed in float32 from
+  the 8-bit values (emulated), so CPU tests cover the fp8 numerics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SCHEMES = ("int8", "fp8")
+STORAGE = {"int8": torch.int8, "fp8": torch.float8_e4m3fn}
+QMAX = {"int8": 127.0, "fp8": float(torch.finfo(torch.float8_e4m3fn).max)}
+
+# Layer groups that can be switched independently; the names are our (fused) modules.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "attention": ("self_attn.qkv_proj", "self_attn.o_proj"),
+    "mlp": ("mlp.gate_up_proj", "mlp.down_proj"),
+    "lm_head": ("lm_head",),
+}
+DEFAULT_GROUPS = ("attention", "mlp")
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """Which scheme, on which layer groups."""
+
+    scheme: str
+    groups: frozenset[str] = frozenset(DEFAULT_GROUPS)
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown quantization scheme {self.scheme!r}; choose from {', '.join(SCHEMES)} or none")
+        unknown = set(self.groups) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"unknown quantization group(s) {', '.join(sorted(unknown))}; "
+                             f"choose from {', '.join(GROUPS)}")
+
+    def module_names(self, num_layers: int) -> list[str]:
+        """Names (as in `Transformer.named_modules`) of the linear layers this spec quantizes."""
+        names = []
+        for group in GROUPS:
+            if group not in self.groups:
+                continue
+            for suffix in GROUPS[group]:
+                if suffix == "lm_head":
+                    names.append(suffix)
+                else:
+                    names.extend(f"layers.{i}.{suffix}" for i in range(num_layers))
+        return names
+
+    def describe(self) -> str:
+        return f"{self.scheme} ({', '.join(g for g in GROUPS if g in self.groups) or 'no groups'})"
+
+
+def parse_groups(text: str | Iterable[str]) -> frozenset[str]:
+    """'attention,mlp' -> {'attention', 'mlp'}; '' or 'none' -> no group."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    groups = frozenset(g.strip() for g in items if g.strip() and g.strip() != "none")
+    unknown = groups - set(GROUPS)
+    if unknown:
+        raise ValueError(f"unknown quantization group(s) {', '.join(sorted(unknown))}; choose from {', '.join(GROUPS)}")
+    return groups
+
+
+def quantize_weight(w: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(8-bit weight [out, in], float32 scale [out]) with w ~= q * scale[:, None]."""
+    w = w.detach().float()
+    scale = (w.abs().amax(dim=1) / QMAX[scheme]).clamp(min=1e-12)
+    scaled = w / scale[:, None]
+    if scheme == "int8":
+        q = scaled.round().clamp(-127, 127).to(torch.int8)
+    else:
+        q = scaled.clamp(-QMAX["fp8"], QMAX["fp8"]).to(torch.float8_e4m3fn)
+    return q, scale
+
+
+def dequantize_weight(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return q.float() * scale.float()[:, None]
+
+
+def quantize_tokens(x: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row of x [rows, in] with its own scale: (8-bit rows, float32 scales [rows, 1])."""
+    x = x.float()
+    scale = (x.abs().amax(dim=1, keepdim=True) / QMAX[scheme]).clamp(min=1e-12)
+    scaled = x / scale
+    if scheme == "int8":
+        return scaled.round().to(torch.int8), scale  # |scaled| <= 127 by construction
+    return scaled.clamp(-QMAX["fp8"], QMAX["fp8"]).to(torch.float8_e4m3fn), scale
+
+
+def _int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    xq, xs = quantize_tokens(x, "int8")
+    return torch._int_mm(xq, q.t()).float() * xs * scale
+
+
+def _fp8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    xq, xs = quantize_tokens(x, "fp8")
+    if x.is_cuda and fp8_kernel_available(x.device):
+        out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+        return torch._scaled_mm(xq, q.t(), scale_a=xs, scale_b=scale.view(1, -1), out_dtype=out_dtype).float()
+    # Emulated: the same 8-bit values and scales, multiplied in float32.
+    return (xq.float() @ q.float().t()) * xs * scale
+
+
+def fp8_kernel_available(device: torch.device) -> bool:
+    """A GPU whose tensor cores take float8 (compute capability 8.9 or newer)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+class QuantLinear(nn.Module):
+    """A linear layer with 8-bit weights and one scale per output channel.
+
+    `weight` and `weight_scale` are named as in compressed-tensors checkpoints, so
+    the loader and the writer need no mapping beyond the fused projections."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, scheme: str,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
+        super().__init__()
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown quantization scheme {scheme!r}")
+        self.in_features, self.out_features, self.scheme = in_features, out_features, scheme
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=STORAGE[scheme], device=device))
+        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device), requires_grad=False) \
+            if bias else None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, scheme: str) -> "QuantLinear":
+        w = linear.weight
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, scheme, w.dtype, w.device)
+        q, scale = quantize_weight(w, scheme)
+        layer.weight.copy_(q)
+        layer.weight_scale.copy_(scale)
+        if linear.bias is not None:
+            layer.bias.data.copy_(linear.bias.detach())
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        if self.scheme == "int8":
+            y = _int8_matmul(rows, self.weight, self.weight_scale)
+        else:
+            y = _fp8_matmul(rows, self.weight, self.weight_scale)
+        y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        return y + self.bias if self.bias is not None else y
+
+    def dequantized(self) -> nn.Linear:
+        """The float layer this one stands for (for references and tests)."""
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        lin.weight.data = dequantize_weight(self.weight, self.weight_scale)
+        if self.bias is not None:
+            lin.bias.data = self.bias.detach().float().clone()
+        return lin
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme}"
+
+
+def _swap(model: nn.Module, name: str, make) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, make(getattr(parent, child)))
+
+
+def quantize_model(model: nn.Module, scheme: str, names: Iterable[str]) -> nn.Module:
+    """Replace the named float linear layers by quantized ones, in place (at load time)."""
+    for name in names:
+        _swap(model, name, lambda lin: QuantLinear.from_linear(lin, scheme))
+    return model
+
+
+def prepare_quantized(model: nn.Module, scheme: str, names: Iterable[str]) -> nn.Module:
+    """Empty quantized layers at `names`, for a loader to fill from a quantized checkpoint."""
+    for name in names:
+        _swap(model, name, lambda lin: QuantLinear(lin.in_features, lin.out_features, lin.bias is not None,
+                                                   scheme, lin.weight.dtype, lin.weight.device))
+    return model
+
+
+def linear_reference(layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+    """What `layer` computes, in float32 from its dequantized weight (no activation rounding)."""
+    return F.linear(x.float(), dequantize_weight(layer.weight, layer.weight_scale),
+                    None if layer.bias is None else layer.bias.float())
