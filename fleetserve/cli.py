@@ -101,6 +101,16 @@ def cmd_quantize(a: argparse.Namespace) -> None:
     sys.exit(run_quantize(a))
 
 
+def cmd_bench_quant(a: argparse.Namespace) -> None:
+    import json
+
+    from fleetserve.tools.quant_bench import run_quant_bench
+
+    result = run_quant_bench(a.model, a.load_format, a.max_num_seqs, a.requests, a.rounds)
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
 def cmd_eval(a: argparse.Namespace) -> None:
     from fleetserve.tools.eval import run_eval
 
@@ -206,6 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench-quant", help="8-bit matrix-product paths at the model's shapes, and engine "
+                                           "throughput per precision (float32, bfloat16, int8 by group)")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--load-format", choices=["auto", "safetensors", "dummy"], default="auto",
+                   help="'dummy': random weights at the config's shape")
+    p.add_argument("--max-num-seqs", type=int, default=32, help="slots (default %(default)s)")
+    p.add_argument("--requests", type=int, default=None, help="requests per timed run (default: one per slot)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="every variant this many times, interleaved; the median counts (default %(default)s)")
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.set_defaults(func=cmd_bench_quant)
 
     p = sub.add_parser("quantize", help="write a compressed-tensors checkpoint with 8-bit channel-wise weights; "
                                         "--gate refuses one that corrects worse than the original")

@@ -14,6 +14,7 @@ import torch
 
 from fleetserve.engine.checks import check_request
 from fleetserve.engine.ipc import Stats
+from fleetserve.engine.memory import keep_freed_memory
 from fleetserve.engine.model_runner import ModelRunner
 from fleetserve.engine.request import FinishReason, Request, StepOutput
 from fleetserve.engine.sampler import sample
@@ -62,6 +63,7 @@ class EngineCore:
             raise ValueError(f"max_num_seqs must be >= 1, got {config.max_num_seqs}")
         if config.threads:
             torch.set_num_threads(config.threads)
+        keep_freed_memory()  # before the weights: every large tensor from here on stays mapped
         self.model_config = model_config or ModelConfig.from_dir(model_dir)
         if config.max_model_len > self.model_config.max_position_embeddings:
             raise ValueError(

@@ -99,16 +99,19 @@ def quantize_tokens(x: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.T
     scale = (x.abs().amax(dim=1, keepdim=True) / QMAX[scheme]).clamp(min=1e-12)
     scaled = x / scale
     if scheme == "int8":
-        return scaled.round().to(torch.int8), scale  # |scaled| <= 127 by construction
+        return scaled.round_().to(torch.int8), scale  # |scaled| <= 127 by construction
     return scaled.clamp(-QMAX["fp8"], QMAX["fp8"]).to(torch.float8_e4m3fn), scale
 
 
-def _int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x [rows, in] (float) times the int8 weight q [out, in] with scales [out]: float32 [rows, out]."""
     xq, xs = quantize_tokens(x, "int8")
-    return torch._int_mm(xq, q.t()).float() * xs * scale
+    # int32 x float32 promotes within the one pass; the weight scales then go in place
+    return torch.mul(torch._int_mm(xq, q.t()), xs).mul_(scale)
 
 
-def _fp8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def fp8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """As `int8_matmul` for a float8 e4m3 weight: on the tensor cores where there are some, else emulated."""
     xq, xs = quantize_tokens(x, "fp8")
     if x.is_cuda and fp8_kernel_available(x.device):
         out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
@@ -153,9 +156,9 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
         if self.scheme == "int8":
-            y = _int8_matmul(rows, self.weight, self.weight_scale)
+            y = int8_matmul(rows, self.weight, self.weight_scale)
         else:
-            y = _fp8_matmul(rows, self.weight, self.weight_scale)
+            y = fp8_matmul(rows, self.weight, self.weight_scale)
         y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
         return y + self.bias if self.bias is not None else y
 
