@@ -203,3 +203,37 @@ def test_quantize_gate_passes_and_writes_or_fails_and_writes_nothing(tmp_path):
     assert not (tmp_path / "fp8").exists() and not (tmp_path / "fp8.partial").exists()
     again = _quantize_cli(str(tmp_path / "int8"), str(tmp_path / "twice"))
     assert again.returncode != 0 and "already quantized" in again.stderr
+
+
+def test_a_pod_serves_a_quantized_checkpoint_as_the_offline_engine_does(tiny_model_dir, tmp_path):
+    import httpx
+    from serving import server_process
+
+    out = write_quantized(Path(tiny_model_dir), tmp_path / "q", "int8", frozenset({"attention", "mlp"}))
+    llm = LLM(tiny_model_dir, max_num_seqs=4, quantization="int8")
+    prompts = ["The quick brown fox", "Once upon a time"]
+    params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+    offline = [o.text for o in llm.generate(prompts, params)]
+    for model, args in ((out, ()), (Path(tiny_model_dir), ("--quantization", "int8"))):
+        with server_process(model, "--frontends", "1", "--max-num-seqs", "4", *args) as (url, _):
+            served = [httpx.post(url + "/v1/completions", timeout=30, json={
+                "prompt": p, "max_tokens": 8, "temperature": 0, "ignore_eos": True}).json()["choices"][0]["text"]
+                for p in prompts]
+        assert served == offline, model
+
+
+def test_bench_quant_times_every_path_and_variant(tiny_model_dir, tmp_path):
+    out = tmp_path / "bq.json"
+    r = subprocess.run([sys.executable, "-m", "fleetserve", "bench-quant", "--model", str(tiny_model_dir),
+                        "--max-num-seqs", "4", "--rounds", "2", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result["linear_paths_ms"]) == {"4", "200"}  # decode rows, prefill rows
+    for paths in result["linear_paths_ms"].values():
+        assert paths["float32"]["speedup_vs_float32"] == 1.0
+        assert all(v["ms"] > 0 for v in paths.values()) and "int8 per-token (_int_mm, ours)" in paths
+    engine = result["engine"]
+    best = max(engine["float32"]["requests_per_s"], engine["bfloat16"]["requests_per_s"])
+    for v in engine.values():
+        assert len(v["rounds"]) == 2 and abs(v["ratio_to_best_float"] - v["requests_per_s"] / best) <= 1e-3
