@@ -62,14 +62,6 @@ class CheckpointQuantization:
     scheme: str
     modules: tuple[str, ...]  # our module names, as in Transformer.named_modules
 
-    def groups(self, num_layers: int) -> frozenset[str] | None:
-        """The layer groups these modules make up exactly, or None when they are some other set."""
-        for n in range(1 << len(GROUPS)):
-            groups = frozenset(g for i, g in enumerate(GROUPS) if n >> i & 1)
-            if groups and sorted(QuantSpec(self.scheme, groups).module_names(num_layers)) == sorted(self.modules):
-                return groups
-        return None
-
 
 def _matches(pattern: str, name: str) -> bool:
     if pattern.startswith("re:"):

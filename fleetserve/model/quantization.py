@@ -63,8 +63,6 @@ class QuantSpec:
                     names.extend(f"layers.{i}.{suffix}" for i in range(num_layers))
         return names
 
-    def describe(self) -> str:
-        return f"{self.scheme} ({', '.join(g for g in GROUPS if g in self.groups) or 'no groups'})"
 
 
 def parse_groups(text: str | Iterable[str]) -> frozenset[str]:
@@ -161,14 +159,6 @@ class QuantLinear(nn.Module):
             y = fp8_matmul(rows, self.weight, self.weight_scale)
         y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
         return y + self.bias if self.bias is not None else y
-
-    def dequantized(self) -> nn.Linear:
-        """The float layer this one stands for (for references and tests)."""
-        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        lin.weight.data = dequantize_weight(self.weight, self.weight_scale)
-        if self.bias is not None:
-            lin.bias.data = self.bias.detach().float().clone()
-        return lin
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme}"
