@@ -23,6 +23,8 @@ def _engine_args(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> None:
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the decode step (see BENCHMARKS.md for when it helps)")
     g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    g.add_argument("--onednn-linear", action=argparse.BooleanOptionalAction, default=True,
+                   help="float linear weights reordered once into oneDNN's layout (CPU; faster, see BENCHMARKS.md)")
     g.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=False,
                    help="launch each step before the previous one's bookkeeping, on a worker thread "
                         "(same outputs; see BENCHMARKS.md for when it pays)")
@@ -46,7 +48,8 @@ def _engine_config(a: argparse.Namespace) -> EngineConfig:
     return EngineConfig(max_num_seqs=a.max_num_seqs, max_model_len=a.max_model_len,
                         max_prefill_tokens=a.max_prefill_tokens, load_format=a.load_format, dtype=a.dtype,
                         compile=a.compile, seed=a.seed, threads=a.threads, async_scheduling=a.async_scheduling,
-                        quantization=a.quantization, quantize_groups=_groups(a.quantize_groups))
+                        quantization=a.quantization, quantize_groups=_groups(a.quantize_groups),
+                        onednn_linear=a.onednn_linear)
 
 
 def _groups(text: str) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.scheduler import ScheduledBatch, Scheduler
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.loader import load_model
+from fleetserve.model.onednn_linear import use_onednn_linears
 
 
 @dataclass
@@ -41,6 +42,9 @@ class EngineConfig:
     # checkpoint's `quantize_groups` as it loads (see model/quantization.py).
     quantization: str = "auto"
     quantize_groups: tuple[str, ...] = ("attention", "mlp")
+    # Float linear weights reordered once into oneDNN's layout (model/onednn_linear.py);
+    # not with compile, whose graphs expect dense weights.
+    onednn_linear: bool = True
 
 
 @dataclass
@@ -72,6 +76,8 @@ class EngineCore:
             )
         model = load_model(model_dir, self.model_config, config.load_format, config.dtype, config.seed,
                            config.quantization, config.quantize_groups)
+        if config.onednn_linear and not config.compile:
+            use_onednn_linears(model)
         self.runner = ModelRunner(model, config.max_num_seqs, config.max_model_len, config.compile)
         self.scheduler = Scheduler(config.max_num_seqs, max(config.max_prefill_tokens, config.max_model_len))
         self.eos_token_ids = frozenset(eos_token_ids) | frozenset(self.model_config.eos_token_ids)

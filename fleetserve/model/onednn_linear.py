@@ -1,0 +1,45 @@
+"""Float linear layers with their weights reordered once into oneDNN's blocked layout.
+
+`F.linear` on CPU hands torch's dense weight to the matrix-multiply library at every
+call; oneDNN then works from the row-major layout. Reordered once at start-up, the
+same products ran 1.3-1.5x faster at a decode step's row counts on this project's CPU
+(BENCHMARKS.md, issue 2 section), with identical results in the tests. 8-bit layers
+(`QuantLinear`) are left alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class OneDNNLinear(nn.Module):
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.weight.detach().to_mkldnn()  # a copy in the blocked layout (not a parameter)
+        self.bias = None if linear.bias is None else linear.bias.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).contiguous().to_mkldnn()
+        y = torch._C._nn.mkldnn_linear(rows, self.weight, self.bias).to_dense()
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, layout=onednn"
+
+
+def onednn_available(dtype: torch.dtype) -> bool:
+    return torch.backends.mkldnn.is_available() and dtype in (torch.float32, torch.bfloat16)
+
+
+def use_onednn_linears(model: nn.Module) -> int:
+    """Swap every plain CPU `nn.Linear` for a `OneDNNLinear`, in place; returns how many.
+    A model so changed serves, but is no longer a checkpoint to save."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear and child.weight.device.type == "cpu" and onednn_available(child.weight.dtype):
+                setattr(parent, name, OneDNNLinear(child))
+                swapped += 1
+    return swapped
