@@ -23,6 +23,7 @@ from fleetserve.engine.scheduler import ScheduledBatch, Scheduler
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.loader import load_model
 from fleetserve.model.onednn_linear import use_onednn_linears
+from fleetserve.model.quantization import DEFAULT_GROUPS
 
 
 @dataclass
@@ -41,7 +42,7 @@ class EngineConfig:
     # 8-bit weights: "auto" serves the checkpoint as stored; int8/fp8 quantize a float
     # checkpoint's `quantize_groups` as it loads (see model/quantization.py).
     quantization: str = "auto"
-    quantize_groups: tuple[str, ...] = ("attention", "mlp")
+    quantize_groups: tuple[str, ...] = DEFAULT_GROUPS
     # Float linear weights reordered once into oneDNN's layout (model/onednn_linear.py);
     # not with compile, whose graphs expect dense weights.
     onednn_linear: bool = True

@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from fleetserve.model.quantization import parse_groups
 from fleetserve.quality.evaluate import EvalResult, copy_source, corrector_for, evaluate, load_eval_set
 from fleetserve.quality.gate import check, disagreements
 from fleetserve.shared_data import default_eval_set
@@ -21,6 +20,8 @@ def _line(label: str, r: EvalResult) -> str:
 
 def run_eval(a: argparse.Namespace) -> int:
     """Returns the exit status: 1 when a gate objective fails."""
+    from fleetserve.model.quantization import parse_groups  # torch: not at argument-parsing time
+
     gating = a.max_gleu_drop is not None or a.min_agreement is not None
     if gating and a.baseline is None:
         raise ValueError("--max-gleu-drop and --min-agreement need --baseline to compare against")

@@ -20,8 +20,6 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 def write_quantized(in_dir: Path, out_dir: Path, scheme: str, groups: frozenset[str]) -> Path:
     """Quantize `in_dir` into `out_dir` (created; must not exist or be empty). Returns out_dir."""
-    import torch
-
     from fleetserve.model import compressed_tensors
     from fleetserve.model.config import ModelConfig
     from fleetserve.model.loader import DTYPES, load_model
@@ -36,8 +34,7 @@ def write_quantized(in_dir: Path, out_dir: Path, scheme: str, groups: frozenset[
     dtype = cfg.torch_dtype if cfg.torch_dtype in DTYPES else "auto"
     model = load_model(in_dir, cfg, dtype=dtype, quantization=scheme, quantize_groups=tuple(groups))
     out_dir.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        save_model(model, out_dir)
+    save_model(model, out_dir)
     raw = json.loads((in_dir / "config.json").read_text())
     raw["quantization_config"] = compressed_tensors.quantization_config(spec)
     (out_dir / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
