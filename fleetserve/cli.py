@@ -165,6 +165,12 @@ def cmd_stub_server(a: argparse.Namespace) -> None:
     run_cli(a)
 
 
+def cmd_router(a: argparse.Namespace) -> None:
+    from fleetserve.fleet.router.server import run_cli
+
+    run_cli(a)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleetserve", description="Serve a small language model to many short requests.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -296,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     stub_arguments(p)
     p.set_defaults(func=cmd_stub_server)
+
+    p = sub.add_parser("router", help="load-balancing proxy in front of pods: power of two choices over "
+                                      "discovered endpoints, retries, health checks, outlier ejection")
+    from fleetserve.fleet.router.server import add_arguments as router_arguments
+
+    router_arguments(p)
+    p.set_defaults(func=cmd_router)
     return parser
 
 
