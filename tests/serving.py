@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import httpx
@@ -53,3 +56,31 @@ def server_process(model_dir, *args: str, timeout: float = 60) -> Iterator[tuple
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def stub_process(*args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`fleetserve stub-server` (a model-less stand-in pod) on a free port; yields (url, process)."""
+    proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "stub-server", "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"http://\S+", line)
+        assert m, f"stub server did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+        yield m.group(0), proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def stub(*args: str) -> Iterator[str]:
+    with stub_process(*args) as (url, _):
+        yield url
+
+
+def stats(url: str) -> dict:
+    """What a stub server did: {"requests": n, "failed": n}."""
+    with urllib.request.urlopen(url + "/stats", timeout=5) as r:
+        return json.loads(r.read())

@@ -16,26 +16,7 @@ from fleetserve.tools.loadtest.profile import parse_duration, parse_profile, par
 from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
 from fleetserve.tools.loadtest.slo import check, goodput_thresholds, parse_slo
 from fleetserve.tools.loadtest.stub_server import parse_delay
-
-
-@contextlib.contextmanager
-def stub(*args: str):
-    """A stub server in its own process, on a free port."""
-    proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "stub-server", "--port", "0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        m = re.search(r"http://\S+", line)
-        assert m, f"stub server did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
-        yield m.group(0)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def stats(url: str) -> dict:
-    with urllib.request.urlopen(url + "/stats", timeout=5) as r:
-        return json.loads(r.read())
+from serving import stats, stub
 
 
 def run(url: str, **kw):

@@ -15,6 +15,7 @@ import math
 import random
 import time
 import zlib
+from collections import deque
 from dataclasses import dataclass
 
 import httptools
@@ -81,7 +82,9 @@ def parse_delay(text: str) -> Delay:
 @dataclass(frozen=True)
 class StubConfig:
     delay: Delay = Delay()
-    error_rate: float = 0.0  # share of requests answered 500
+    error_rate: float = 0.0  # share of requests answered with error_status
+    error_status: int = 500
+    concurrency: int = 0  # requests worked on at once (a pod's slots); beyond it they queue; 0: no limit
     slow_after: float | None = None  # seconds after the first request ...
     slow_delay: Delay = Delay()  # ... from which this delay applies instead
     token_interval: float = 0.0  # between streamed tokens
@@ -100,7 +103,8 @@ def answer_for(prompt: bytes, tokens: int, disagree: float) -> list[str]:
 
 
 _HEAD = "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {n}\r\n\r\n"
-_STATUS = {200: "200 OK", 404: "404 Not Found", 400: "400 Bad Request", 500: "500 Internal Server Error"}
+_STATUS = {200: "200 OK", 404: "404 Not Found", 400: "400 Bad Request", 500: "500 Internal Server Error",
+           502: "502 Bad Gateway", 503: "503 Service Unavailable", 429: "429 Too Many Requests"}
 
 
 def _response(status: int, body: bytes, ctype: str = "application/json") -> bytes:
@@ -145,6 +149,8 @@ class StubServer:
         self.first: float | None = None
         self.requests = 0
         self.failed = 0
+        self.active = 0
+        self.queue: deque[tuple] = deque()
         self.loop = asyncio.get_running_loop()
 
     def handle(self, proto: StubProtocol, method: bytes, path: bytes, body: bytes) -> None:
@@ -172,16 +178,27 @@ class StubServer:
         delay = (cfg.slow_delay if slow else cfg.delay).draw(self.rng)
         fail = cfg.error_rate > 0 and self.rng.random() < cfg.error_rate
         self.failed += fail
+        if cfg.concurrency and self.active >= cfg.concurrency:
+            self.queue.append((proto, path, body, fail, delay))
+        else:
+            self.begin(proto, path, body, fail, delay)
+
+    def begin(self, proto: StubProtocol, path: bytes, body: bytes, fail: bool, delay: float) -> None:
+        self.active += 1
         if delay > 0:
             self.loop.call_later(delay, self.answer, proto, path, body, fail)
         else:
             self.answer(proto, path, body, fail)
 
     def answer(self, proto: StubProtocol, path: bytes, body: bytes, fail: bool) -> None:
+        self.active -= 1
+        if self.queue:  # a slot freed: the longest-waiting request starts its delay now
+            self.begin(*self.queue.popleft())
         if proto.transport.is_closing():
             return
         if fail:
-            proto.transport.write(_response(500, b'{"error":{"message":"injected failure","type":"server_error"}}'))
+            status = self.cfg.error_status
+            proto.transport.write(_response(status, b'{"error":{"message":"injected failure","type":"server_error"}}'))
             return
         try:
             req = msgspec.json.decode(body) if body else {}
@@ -269,7 +286,11 @@ def add_arguments(p) -> None:
     p.add_argument("--port", type=int, default=8200)
     p.add_argument("--delay", default="0", help="answer delay: 0, const:20ms, exp:MEAN, lognormal:MEDIAN,SIGMA, "
                                                 "uniform:LO..HI (default %(default)s)")
-    p.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered 500")
+    p.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered with --error-status")
+    p.add_argument("--error-status", type=int, default=500, choices=[429, 500, 502, 503],
+                   help="status of the injected failures (default %(default)s; 503 is what a draining pod answers)")
+    p.add_argument("--concurrency", type=int, default=0,
+                   help="requests worked on at once, like a pod's slots; more wait in a queue (default: no limit)")
     p.add_argument("--slow-after", default=None, help="after this long from the first request, use --slow-delay")
     p.add_argument("--slow-delay", default="1s", help="the delay once slow (default %(default)s)")
     p.add_argument("--token-interval", default="0", help="time between streamed tokens (default %(default)s)")
@@ -281,7 +302,10 @@ def add_arguments(p) -> None:
 def run_cli(a) -> None:
     if not 0 <= a.error_rate <= 1 or not 0 <= a.disagree <= 1:
         raise ValueError("--error-rate and --disagree are shares between 0 and 1")
-    cfg = StubConfig(delay=parse_delay(a.delay), error_rate=a.error_rate,
+    if a.concurrency < 0:
+        raise ValueError("--concurrency must be 0 (no limit) or positive")
+    cfg = StubConfig(delay=parse_delay(a.delay), error_rate=a.error_rate, error_status=a.error_status,
+                     concurrency=a.concurrency,
                      slow_after=parse_duration(a.slow_after, allow_zero=True) if a.slow_after else None,
                      slow_delay=parse_delay(a.slow_delay),
                      token_interval=parse_duration(a.token_interval, allow_zero=True), disagree=a.disagree,
