@@ -165,6 +165,12 @@ def cmd_stub_server(a: argparse.Namespace) -> None:
     run_cli(a)
 
 
+def cmd_bench_router(a: argparse.Namespace) -> None:
+    from fleetserve.tools.router_bench import run_cli
+
+    run_cli(a)
+
+
 def cmd_router(a: argparse.Namespace) -> None:
     from fleetserve.fleet.router.server import run_cli
 
@@ -309,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     router_arguments(p)
     p.set_defaults(func=cmd_router)
+
+    p = sub.add_parser("bench-router", help="router throughput per core vs an aiohttp proxy and HAProxy, added "
+                                            "latency, and P2C vs round robin tail latency with a slow upstream")
+    from fleetserve.tools.router_bench import add_arguments as router_bench_arguments
+
+    router_bench_arguments(p)
+    p.set_defaults(func=cmd_bench_router)
     return parser
 
 

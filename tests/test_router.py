@@ -233,3 +233,14 @@ def test_router_in_front_of_real_pods(tiny_model_dir):
                 assert via["choices"][0]["text"] == direct["choices"][0]["text"]
             bad = httpx.post(url + "/v1/completions", json={**body, "max_tokens": -1}, timeout=30)
             assert bad.status_code == 400 and "max_tokens" in bad.text
+
+
+def test_read_timeout_gives_504_and_is_not_retried():
+    with stub("--delay", "3s") as a, stub("--delay", "3s") as b:
+        with router("--endpoints", f"{a},{b}", "--read-timeout", "0.5", "--health-interval", "0") as (url, _):
+            t0 = time.monotonic()
+            r = post(url)
+            assert r.status_code == 504 and "within 0.5s" in r.json()["error"]["message"]
+            assert time.monotonic() - t0 < 2.5
+            assert metric(url, "fleetserve_router_retries_total") == 0
+            assert stats(a)["requests"] + stats(b)["requests"] == 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 import time
@@ -21,20 +20,13 @@ from typing import Any
 import numpy as np
 
 from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
+from fleetserve.tools.procs import start_announcing
 
 LATE_LIMIT = 0.01  # share of requests sent late that still counts as sustained
 
 
 def start_stub(core: int | None) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "fleetserve", "stub-server", "--port", "0"]
-    pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pin)
-    line = proc.stdout.readline()
-    m = re.search(r"http://\S+", line)
-    if not m:
-        proc.kill()
-        raise RuntimeError(f"stub server did not start: {line!r} {proc.stderr.read()}")
-    return proc, m.group(0)
+    return start_announcing(["stub-server", "--port", "0"], core)
 
 
 def fleetserve_point(url: str, rate: float, seconds: float) -> dict[str, Any]:

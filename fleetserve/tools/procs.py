@@ -1,0 +1,33 @@
+"""Child processes for benchmarks: started pinned to a core, ready when they say where they listen."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+
+def start_announcing(args: list[str], core: int | None = None,
+                      module: str = "fleetserve") -> tuple[subprocess.Popen, str]:
+    """Run `python -m MODULE ARGS` (a stub server, a router ...) pinned to `core`; returns the
+    process and the http:// URL from the first line it prints."""
+    pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=pin)
+    line = proc.stdout.readline()
+    m = re.search(r"http://\S+", line)
+    if not m:
+        proc.kill()
+        raise RuntimeError(f"`{module} {' '.join(args)}` did not start: {line!r} {proc.stderr.read()}")
+    return proc, m.group(0)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
