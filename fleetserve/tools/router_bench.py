@@ -8,7 +8,8 @@ under test is pinned to one core; the load generator and the upstreams share
 the other. Each proxy's requests/s is divided by the CPU it used in the same
 window (from /proc), so "per core" holds even when the load side, not the
 proxy, limits the rate. Added latency: open-loop p99 through the proxy minus
-p99 straight to an upstream, at half the router's measured capacity.
+p99 straight to the upstream, at shares of the router's measured capacity (half
+is the target's point), median of alternating rounds.
 
 (b) Tail latency with 4 upstreams where one is 3x slower (each with a fixed
 number of slots, as a pod has, and a queue behind them), offered 85% of their
@@ -224,10 +225,8 @@ def open_loop(url: str, rate: float, seconds: float) -> dict[str, Any]:
 
 
 # --- the two parts ----------------------------------------------------------------------------
-def throughput_part(stacks: list[str], seconds: float, concurrency: int, n_upstreams: int,
-                    latency_shares: list[float], cpu_cap: float | None, proxy_core: int | None, load_core: int | None,
-                    log) -> dict[str, Any]:
-    haproxy = ensure_haproxy(log) if "haproxy" in stacks else None
+def throughput_part(stacks: list[str], seconds: float, concurrency: int, n_upstreams: int, cpu_cap: float | None,
+                    haproxy: str | None, proxy_core: int | None, load_core: int | None, log) -> dict[str, Any]:
     stubs = [start_announcing(["stub-server", "--port", "0"], load_core) for _ in range(n_upstreams)]
     upstreams = [u for _, u in stubs]
     out: dict[str, Any] = {"upstreams": n_upstreams, "concurrency": concurrency, "seconds": seconds}
@@ -260,33 +259,6 @@ def throughput_part(stacks: list[str], seconds: float, concurrency: int, n_upstr
                 finally:
                     stop(proc)
                     uncap(group)
-        capacity = min(out["fleetserve"]["requests_per_s"], out["fleetserve"]["requests_per_cpu_s"] or 1e12)
-        out["latency"] = []
-        for share in latency_shares:
-            rate = round(capacity * share, -1)
-            point: dict[str, Any] = {"share_of_router_capacity": share, "rate": rate,
-                                     "direct": open_loop(upstreams[0], rate, seconds)}
-            log(f"open loop at {rate:g}/s ({share:.0%} of the router's capacity): direct p50 "
-                f"{point['direct']['p50_ms']} p99 {point['direct']['p99_ms']} ms")
-            with tempfile.TemporaryDirectory() as tmp:
-                for stack in stacks:
-                    if "skipped" in out[stack]:
-                        continue
-                    if rate > 0.8 * out[stack]["requests_per_s"]:
-                        point[stack] = {"skipped": "over 80% of this proxy's measured throughput"}
-                        continue
-                    proc, url = start_proxy(stack, upstreams, proxy_core, haproxy, Path(tmp))
-                    try:
-                        closed_loop(url, 8, 1.0, warmup=0.2)  # warm the pools
-                        r = open_loop(url, rate, seconds)
-                    finally:
-                        stop(proc)
-                    r["added_p50_ms"] = round(r["p50_ms"] - point["direct"]["p50_ms"], 3)
-                    r["added_p99_ms"] = round(r["p99_ms"] - point["direct"]["p99_ms"], 3)
-                    point[stack] = r
-                    log(f"  {stack:10s} p50 {r['p50_ms']} p99 {r['p99_ms']} ms: added p50 {r['added_p50_ms']} "
-                        f"p99 {r['added_p99_ms']} ms, errors {r['errors']}")
-            out["latency"].append(point)
     finally:
         for proc, _ in stubs:
             stop(proc)
@@ -297,6 +269,64 @@ def throughput_part(stacks: list[str], seconds: float, concurrency: int, n_upstr
             out["fleetserve_vs_haproxy_per_core_capped"] = round(
                 out["fleetserve"]["capped"]["requests_per_core"] / out["haproxy"]["capped"]["requests_per_core"], 3)
     return out
+
+
+def _median(values) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(float(np.median(vals)), 3) if vals else None
+
+
+def latency_part(stacks: list[str], throughput: dict[str, Any], shares: tuple[float, ...], rounds: int,
+                 seconds: float, haproxy: str | None, proxy_core: int | None, load_core: int | None,
+                 log) -> list[dict[str, Any]]:
+    """Open-loop p99 through each proxy minus p99 straight to the upstream, at shares of the router's
+    measured capacity. One upstream process only: every extra process on the load side's core adds
+    scheduler stalls to every path's tail, the direct one included. The median over `rounds`
+    alternating runs, since a p99 of a few seconds on a shared core is noisy."""
+    fs = throughput["fleetserve"]
+    capacity = min(fs["requests_per_s"], fs["requests_per_cpu_s"] or 1e12)
+    stub, upstream = start_announcing(["stub-server", "--port", "0"], load_core)
+    points = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for share in shares:
+                rate = round(capacity * share, -1)
+                paths = ["direct"] + [s for s in stacks if "skipped" not in throughput[s]
+                                      and rate <= 0.8 * throughput[s]["requests_per_s"]]
+                runs: dict[str, list[dict[str, Any]]] = {p: [] for p in paths}
+                for _ in range(rounds):
+                    runs["direct"].append(open_loop(upstream, rate, seconds))
+                    for stack in paths[1:]:
+                        proc, url = start_proxy(stack, [upstream], proxy_core, haproxy, Path(tmp))
+                        try:
+                            closed_loop(url, 8, 1.0, warmup=0.2)  # warm the pools
+                            runs[stack].append(open_loop(url, rate, seconds))
+                        finally:
+                            stop(proc)
+                point: dict[str, Any] = {"share_of_router_capacity": share, "rate": rate, "rounds": rounds}
+                for path, rs in runs.items():
+                    point[path] = {"p50_ms": _median(r["p50_ms"] for r in rs),
+                                   "p99_ms": _median(r["p99_ms"] for r in rs),
+                                   "p99_each_ms": [r["p99_ms"] for r in rs],
+                                   "achieved_each": [r["achieved"] for r in rs],
+                                   "errors": sum(r["errors"] for r in rs)}
+                d = point["direct"]
+                log(f"open loop at {rate:g}/s ({share:.0%} of the router's capacity), median of {rounds}: "
+                    f"direct p50 {d['p50_ms']} p99 {d['p99_ms']} ms")
+                for stack in paths[1:]:
+                    r = point[stack]
+                    ok = None not in (r["p50_ms"], r["p99_ms"], d["p50_ms"], d["p99_ms"])
+                    r["added_p50_ms"] = round(r["p50_ms"] - d["p50_ms"], 3) if ok else None
+                    r["added_p99_ms"] = round(r["p99_ms"] - d["p99_ms"], 3) if ok else None
+                    log(f"  {stack:10s} p50 {r['p50_ms']} p99 {r['p99_ms']} ms: added p50 {r['added_p50_ms']} "
+                        f"p99 {r['added_p99_ms']} ms, errors {r['errors']}")
+                for stack in stacks:
+                    if stack not in point:
+                        point[stack] = {"skipped": "over 80% of this proxy's measured throughput, or not run"}
+                points.append(point)
+    finally:
+        stop(stub)
+    return points
 
 
 def tail_part(seconds: float, slots: int, delay_ms: float, load_share: float, proxy_core: int | None,
@@ -335,7 +365,7 @@ def tail_part(seconds: float, slots: int, delay_ms: float, load_share: float, pr
 def run_router_bench(stacks: list[str], seconds: float = 8.0, concurrency: int = 64, n_upstreams: int = 4,
                      tail: bool = True, tail_seconds: float = 20.0, slots: int = 4, delay_ms: float = 20.0,
                      load_share: float = 0.85, latency_shares: tuple[float, ...] = (0.1, 0.25, 0.5),
-                     cpu_cap: float | None = 0.4, quiet: bool = False) -> dict[str, Any]:
+                     latency_rounds: int = 3, cpu_cap: float | None = 0.4, quiet: bool = False) -> dict[str, Any]:
     def log(msg: str) -> None:
         if not quiet:
             print(msg, file=sys.stderr, flush=True)
@@ -353,8 +383,12 @@ def run_router_bench(stacks: list[str], seconds: float = 8.0, concurrency: int =
         out: dict[str, Any] = {"proxy_core": proxy_core, "load_core": load_core, "cpu_count": os.cpu_count(),
                                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         log(f"(a) throughput: proxy on core {proxy_core}, load generator and {n_upstreams} upstreams on core {load_core}")
-        out["throughput"] = throughput_part(stacks, seconds, concurrency, n_upstreams, latency_shares, cpu_cap,
+        haproxy = ensure_haproxy(log) if "haproxy" in stacks else None
+        out["throughput"] = throughput_part(stacks, seconds, concurrency, n_upstreams, cpu_cap, haproxy,
                                             proxy_core, load_core, log)
+        if latency_shares:
+            out["latency"] = latency_part(stacks, out["throughput"], latency_shares, latency_rounds, seconds,
+                                          haproxy, proxy_core, load_core, log)
         if tail:
             log(f"(b) tail latency: 4 upstreams, one 3x slower, {load_share:.0%} of their capacity")
             out["tail"] = tail_part(tail_seconds, slots, delay_ms, load_share, proxy_core, load_core, log)
@@ -372,6 +406,8 @@ def add_arguments(p) -> None:
     p.add_argument("--cpu-cap", type=float, default=0.4,
                    help="also measure each proxy held to this share of a core (a cgroup CFS quota), so it "
                         "saturates below what the load side offers; 0: skip (default %(default)s)")
+    p.add_argument("--latency-rounds", type=int, default=3,
+                   help="alternating runs per rate of the added-latency part; medians are reported (default %(default)s)")
     p.add_argument("--no-tail", action="store_true", help="skip part (b)")
     p.add_argument("--tail-seconds", type=float, default=20.0, help="seconds per policy in (b) (default %(default)s)")
     p.add_argument("--json", default=None, help="write all figures as JSON here")
@@ -382,7 +418,7 @@ def run_cli(a) -> None:
 
     out = run_router_bench([s.strip() for s in a.stacks.split(",") if s.strip()], seconds=a.seconds,
                            concurrency=a.concurrency, tail=not a.no_tail, tail_seconds=a.tail_seconds,
-                           cpu_cap=a.cpu_cap or None)
+                           cpu_cap=a.cpu_cap or None, latency_rounds=a.latency_rounds)
     text = json.dumps(out, indent=1)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,182 @@
+"""The local supervisor: pods as child processes of this machine, and the
+endpoint file the router follows.
+
+Mechanism only; how many pods is the autoscaler's decision. A pod is
+`fleetserve serve MODEL --port P` on a free port. It is *starting* until
+`GET /ready` answers 200, then *ready* (listed in the endpoint file), and
+*draining* once asked to go: it leaves the endpoint file first, so the router
+stops sending to it, then gets SIGTERM, finishes what it has in flight and exits
+on its own (the pod's graceful drain). A pod that dies unasked is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fleetserve.fleet.discovery.file import write_endpoint_file
+
+log = logging.getLogger("fleetserve.supervisor")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Pod:
+    port: int
+    proc: subprocess.Popen
+    started: float
+    state: str = "starting"  # starting | ready | draining
+    ready_at: float | None = None
+    drain_at: float | None = None
+    log_path: Path | None = None
+    inflight: float = 0.0  # last sampled (waiting + running in its engine)
+    terminated: bool = False  # SIGTERM sent
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class SupervisorConfig:
+    model_dir: str
+    endpoint_file: Path
+    serve_args: list[str] = field(default_factory=list)  # extra `fleetserve serve` options
+    log_dir: Path | None = None
+    start_timeout: float = 300.0
+    drain_grace: float = 1.5  # seconds between leaving the endpoint file and SIGTERM (router's poll is 0.5 s)
+    drain_timeout: float = 60.0  # SIGKILL after this long draining
+
+
+class Supervisor:
+    def __init__(self, cfg: SupervisorConfig):
+        self.cfg = cfg
+        self.pods: list[Pod] = []
+        self.replaced = 0
+        self._written: list[dict] | None = None
+
+    # --- what the autoscaler sees ------------------------------------------------
+    def active(self) -> list[Pod]:
+        """Pods that count towards the replica count (starting or ready, not draining)."""
+        return [p for p in self.pods if p.state != "draining"]
+
+    def ready(self) -> list[Pod]:
+        return [p for p in self.pods if p.state == "ready"]
+
+    def counts(self) -> dict[str, int]:
+        out = {"starting": 0, "ready": 0, "draining": 0}
+        for p in self.pods:
+            out[p.state] += 1
+        return out
+
+    # --- actions ----------------------------------------------------------------
+    def scale(self, n: int) -> None:
+        active = self.active()
+        for _ in range(n - len(active)):
+            self._start()
+        if n < len(active):
+            # drain the ones doing least: starting pods first, then the least loaded
+            victims = sorted(active, key=lambda p: (p.state == "ready", p.inflight, -p.started))[:len(active) - n]
+            for p in victims:
+                self._drain(p)
+        self._write()
+
+    def _start(self) -> Pod:
+        port = free_port()
+        cmd = [sys.executable, "-m", "fleetserve", "serve", self.cfg.model_dir, "--port", str(port),
+               *self.cfg.serve_args]
+        out = subprocess.DEVNULL
+        log_path = None
+        if self.cfg.log_dir is not None:
+            self.cfg.log_dir.mkdir(parents=True, exist_ok=True)
+            log_path = self.cfg.log_dir / f"pod-{port}.log"
+            out = open(log_path, "ab")
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        if out is not subprocess.DEVNULL:
+            out.close()
+        pod = Pod(port, proc, time.monotonic(), log_path=log_path)
+        self.pods.append(pod)
+        log.info("starting pod on port %d (pid %d)", port, proc.pid)
+        return pod
+
+    def _drain(self, pod: Pod) -> None:
+        pod.state = "draining"
+        pod.drain_at = time.monotonic()
+        log.info("draining pod on port %d", pod.port)
+
+    def _write(self) -> None:
+        entries = [{"url": p.url, "ready": True} for p in self.ready()]
+        if entries != self._written:
+            write_endpoint_file(self.cfg.endpoint_file, entries)
+            self._written = entries
+
+    # --- the loop -----------------------------------------------------------------
+    async def tick(self) -> None:
+        """Check every pod once: readiness, deaths, drains due; sample load; rewrite the endpoint file."""
+        from fleetserve.fleet.load_signal import pod_inflight, pod_ready
+
+        now = time.monotonic()
+        for pod in list(self.pods):
+            code = pod.proc.poll()
+            if code is not None:
+                self.pods.remove(pod)
+                if pod.state == "draining":
+                    log.info("pod on port %d drained and exited (%d)", pod.port, code)
+                else:
+                    log.warning("pod on port %d died (exit %s) while %s; replacing it", pod.port, code, pod.state)
+                    self.replaced += 1
+                    self._start()
+                continue
+            if pod.state == "starting":
+                if await pod_ready(pod.url):
+                    pod.state, pod.ready_at = "ready", now
+                    log.info("pod on port %d ready after %.1fs", pod.port, now - pod.started)
+                elif now - pod.started > self.cfg.start_timeout:
+                    log.error("pod on port %d not ready after %.0fs; replacing it", pod.port, self.cfg.start_timeout)
+                    pod.proc.kill()
+            elif pod.state == "draining":
+                since = now - pod.drain_at
+                if since >= self.cfg.drain_grace and not pod.terminated:
+                    pod.proc.send_signal(signal.SIGTERM)
+                    pod.terminated = True
+                elif since >= self.cfg.drain_grace + self.cfg.drain_timeout:
+                    log.error("pod on port %d still draining after %.0fs; killing it", pod.port, since)
+                    pod.proc.kill()
+        ready = self.ready()
+        loads = await asyncio.gather(*(pod_inflight(p.url) for p in ready))
+        for pod, load in zip(ready, loads):
+            if load is not None:
+                pod.inflight = load
+        self._write()
+
+    async def stop(self, timeout: float = 60.0) -> None:
+        """Drain every pod and wait for them all to exit (SIGKILL what is left after `timeout`)."""
+        for pod in self.pods:
+            if pod.state != "draining":
+                self._drain(pod)
+        self._write()
+        await asyncio.sleep(min(self.cfg.drain_grace, 0.6))
+        for pod in self.pods:
+            if pod.proc.poll() is None:
+                pod.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while any(p.proc.poll() is None for p in self.pods) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for pod in self.pods:
+            if pod.proc.poll() is None:
+                os.killpg(pod.proc.pid, signal.SIGKILL)
+                pod.proc.wait()
+        self.pods.clear()

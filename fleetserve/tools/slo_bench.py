@@ -1,0 +1,91 @@
+"""`fleetserve bench-slo URL --slo 'p99_e2el<1s'` (also spelled `fleetserve bench pod URL`):
+how much load one pod takes while meeting an SLO, which is what the autoscaler's
+`target_per_pod` should be.
+
+Open-loop steps of rising rate (each a separate `fleetserve loadtest` run of
+`--step-seconds`), growing by `--growth` until a step misses an objective. The
+result is the highest rate that met every objective and the concurrency the pod
+held there: requests in flight = achieved rate x mean end-to-end latency
+(Little's law, which holds for any stable queue). `fleetserve up --target-from
+FILE` reads `target_per_pod` from the saved JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
+from fleetserve.tools.loadtest.slo import parse_slo
+
+
+def step(url: str, rate: float, seconds: float, base: dict[str, Any]) -> dict[str, Any]:
+    rep, _ = run_loadtest(LoadTestOptions(url=url, profile=f"constant:{rate:g}@{seconds:g}s", window=seconds,
+                                          progress=False, **base))
+    o = rep["summary"]["overall"]
+    mean_s = (o["e2el"]["mean"] or 0.0) / 1e3
+    return {"rate": rate, "achieved": o["request_throughput"], "errors": sum(o["errors"].values()),
+            "p50_e2el_ms": o["e2el"]["median"], "p99_e2el_ms": o["e2el"]["p99"], "mean_e2el_ms": o["e2el"]["mean"],
+            "concurrency": round(o["request_throughput"] * mean_s, 2), "summary": o}
+
+
+def run_slo_bench(url: str, slo: str, start_rate: float = 2.0, growth: float = 1.25, max_rate: float = 10_000,
+                  step_seconds: float = 10.0, base: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
+    objectives = parse_slo(slo)
+    if not objectives:
+        raise ValueError("--slo: give at least one objective, e.g. 'p99_e2el<1s'")
+    if growth <= 1 or start_rate <= 0:
+        raise ValueError("--growth must be above 1 and --start-rate positive")
+    base = base or {}
+    steps, best = [], None
+    rate = start_rate
+    while rate <= max_rate:
+        s = step(url, rate, step_seconds, base)
+        misses = [o.text for o in objectives if o.met(s["summary"]) is not True]
+        kept_up = s["achieved"] >= 0.9 * rate
+        s["met"] = not misses and kept_up and s["errors"] == 0
+        s["missed"] = misses + ([] if kept_up else ["achieved < 90% of offered"]) + \
+            ([f"{s['errors']} errors"] if s["errors"] else [])
+        del s["summary"]
+        steps.append(s)
+        if not quiet:
+            print(f"{rate:9.2f}/s: achieved {s['achieved']:8.2f}/s, p50 {s['p50_e2el_ms']} ms, p99 "
+                  f"{s['p99_e2el_ms']} ms, in flight {s['concurrency']:6.2f} -> "
+                  f"{'meets the SLO' if s['met'] else 'misses: ' + '; '.join(s['missed'])}", file=sys.stderr,
+                  flush=True)
+        if not s["met"]:
+            break
+        best = s
+        rate = round(rate * growth, 2)
+    return {"url": url, "slo": slo, "step_seconds": step_seconds, "steps": steps,
+            "max_rate": best["rate"] if best else 0.0, "p99_e2el_ms_at_max": best["p99_e2el_ms"] if best else None,
+            # the concurrency held while meeting the SLO, rounded down so a fleet sized on it keeps the margin
+            "target_per_pod": math.floor(best["concurrency"] * 10) / 10 if best else 0.0}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("url", help="a pod's base URL, e.g. http://127.0.0.1:8100")
+    p.add_argument("--slo", default="p99_e2el<1s", help="objectives every step must meet (default %(default)s)")
+    p.add_argument("--start-rate", type=float, default=2.0, help="first step's requests/s (default %(default)s)")
+    p.add_argument("--growth", type=float, default=1.25, help="each step's rate over the last (default %(default)s)")
+    p.add_argument("--max-rate", type=float, default=10_000.0)
+    p.add_argument("--step-seconds", type=float, default=10.0, help="seconds per step (default %(default)s)")
+    p.add_argument("--endpoint", choices=["completions", "chat", "correct"], default="completions")
+    p.add_argument("--prompts", default=None, help="one prompt per line (default: the reference workload)")
+    p.add_argument("--max-tokens", type=int, default=50)
+    p.add_argument("--json", default=None, help="save the result here (fleetserve up --target-from reads it)")
+
+
+def run_cli(a) -> None:
+    base = {"endpoint": a.endpoint, "prompts": a.prompts, "max_tokens": a.max_tokens}
+    out = run_slo_bench(a.url, a.slo, a.start_rate, a.growth, a.max_rate, a.step_seconds, base)
+    text = json.dumps(out, indent=1)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(text + "\n")
+    print(f"highest rate meeting {a.slo}: {out['max_rate']:g}/s with {out['target_per_pod']:g} in flight "
+          f"(target_per_pod)", file=sys.stderr)
+    print(text)
