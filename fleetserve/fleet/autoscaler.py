@@ -16,7 +16,8 @@ system was, and as Knative and the Kubernetes HPA are:
 - Down slowly: a scale-down applies the highest recommendation seen over the
   long stabilization window (so a dip does not remove pods a returning peak
   needs), at most `max_scale_down_step` pods per `scale_down_period`.
-- Always within [min_replicas, max_replicas].
+- Always within [min_replicas, max_replicas]. A freshly started autoscaler does
+  not scale down before it has seen one whole stabilization window.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Autoscaler:
         self._recs: deque[tuple[float, int]] = deque()  # (time, recommendation)
         self._panic_until = -math.inf
         self._last_down = -math.inf
+        self._since: float | None = None  # first decision: no scale-down before a full window of history
 
     def observe(self, now: float, inflight_per_pod: list[float]) -> None:
         """One sample: the in-flight requests of every ready pod."""
@@ -76,6 +78,8 @@ class Autoscaler:
     def decide(self, now: float, current: int, ready: int) -> Decision:
         """The replica count to have, given `current` pods (starting ones too) of which `ready` serve."""
         cfg = self.cfg
+        if self._since is None:
+            self._since = now
         load = sum(v for _, v in self._load) / len(self._load) if self._load else 0.0
         rec = math.ceil(load / cfg.target_per_pod - 1e-9) if load > 0 else 0
         rec = min(max(rec, cfg.min_replicas), cfg.max_replicas)
@@ -94,6 +98,9 @@ class Autoscaler:
         if panic:
             return Decision(current, rec, load, panic, "panic: no scale-down")
         stable = max(r for _, r in self._recs)
+        if now - self._since < cfg.scale_down_window:
+            # a fresh autoscaler has not seen a whole window: what it missed may need these pods
+            return Decision(current, rec, load, panic, "warming up: no scale-down yet")
         if stable >= current:
             return Decision(current, rec, load, panic, "steady" if rec == current else "stabilizing")
         if now - self._last_down < cfg.scale_down_period:

@@ -24,6 +24,20 @@ from fleetserve.fleet.discovery import Snapshot
 log = logging.getLogger("fleetserve.discovery")
 
 
+async def api_client(kubeconfig: str | None = None, context: str | None = None):
+    """A `kubernetes_asyncio` ApiClient: the pod's service account inside a cluster (unless a
+    kubeconfig is named), else the kubeconfig (default ~/.kube/config)."""
+    from kubernetes_asyncio import client, config
+
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        cfg = client.Configuration()
+        config.load_incluster_config(client_configuration=cfg)
+        return client.ApiClient(configuration=cfg)
+    cfg = client.Configuration()
+    await config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+    return client.ApiClient(configuration=cfg)
+
+
 def endpoints_of_slices(slices: dict[str, dict], port_name: str | None = None) -> Snapshot:
     """Ready endpoints of EndpointSlices (raw API JSON), as http:// URLs, sorted."""
     urls: set[str] = set()
@@ -59,23 +73,12 @@ class KubernetesDiscovery:
         self.max_backoff = max_backoff
         self.lists = 0  # how many times the slices were listed (first list + relists)
 
-    async def _api_client(self):
-        from kubernetes_asyncio import client, config
-
-        if self.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()
-            return client.ApiClient()
-        cfg = client.Configuration()
-        await config.load_kube_config(config_file=self.kubeconfig, context=self.context,
-                                      client_configuration=cfg)
-        return client.ApiClient(configuration=cfg)
-
     async def snapshots(self) -> AsyncIterator[Snapshot]:
         from kubernetes_asyncio import client, watch
         from kubernetes_asyncio.client.exceptions import ApiException
 
-        api_client = await self._api_client()
-        api = client.DiscoveryV1Api(api_client)
+        apic = await api_client(self.kubeconfig, self.context)
+        api = client.DiscoveryV1Api(apic)
         selector = f"kubernetes.io/service-name={self.service}"
         backoff = 0.5
         last: Snapshot | None = None
@@ -132,4 +135,4 @@ class KubernetesDiscovery:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
         finally:
-            await api_client.close()
+            await apic.close()

@@ -1,0 +1,152 @@
+"""The autoscaler against Kubernetes: the same policy as the local fleet, applied to
+a Deployment's `scale` subresource through `kubernetes_asyncio`.
+
+Load comes from the pods themselves: the ready endpoints of the pods' Service
+(EndpointSlice discovery, as the router uses) and each pod's engine in-flight
+count from its `/metrics`. `fleetserve autoscale --namespace NS --deployment D
+--service S` runs the loop; its RBAC needs get/patch on deployments/scale and
+list/watch on endpointslices (deploy/kubernetes/rbac.yaml).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+
+from fleetserve.fleet.autoscaler import Autoscaler, AutoscalerConfig, Decision
+from fleetserve.fleet.discovery import Snapshot
+from fleetserve.fleet.discovery.kubernetes import KubernetesDiscovery
+from fleetserve.fleet.load_signal import pod_inflight
+
+log = logging.getLogger("fleetserve.autoscale")
+
+
+class DeploymentScaler:
+    """Read and set a Deployment's replicas through its scale subresource."""
+
+    def __init__(self, namespace: str, deployment: str, kubeconfig: str | None = None):
+        self.namespace, self.deployment, self.kubeconfig = namespace, deployment, kubeconfig
+        self._api = None
+        self._client = None
+
+    async def _apps(self):
+        if self._api is None:
+            from kubernetes_asyncio import client
+
+            from fleetserve.fleet.discovery.kubernetes import api_client
+
+            self._client = await api_client(self.kubeconfig)
+            self._api = client.AppsV1Api(self._client)
+        return self._api
+
+    async def replicas(self) -> int:
+        api = await self._apps()
+        scale = await api.read_namespaced_deployment_scale(self.deployment, self.namespace)
+        return int(scale.spec.replicas or 0)
+
+    async def scale(self, n: int) -> None:
+        api = await self._apps()
+        await api.patch_namespaced_deployment_scale(self.deployment, self.namespace, {"spec": {"replicas": n}})
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+async def autoscale_kubernetes(policy: AutoscalerConfig, scaler: DeploymentScaler, discovery: KubernetesDiscovery,
+                               interval: float = 2.0, stop: asyncio.Event | None = None,
+                               on_decision=None) -> None:
+    """Sample, decide, scale, every `interval`, until `stop` is set."""
+    stop = stop or asyncio.Event()
+    autoscaler = Autoscaler(policy)
+    ready: Snapshot = ()
+
+    async def follow() -> None:
+        nonlocal ready
+        async for snap in discovery.snapshots():
+            ready = snap
+
+    watcher = asyncio.create_task(follow())
+    try:
+        while not stop.is_set():
+            if watcher.done():
+                watcher.result()  # discovery failed for good: raise its error
+            loads = await asyncio.gather(*(pod_inflight(s.url) for s in ready))
+            now = time.monotonic()
+            autoscaler.observe(now, [v for v in loads if v is not None])
+            try:
+                current = await scaler.replicas()
+                d: Decision = autoscaler.decide(now, current, len(ready))
+                if d.desired != current:
+                    log.info("scaling %s/%s %d -> %d (%s; load %.1f in flight)", scaler.namespace,
+                             scaler.deployment, current, d.desired, d.reason, d.load)
+                    await scaler.scale(d.desired)
+                if on_decision is not None:
+                    on_decision(current, d)
+            except Exception as e:  # the API server may be briefly away; keep the loop alive
+                if type(e).__name__ not in ("ApiException", "ClientConnectorError", "ClientError") \
+                        and not isinstance(e, OSError):
+                    raise
+                log.warning("kubernetes API error while scaling: %s", e)
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await scaler.close()
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--deployment", required=True, help="the pods' Deployment, scaled through deployments/scale")
+    p.add_argument("--service", required=True, help="the pods' Service, whose ready endpoints are sampled")
+    p.add_argument("--port-name", default=None, help="the EndpointSlice port of the pods' HTTP (default: the first)")
+    p.add_argument("--kubeconfig", default=None, help="default: in-cluster credentials, else ~/.kube/config")
+    p.add_argument("--min", type=int, default=1, dest="min_replicas")
+    p.add_argument("--max", type=int, default=10, dest="max_replicas")
+    p.add_argument("--target-per-pod", type=float, default=None, help="in flight per pod within the SLO")
+    p.add_argument("--target-from", default=None, metavar="FILE", help="a saved `fleetserve bench-slo --json` result")
+    p.add_argument("--scale-up-window", type=float, default=10.0)
+    p.add_argument("--scale-down-window", type=float, default=300.0)
+    p.add_argument("--panic-threshold", type=float, default=2.0)
+    p.add_argument("--max-scale-down-step", type=int, default=1)
+    p.add_argument("--scale-down-period", type=float, default=60.0)
+    p.add_argument("--interval", type=float, default=2.0)
+
+
+def run_cli(a) -> None:
+    import uvloop
+
+    from fleetserve.fleet.local_fleet import target_from_file
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if a.target_from:
+        target = target_from_file(a.target_from)
+    elif a.target_per_pod:
+        target = a.target_per_pod
+    else:
+        raise ValueError("give --target-per-pod N or --target-from FILE (measure it with fleetserve bench-slo)")
+    policy = AutoscalerConfig(target_per_pod=target, min_replicas=a.min_replicas, max_replicas=a.max_replicas,
+                              scale_up_window=a.scale_up_window, scale_down_window=a.scale_down_window,
+                              panic_threshold=a.panic_threshold, max_scale_down_step=a.max_scale_down_step,
+                              scale_down_period=a.scale_down_period)
+    scaler = DeploymentScaler(a.namespace, a.deployment, a.kubeconfig)
+    discovery = KubernetesDiscovery(a.namespace, a.service, port_name=a.port_name, kubeconfig=a.kubeconfig)
+
+    async def main() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"autoscaling deployment {a.namespace}/{a.deployment} on the load of service {a.service} "
+              f"(target {target:g} in flight per pod, {a.min_replicas}..{a.max_replicas} pods)", flush=True)
+        await autoscale_kubernetes(policy, scaler, discovery, a.interval, stop)
+
+    uvloop.run(main())
+    sys.exit(0)
