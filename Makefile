@@ -21,7 +21,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	touch $@
 
 run: $(VENV)/.runtime
-	$(VENV)/bin/fleetserve serve $(MODEL) --port $(PORT)
+	$(VENV)/bin/fleetserve up --model $(MODEL) --port $(PORT)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q

@@ -171,6 +171,12 @@ def cmd_up(a: argparse.Namespace) -> None:
     run_cli(a)
 
 
+def cmd_demo_fleet(a: argparse.Namespace) -> None:
+    from fleetserve.tools.fleet_demo import run_cli
+
+    run_cli(a)
+
+
 def cmd_autoscale(a: argparse.Namespace) -> None:
     from fleetserve.fleet.kubernetes_scaler import run_cli
 
@@ -340,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     up_arguments(p)
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("demo-fleet", help="fleetserve up under a load test: pods added on a ramp and removed "
+                                          "after it, or a pod killed under load (--scenario chaos); plots and checks")
+    from fleetserve.tools.fleet_demo import add_arguments as demo_fleet_arguments
+
+    demo_fleet_arguments(p)
+    p.set_defaults(func=cmd_demo_fleet)
 
     p = sub.add_parser("autoscale", help="the autoscaler for Kubernetes: scale a Deployment on its pods' "
                                          "in-flight requests (the policy of fleetserve up)")

@@ -84,3 +84,29 @@ def stats(url: str) -> dict:
     """What a stub server did: {"requests": n, "failed": n}."""
     with urllib.request.urlopen(url + "/stats", timeout=5) as r:
         return json.loads(r.read())
+
+
+@contextlib.contextmanager
+def running_fleet(model_dir, *args: str, timeout: float = 120) -> Iterator[str]:
+    """`fleetserve up` (the README's main job: router + autoscaled pods) on a free port; yields its URL
+    once the router has a ready pod, and stops it (SIGTERM: drain, nothing left running) after."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "up", "--model", str(model_dir), "--port",
+                             str(port), "--no-status", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"fleet did not start: {proc.stdout.read().decode()}")
+        time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=120) == 0

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import torch
 from safetensors.torch import load_file, save_file
-from serving import running_server
+from serving import running_fleet
 
 from fleetserve.quality.evaluate import ModelCorrector, ServerCorrector, evaluate, load_eval_set
 
@@ -50,7 +50,8 @@ def run_eval(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_main_job_corrects_the_readme_sentence(tmp_path):
-    with running_server(BUNDLED) as url:
+    """`make run` is `fleetserve up` with the bundled model: the router answers for the pods."""
+    with running_fleet(BUNDLED) as url:
         r = httpx.post(url + "/v1/correct", json={"text": "They was late and the childrens was hungry."}, timeout=60)
         assert r.status_code == 200
         assert r.json()["text"] == "They were late and the children were hungry."

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -194,7 +195,8 @@ def add_arguments(p) -> None:
                    help="extra `fleetserve serve` options for every pod, as one string, e.g. '--max-num-seqs 32'")
     a = p.add_argument_group("autoscaler")
     a.add_argument("--min", type=int, default=1, dest="min_replicas", help="fewest pods (default %(default)s)")
-    a.add_argument("--max", type=int, default=4, dest="max_replicas", help="most pods (default %(default)s)")
+    a.add_argument("--max", type=int, default=max(2, (os.cpu_count() or 2) // 2), dest="max_replicas",
+                   help="most pods (default: half the cores, at least 2: %(default)s here)")
     t = a.add_mutually_exclusive_group()
     t.add_argument("--target-per-pod", type=float, default=None,
                    help="requests in flight one pod serves within the SLO (default 16; measure it with bench-slo)")

@@ -27,7 +27,7 @@ def step(url: str, rate: float, seconds: float, base: dict[str, Any]) -> dict[st
                                           progress=False, **base))
     o = rep["summary"]["overall"]
     mean_s = (o["e2el"]["mean"] or 0.0) / 1e3
-    return {"rate": rate, "achieved": o["request_throughput"], "errors": sum(o["errors"].values()),
+    return {"rate": rate, "offered": o["offered_rate"], "achieved": o["request_throughput"], "errors": sum(o["errors"].values()),
             "p50_e2el_ms": o["e2el"]["median"], "p99_e2el_ms": o["e2el"]["p99"], "mean_e2el_ms": o["e2el"]["mean"],
             "concurrency": round(o["request_throughput"] * mean_s, 2), "summary": o}
 
@@ -45,9 +45,11 @@ def run_slo_bench(url: str, slo: str, start_rate: float = 2.0, growth: float = 1
     while rate <= max_rate:
         s = step(url, rate, step_seconds, base)
         misses = [o.text for o in objectives if o.met(s["summary"]) is not True]
-        kept_up = s["achieved"] >= 0.9 * rate
+        # answers are counted where they complete, so a step's achieved rate trails its arrivals by
+        # one latency; 80% of what was actually offered (Poisson varies) still means keeping up
+        kept_up = s["achieved"] >= 0.8 * s["offered"]
         s["met"] = not misses and kept_up and s["errors"] == 0
-        s["missed"] = misses + ([] if kept_up else ["achieved < 90% of offered"]) + \
+        s["missed"] = misses + ([] if kept_up else ["achieved < 80% of offered"]) + \
             ([f"{s['errors']} errors"] if s["errors"] else [])
         del s["summary"]
         steps.append(s)
@@ -61,7 +63,9 @@ def run_slo_bench(url: str, slo: str, start_rate: float = 2.0, growth: float = 1
         best = s
         rate = round(rate * growth, 2)
     return {"url": url, "slo": slo, "step_seconds": step_seconds, "steps": steps,
-            "max_rate": best["rate"] if best else 0.0, "p99_e2el_ms_at_max": best["p99_e2el_ms"] if best else None,
+            # what was actually sent (Poisson arrivals), not the step's nominal rate
+            "max_rate": best["offered"] if best else 0.0,
+            "p99_e2el_ms_at_max": best["p99_e2el_ms"] if best else None,
             # the concurrency held while meeting the SLO, rounded down so a fleet sized on it keeps the margin
             "target_per_pod": math.floor(best["concurrency"] * 10) / 10 if best else 0.0}
 

@@ -1,0 +1,63 @@
+"""`fleetserve up` as real processes (router, supervisor, autoscaler, pods serving a
+model) under short load tests: it scales up on a ramp and back down after it with
+no errors, survives a pod killed with SIGKILL, and leaves no process behind."""
+
+import json
+
+import pytest
+
+from fleetserve.fleet.local_fleet import target_from_file
+from fleetserve.tools.fleet_demo import run_demo
+
+POD = "--frontends 0 --threads 1 --max-num-seqs 4"
+
+
+def test_fleet_scales_up_on_a_ramp_and_down_after_it(tiny_model_dir, tmp_path):
+    r = run_demo("ramp", tmp_path, str(tiny_model_dir), "ramp:2..40@8s+constant:40@4s+constant:1@6s",
+                 target_per_pod=0.5, target_from=None, min_pods=1, max_pods=2, serve_args=POD,
+                 scale_down_window=4.0, scale_down_period=1.0, max_tokens=64, scale_up_window=2.0, vocab_size=500,
+                 quiet=True)
+    assert r["checks"] and r["passed"], json.dumps(r, indent=1)
+    assert r["max_pods"] == 2 and r["errors"] == {}
+    assert (tmp_path / "pods.png").stat().st_size > 1000 and (tmp_path / "report.json").exists()
+
+
+def test_fleet_replaces_a_killed_pod_without_losing_requests(tiny_model_dir, tmp_path):
+    r = run_demo("chaos", tmp_path, str(tiny_model_dir), "constant:20@8s", target_per_pod=100, target_from=None,
+                 min_pods=2, max_pods=2, serve_args=POD, scale_down_window=60.0, scale_down_period=10.0,
+                 kill_at=0.4, max_tokens=16, scale_up_window=2.0, vocab_size=500, quiet=True)
+    assert r["killed"], r
+    assert r["passed"], json.dumps(r, indent=1)
+
+
+def test_target_from_a_bench_slo_result(tmp_path):
+    f = tmp_path / "slo.json"
+    f.write_text(json.dumps({"target_per_pod": 6.7, "max_rate": 11.4}))
+    assert target_from_file(f) == 6.7
+    f.write_text(json.dumps({"target_per_pod": 0.0}))
+    with pytest.raises(ValueError, match="met the SLO at no load"):
+        target_from_file(f)
+    f.write_text("{}")
+    with pytest.raises(ValueError, match="not a fleetserve bench-slo result"):
+        target_from_file(f)
+    with pytest.raises(FileNotFoundError, match="bench-slo"):
+        target_from_file(tmp_path / "missing.json")
+
+
+def test_bench_slo_finds_the_knee_of_a_stand_in_pod():
+    """A stub server with 2 slots and 50 ms per request can take 40 req/s; p99 < 300 ms holds
+    until the queue starts to grow."""
+    from fleetserve.tools.slo_bench import run_slo_bench
+    from serving import stub
+
+    with stub("--delay", "50ms", "--concurrency", "2") as url:
+        r = run_slo_bench(url, "p99_e2el<300ms", start_rate=5, growth=2, step_seconds=3, quiet=True,
+                          base={"model": "stub", "max_tokens": 4})
+    rates = [s["rate"] for s in r["steps"]]
+    assert rates[:3] == [5, 10, 20] and not r["steps"][-1]["met"]
+    assert all(s["met"] for s in r["steps"][:-1])
+    assert 10 <= r["max_rate"] <= 40  # never above the stub's capacity
+    best = [s for s in r["steps"] if s["met"]][-1]
+    # Little's law at the highest good step: in flight = rate x mean latency (2 in service + a queue)
+    assert abs(r["target_per_pod"] - best["achieved"] * best["mean_e2el_ms"] / 1e3) < 0.11
+    assert 0.5 <= r["target_per_pod"] <= 6
