@@ -33,10 +33,11 @@ def _engine_args(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> None:
 
 
 def _quantization_args(g, prefix: str = "", what: str = "") -> None:
-    g.add_argument(f"--{prefix}quantization", choices=["auto", "none", "int8", "fp8"], default="auto",
+    g.add_argument(f"--{prefix}quantization", choices=["auto", "none", "int8", "fp8", "fp8-weight"], default="auto",
                    help=f"{what}8-bit weights with one scale per output channel: int8 (CPU) or fp8 (GPU; emulated "
-                        "on CPU) quantize a float checkpoint as it loads; auto serves the checkpoint as stored "
-                        "(default %(default)s)")
+                        "on CPU) with activations quantized per token, or fp8-weight (float8 weights only, "
+                        "activations unquantized) quantize a float checkpoint as it loads; auto serves the "
+                        "checkpoint as stored (default %(default)s)")
     g.add_argument(f"--{prefix}quantize-groups", default="attention,mlp", metavar="GROUPS",
                    help=f"{what}layer groups to quantize with --{prefix}quantization: attention, mlp, lm_head, "
                         "comma-separated (default %(default)s; embeddings and the KV cache never are)")

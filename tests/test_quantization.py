@@ -98,13 +98,15 @@ def test_every_group_off_is_the_unquantized_model_exactly(tiny_model_dir):
     assert _greedy(tiny_model_dir, quantization="fp8", quantize_groups=()) == _greedy(tiny_model_dir)
 
 
-@pytest.mark.parametrize("scheme", ["int8", "fp8"])
+@pytest.mark.parametrize("scheme", ["int8", "fp8", "fp8-weight"])
 def test_written_checkpoint_loads_as_quantization_at_load_time(tiny_model_dir, tmp_path, scheme):
     out = write_quantized(Path(tiny_model_dir), tmp_path / "q", scheme, frozenset({"attention", "mlp", "lm_head"}))
     raw = json.loads((out / "config.json").read_text())["quantization_config"]
     assert raw["quant_method"] == "compressed-tensors" and raw["ignore"] == []
+    # fp8-weight is the weight-only layout: no input_activations, as vLLM reads W8A16 float8
+    assert (raw["config_groups"]["group_0"]["input_activations"] is None) == (scheme == "fp8-weight")
     tensors = load_file(out / "model.safetensors")
-    assert tensors["model.layers.0.self_attn.k_proj.weight"].dtype == {"int8": torch.int8, "fp8": torch.float8_e4m3fn}[scheme]
+    assert tensors["model.layers.0.self_attn.k_proj.weight"].dtype == {"int8": torch.int8}.get(scheme, torch.float8_e4m3fn)
     assert tensors["model.layers.0.mlp.up_proj.weight_scale"].shape[1] == 1
     assert tensors["model.embed_tokens.weight"].dtype == torch.float32
     stored = load_model(out)
@@ -161,8 +163,25 @@ def test_loads_a_compressed_tensors_checkpoint_written_by_other_tools(tmp_path):
     assert sorted(spec.modules) == sorted(QuantSpec("int8", frozenset({"attention", "mlp"})).module_names(2))
 
 
+def test_fp8_weight_only_layer_is_its_dequantized_reference_without_activation_rounding():
+    lin = torch.nn.Linear(64, 96)
+    lin.weight.data = _weights()
+    layer = QuantLinear.from_linear(lin, "fp8-weight")
+    assert layer.weight.dtype == torch.float8_e4m3fn
+    assert torch.equal(layer.weight, QuantLinear.from_linear(lin, "fp8").weight)  # the same stored values
+    x = torch.randn(3, 7, 64, generator=torch.Generator().manual_seed(1))
+    y, ref = layer(x), linear_reference(layer, x)
+    assert torch.allclose(y, ref, rtol=1e-6, atol=1e-6)  # fp32: exactly the reference product
+    # strictly closer to the float layer than fp8 with activations rounded per token
+    w8a8 = QuantLinear.from_linear(lin, "fp8")(x)
+    exact = lin(x)
+    assert (y - exact).norm() < (w8a8 - exact).norm()
+    yb = layer.to(torch.bfloat16)(x.bfloat16())
+    assert yb.dtype == torch.bfloat16 and ((yb.float() - ref).norm() / ref.norm()) < 0.01
+
+
 @pytest.mark.parametrize("change, message", [
-    (dict(input_activations=None), "weight-only checkpoints are not supported"),
+    (dict(input_activations=None), "int8 weight-only checkpoints are not supported"),
     (dict(weights={**W8A8, "strategy": "block"}), "weight strategy 'block'"),
     (dict(weights={**W8A8, "num_bits": 4}), "4-bit int weights are not supported"),
     (dict(targets=["re:.*q_proj$"]), "quantizes only some of layers.0.self_attn.q_proj"),

@@ -1,7 +1,8 @@
 """The `quantization_config` of compressed-tensors checkpoints (what vLLM reads and
 llm-compressor writes), for channel-wise 8-bit weights with dynamic per-token
-8-bit activations: write it for a `QuantSpec`, and read one back into the scheme
-and the list of our layers it quantizes.
+8-bit activations, or (fp8-weight) float8 weights alone with the activations left
+unquantized: write it for a `QuantSpec`, and read one back into the scheme and
+the list of our layers it quantizes.
 
 Tensors follow the same convention: `<module>.weight` holds the int8 or
 float8_e4m3fn values and `<module>.weight_scale` the float scales, shape [out, 1].
@@ -16,8 +17,8 @@ from typing import Any
 from fleetserve.model.config import ModelConfig, ModelLoadError
 from fleetserve.model.quantization import GROUPS, QuantSpec
 
-FORMATS = {"int8": "int-quantized", "fp8": "float-quantized"}
-TYPES = {"int8": "int", "fp8": "float"}
+FORMATS = {"int8": "int-quantized", "fp8": "float-quantized", "fp8-weight": "float-quantized"}
+TYPES = {"int8": "int", "fp8": "float", "fp8-weight": "float"}
 # Hugging Face projection names behind each of our layers (ours fuse q/k/v and gate/up).
 HF_PARTS = {
     "self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
@@ -48,7 +49,7 @@ def quantization_config(spec: QuantSpec) -> dict[str, Any]:
         "config_groups": {"group_0": {
             "targets": targets,
             "weights": _args(spec.scheme, "channel", False),
-            "input_activations": _args(spec.scheme, "token", True),
+            "input_activations": None if spec.scheme == "fp8-weight" else _args(spec.scheme, "token", True),
             "output_activations": None,
             "format": FORMATS[spec.scheme],
         }},
@@ -80,8 +81,11 @@ def _scheme_of(group_name: str, group: dict[str, Any], source: str) -> str:
                              "is not supported; fleetserve serves symmetric channel-wise weights")
     a = group.get("input_activations")
     if a is None:
-        raise ModelLoadError(f"{where}: weight-only checkpoints are not supported; fleetserve multiplies in 8 bits "
-                             "with activations quantized per token (input_activations dynamic, strategy token)")
+        if w["type"] == "float":
+            return "fp8-weight"
+        raise ModelLoadError(f"{where}: int8 weight-only checkpoints are not supported; fleetserve multiplies int8 "
+                             "weights in 8 bits with activations quantized per token (input_activations dynamic, "
+                             "strategy token)")
     if a.get("num_bits") != 8 or a.get("type") != w.get("type") or not a.get("dynamic") \
             or a.get("strategy") not in ("token", "tensor"):
         raise ModelLoadError(f"{where}: input activations {a!r} are not supported; fleetserve quantizes "
@@ -111,7 +115,7 @@ def read(raw: dict[str, Any] | None, cfg: ModelConfig, source: str = "config.jso
         return None
     schemes = set(chosen.values())
     if len(schemes) > 1:
-        raise ModelLoadError(f"{source}: quantization_config mixes int and float 8-bit weights; "
+        raise ModelLoadError(f"{source}: quantization_config mixes {' and '.join(sorted(schemes))} layers; "
                              "fleetserve serves one scheme per model")
     modules = ["lm_head"] if "lm_head" in chosen else []
     for i in range(cfg.num_layers):

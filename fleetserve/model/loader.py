@@ -20,7 +20,7 @@ from fleetserve.model.llama import Transformer, random_init
 from fleetserve.model.quantization import DEFAULT_GROUPS, QuantSpec, parse_groups, prepare_quantized, quantize_model
 
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
-QUANTIZATIONS = ("auto", "none", "int8", "fp8")  # auto: as the checkpoint is stored
+QUANTIZATIONS = ("auto", "none", "int8", "fp8", "fp8-weight")  # auto: as the checkpoint is stored
 # Present in some older checkpoints; recomputed by us, never loaded.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -72,7 +72,7 @@ def load_model(
             quantize_model(model, stored.scheme, stored.modules)
     else:
         _load_safetensors(model, model_dir)
-    if stored is None and quantization in ("int8", "fp8"):
+    if stored is None and quantization not in ("auto", "none"):
         spec = QuantSpec(quantization, parse_groups(quantize_groups))
         quantize_model(model, spec.scheme, spec.module_names(cfg.num_layers))
     return model.eval().requires_grad_(False)

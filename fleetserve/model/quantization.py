@@ -11,6 +11,12 @@ result never depends on which other requests share its batch.
 - fp8 (float8 e4m3): `torch._scaled_mm` with row-wise scales on a CUDA device
   that has it (Hopper); elsewhere the same numbers are computed in float32 from
   the 8-bit values (emulated), so CPU tests cover the fp8 numerics.
+- fp8-weight: float8 e4m3 weights with activations left in the model's dtype
+  (what the public system shipped: "only the weights were quantized"). The
+  product dequantizes the weight and multiplies in the activations' precision:
+  the weights take half the memory of bf16, the arithmetic is not 8-bit.
+  Greedy agreement with the float model is higher than with fp8 activations
+  (BENCHMARKS.md, "Quality").
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SCHEMES = ("int8", "fp8")
-STORAGE = {"int8": torch.int8, "fp8": torch.float8_e4m3fn}
+SCHEMES = ("int8", "fp8", "fp8-weight")
+WEIGHT_ONLY = {"fp8-weight": "fp8"}  # scheme -> the 8-bit type of its weights; activations stay float
+STORAGE = {"int8": torch.int8, "fp8": torch.float8_e4m3fn, "fp8-weight": torch.float8_e4m3fn}
 QMAX = {"int8": 127.0, "fp8": float(torch.finfo(torch.float8_e4m3fn).max)}
+QMAX["fp8-weight"] = QMAX["fp8"]
 
 # Layer groups that can be switched independently; the names are our (fused) modules.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -82,7 +90,7 @@ def quantize_weight(w: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.T
     scaled = w / scale[:, None]
     if scheme == "int8":
         q = scaled.round().clamp(-127, 127).to(torch.int8)
-    else:
+    else:  # fp8 and fp8-weight store the same e4m3 values
         q = scaled.clamp(-QMAX["fp8"], QMAX["fp8"]).to(torch.float8_e4m3fn)
     return q, scale
 
@@ -116,6 +124,12 @@ def fp8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.T
         return torch._scaled_mm(xq, q.t(), scale_a=xs, scale_b=scale.view(1, -1), out_dtype=out_dtype).float()
     # Emulated: the same 8-bit values and scales, multiplied in float32.
     return (xq.float() @ q.float().t()) * xs * scale
+
+
+def weight_only_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x [rows, in] times the dequantized weight, in x's dtype: no rounding of the activations."""
+    w = (q.to(x.dtype) * scale.to(x.dtype)[:, None]) if x.dtype != torch.float32 else dequantize_weight(q, scale)
+    return F.linear(x, w).float()
 
 
 def fp8_kernel_available(device: torch.device) -> bool:
@@ -155,6 +169,8 @@ class QuantLinear(nn.Module):
         rows = x.reshape(-1, self.in_features)
         if self.scheme == "int8":
             y = int8_matmul(rows, self.weight, self.weight_scale)
+        elif self.scheme in WEIGHT_ONLY:
+            y = weight_only_matmul(rows, self.weight, self.weight_scale)
         else:
             y = fp8_matmul(rows, self.weight, self.weight_scale)
         y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)

@@ -80,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="candidate model dtype")
     p.add_argument("--baseline-dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="baseline model dtype")
     for who, prefix in (("candidate", ""), ("baseline", "baseline-")):
-        p.add_argument(f"--{prefix}quantization", default="auto", choices=["auto", "none", "int8", "fp8"],
+        p.add_argument(f"--{prefix}quantization", default="auto", choices=["auto", "none", "int8", "fp8", "fp8-weight"],
                        help=f"{who} model: quantize a float checkpoint's weights as it loads (as `serve`; "
                             "default %(default)s: as stored)")
         p.add_argument(f"--{prefix}quantize-groups", default="attention,mlp", metavar="GROUPS",

@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-SCHEMES = {"int8-channel": "int8", "fp8-channel": "fp8"}
+SCHEMES = {"int8-channel": "int8", "fp8-channel": "fp8", "fp8-weight-channel": "fp8-weight"}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
@@ -103,7 +103,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("in_dir", help="float checkpoint (a Hugging Face model directory)")
     p.add_argument("out_dir", help="where to write the quantized checkpoint (new or empty directory)")
     p.add_argument("--scheme", default="int8-channel", choices=list(SCHEMES),
-                   help="int8-channel for CPUs, fp8-channel for GPUs with float8 (default %(default)s)")
+                   help="int8-channel for CPUs, fp8-channel for GPUs with float8, fp8-weight-channel for float8 "
+                        "weights with unquantized activations (default %(default)s)")
     p.add_argument("--groups", default="attention,mlp",
                    help="layer groups to quantize: attention, mlp, lm_head (default %(default)s)")
     p.add_argument("--gate", action="store_true",
