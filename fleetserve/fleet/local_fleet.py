@@ -120,6 +120,7 @@ class LocalFleet:
               f"logs in {self.cfg.workdir})", flush=True)
         self.supervisor.scale(max(self.cfg.autoscaler.min_replicas, 1 if self.cfg.autoscaler.max_replicas else 0))
         t0 = time.monotonic()
+        last_shown, shown_at = None, -1e9
         try:
             while not self.stopping.is_set():
                 if self.router.poll() is not None:
@@ -147,8 +148,12 @@ class LocalFleet:
                     line = (f"pods ready {counts['ready']} starting {counts['starting']} draining "
                             f"{counts['draining']} | in flight {d.load:6.1f} | {stats.rate:7.1f} req/s | "
                             f"desired {d.desired}{' PANIC' if d.panic else ''}")
-                    end = "\r" if sys.stdout.isatty() else "\n"
-                    print(line.ljust(100), end=end, flush=True)
+                    if sys.stdout.isatty():
+                        print(line.ljust(100), end="\r", flush=True)
+                    elif (counts, d.desired) != last_shown or now - shown_at >= 10:
+                        # a log, not a terminal: a line when something changes, else every 10 s
+                        print(line, flush=True)
+                        last_shown, shown_at = (counts, d.desired), now
                 try:
                     await asyncio.wait_for(self.stopping.wait(), self.cfg.interval)
                 except asyncio.TimeoutError:
