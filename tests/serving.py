@@ -9,18 +9,26 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 
-import httpx
 import pytest
+
+from fleetserve.tools.procs import wait_ready
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _ready_or_fail(url: str, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    try:
+        wait_ready(url, proc, timeout, what)
+    except RuntimeError as e:
+        proc.kill()
+        pytest.fail(f"{e}: {proc.stdout.read().decode()}")
 
 
 @contextlib.contextmanager
@@ -39,17 +47,7 @@ def server_process(model_dir, *args: str, timeout: float = 60) -> Iterator[tuple
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"server did not start: {proc.stdout.read().decode()}")
-        time.sleep(0.2)
+    _ready_or_fail(url, proc, timeout, "server")
     try:
         yield url, proc
     finally:
@@ -59,19 +57,27 @@ def server_process(model_dir, *args: str, timeout: float = 60) -> Iterator[tuple
 
 
 @contextlib.contextmanager
-def stub_process(*args: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`fleetserve stub-server` (a model-less stand-in pod) on a free port; yields (url, process)."""
-    proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "stub-server", "--port", "0", *args],
+def announcing_process(*args: str, stop_timeout: float = 10) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`fleetserve ARGS` for a command that prints its http:// URL first (stub-server, router);
+    yields (url, process) and terminates it after."""
+    proc = subprocess.Popen([sys.executable, "-m", "fleetserve", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         m = re.search(r"http://\S+", line)
-        assert m, f"stub server did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+        assert m, f"`fleetserve {args[0]}` did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
         yield m.group(0), proc
     finally:
         if proc.poll() is None:
             proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=stop_timeout)
+
+
+@contextlib.contextmanager
+def stub_process(*args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`fleetserve stub-server` (a model-less stand-in pod) on a free port; yields (url, process)."""
+    with announcing_process("stub-server", "--port", "0", *args) as out:
+        yield out
 
 
 @contextlib.contextmanager
@@ -94,17 +100,7 @@ def running_fleet(model_dir, *args: str, timeout: float = 120) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "up", "--model", str(model_dir), "--port",
                              str(port), "--no-status", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"fleet did not start: {proc.stdout.read().decode()}")
-        time.sleep(0.2)
+    _ready_or_fail(url, proc, timeout, "fleet")
     try:
         yield url
     finally:

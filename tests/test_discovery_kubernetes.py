@@ -76,6 +76,16 @@ class FakeApiServer:
         return resp
 
 
+def write_kubeconfig(path, server: str) -> str:
+    """A real kubeconfig file pointing the client at `server` (no TLS: the fake speaks plain HTTP)."""
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": {"token": "not-a-secret"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "fake", "user": "u"}}]}))
+    return str(path)
+
+
 def urls(snap):
     return [s.url for s in snap]
 
@@ -98,13 +108,8 @@ def test_kubernetes_discovery_lists_watches_relists_on_410_with_fake_api_server(
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "test",
-            "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-            "users": [{"name": "u", "user": {"token": "not-a-secret"}}],
-            "contexts": [{"name": "test", "context": {"cluster": "fake", "user": "u"}}]}))
-        disc = KubernetesDiscovery("serving", "correct", kubeconfig=str(kubeconfig), max_backoff=0.2)
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}")
+        disc = KubernetesDiscovery("serving", "correct", kubeconfig=kubeconfig, max_backoff=0.2)
         snaps: asyncio.Queue = asyncio.Queue()
 
         async def follow():  # as the router consumes it: always waiting for the next snapshot
@@ -156,14 +161,10 @@ def test_kubernetes_discovery_lists_watches_relists_on_410_with_fake_api_server(
 
 def test_kubernetes_discovery_retries_while_the_api_server_is_unreachable(tmp_path):
     """FAKE-free failure path: no server at all; discovery keeps retrying and yields nothing."""
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "t",
-        "clusters": [{"name": "x", "cluster": {"server": "http://127.0.0.1:9"}}],
-        "users": [{"name": "u", "user": {}}], "contexts": [{"name": "t", "context": {"cluster": "x", "user": "u"}}]}))
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")
 
     async def run():
-        gen = KubernetesDiscovery("serving", "correct", kubeconfig=str(kubeconfig), max_backoff=0.1).snapshots()
+        gen = KubernetesDiscovery("serving", "correct", kubeconfig=kubeconfig, max_backoff=0.1).snapshots()
         try:
             await asyncio.wait_for(gen.__anext__(), 1.0)
         except asyncio.TimeoutError:

@@ -15,7 +15,7 @@ from aiohttp import web
 from fleetserve.fleet.autoscaler import AutoscalerConfig
 from fleetserve.fleet.discovery.kubernetes import KubernetesDiscovery
 from fleetserve.fleet.kubernetes_scaler import DeploymentScaler, autoscale_kubernetes
-from test_discovery_kubernetes import PATH as SLICES, FakeApiServer, slice_
+from test_discovery_kubernetes import PATH as SLICES, FakeApiServer, slice_, write_kubeconfig
 
 SCALE = "/apis/apps/v1/namespaces/serving/deployments/correct-pod/scale"
 
@@ -70,19 +70,14 @@ def test_autoscaler_scales_a_deployment_through_a_fake_api_server(tmp_path):
         app.router.add_get(SCALE, dep.get)
         app.router.add_patch(SCALE, dep.patch)
         runner, port = await serve(app)
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "t",
-            "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-            "users": [{"name": "u", "user": {"token": "x"}}],
-            "contexts": [{"name": "t", "context": {"cluster": "fake", "user": "u"}}]}))
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}")
         policy = AutoscalerConfig(target_per_pod=10, min_replicas=1, max_replicas=6, scale_up_window=0.5,
                                   scale_down_window=1.0, scale_down_period=0.0, max_scale_down_step=2)
         stop = asyncio.Event()
         decisions = []
         task = asyncio.create_task(autoscale_kubernetes(
-            policy, DeploymentScaler("serving", "correct-pod", str(kubeconfig)),
-            KubernetesDiscovery("serving", "correct", kubeconfig=str(kubeconfig)), interval=0.1, stop=stop,
+            policy, DeploymentScaler("serving", "correct-pod", kubeconfig),
+            KubernetesDiscovery("serving", "correct", kubeconfig=kubeconfig), interval=0.1, stop=stop,
             on_decision=lambda current, d: decisions.append((current, d.desired, d.load))))
         try:
             for _ in range(100):  # 80 in flight / 10 per pod: 8 wanted, 6 at most

@@ -2,12 +2,10 @@
 (`fleetserve stub-server`, a real server with set latency, errors and answers
 but no model) and, once, the real pod server with the bundled model."""
 
-import contextlib
 import json
 import re
 import subprocess
 import sys
-import urllib.request
 
 import numpy as np
 import pytest

@@ -4,40 +4,25 @@ errors and slots) and, once, a real pod serving a model."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from fleetserve.fleet.discovery.file import write_endpoint_file
 from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
-from serving import free_port, running_server, stats, stub, stub_process
+from serving import announcing_process, free_port, running_server, stats, stub, stub_process
 
 BODY = {"model": "stub", "prompt": "hello", "max_tokens": 4}
 
 
-@contextlib.contextmanager
-def router(*args: str, port: int = 0) -> Iterator[tuple[str, subprocess.Popen]]:
+def router(*args: str, port: int = 0):
     """`fleetserve router` in its own process; yields (url, process) once it listens."""
-    proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "router", "--port", str(port), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        m = re.search(r"http://\S+", line)
-        assert m, f"router did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
-        yield m.group(0), proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(timeout=30)
+    return announcing_process("router", "--port", str(port), *args, stop_timeout=30)
 
 
 def wait_for(cond, seconds: float = 10.0) -> bool:

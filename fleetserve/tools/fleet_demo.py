@@ -26,23 +26,7 @@ from typing import Any
 from fleetserve.fleet.supervisor import free_port
 from fleetserve.tools.loadtest.profile import parse_profile
 from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"fleetserve up exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/ready", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the fleet at {url} was not ready within {seconds:.0f}s")
+from fleetserve.tools.procs import wait_ready
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
@@ -124,7 +108,7 @@ def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_p
     killed: dict[str, Any] = {}
     fleet_pids: set[int] = set()
     try:
-        _wait_ready(url, fleet)
+        wait_ready(url, fleet, 120, "fleetserve up")
         fleet_pids.update(_descendants(fleet.pid))
         t_load = time.monotonic()
         t_up = _events(events_path)[-1]["t"] if _events(events_path) else 0.0

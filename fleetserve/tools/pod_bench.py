@@ -25,6 +25,7 @@ from typing import Any
 
 from fleetserve.tools import cpu_profile
 from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
+from fleetserve.tools.procs import wait_ready
 
 
 def _free_port() -> int:
@@ -40,18 +41,13 @@ def pod(model: str, args: list[str], timeout: float = 120) -> Iterator[tuple[str
     proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "serve", model, "--port", str(port),
                              "--log-level", "warning", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the pod did not start: {proc.stderr.read().decode()[-2000:]}")
-            time.sleep(0.2)
+        try:
+            wait_ready(url, proc, timeout, "the pod")
+        except RuntimeError as e:
+            if proc.poll() is None:
+                proc.kill()
+            raise RuntimeError(f"{e}: {proc.stderr.read().decode()[-2000:]}") from None
         yield url, proc.pid
     finally:
         proc.terminate()

@@ -6,6 +6,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+import urllib.request
 
 
 def start_announcing(args: list[str], core: int | None = None,
@@ -31,3 +33,20 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float, what: str = "the server") -> None:
+    """Return once GET url/ready answers 200; RuntimeError if `proc` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} at {url} was not ready within {timeout:.0f}s")
+        time.sleep(0.2)
