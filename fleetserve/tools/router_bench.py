@@ -4,8 +4,8 @@
 servers that answer at once), for the fleetserve router, an aiohttp proxy (the
 stack one would reach for by habit) and HAProxy from Debian's packages
 (`balance random(2)`, installed with apt-get if missing, one thread). The proxy
-under test is pinned to one core; the load generator and the upstreams share
-the other. Each proxy's requests/s is divided by the CPU it used in the same
+under test is pinned to one core, the load generator to another, the upstreams
+to the remaining cores (on a 2-core machine they share the generator's). Each proxy's requests/s is divided by the CPU it used in the same
 window (from /proc), so "per core" holds even when the load side, not the
 proxy, limits the rate. Added latency: open-loop p99 through the proxy minus
 p99 straight to the upstream, at shares of the router's measured capacity (half
@@ -62,6 +62,18 @@ def wait_listening(port: int, proc: subprocess.Popen, seconds: float = 10) -> No
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port} after {seconds}s")
+
+
+# --- cores: the proxy alone on the first; the load generator on the second; the upstreams on the
+# rest where there are more than two (else they share the generator's) ---------------------------
+CORES = sorted(os.sched_getaffinity(0))
+
+
+def upstream_core(k: int) -> int | None:
+    if len(CORES) < 2:
+        return None
+    spare = CORES[2:] or CORES[1:2]
+    return spare[k % len(spare)]
 
 
 # --- a CPU cap, so every proxy saturates below what the load side can offer ---------------
@@ -227,7 +239,7 @@ def open_loop(url: str, rate: float, seconds: float) -> dict[str, Any]:
 # --- the two parts ----------------------------------------------------------------------------
 def throughput_part(stacks: list[str], seconds: float, concurrency: int, n_upstreams: int, cpu_cap: float | None,
                     haproxy: str | None, proxy_core: int | None, load_core: int | None, log) -> dict[str, Any]:
-    stubs = [start_announcing(["stub-server", "--port", "0"], load_core) for _ in range(n_upstreams)]
+    stubs = [start_announcing(["stub-server", "--port", "0"], upstream_core(k)) for k in range(n_upstreams)]
     upstreams = [u for _, u in stubs]
     out: dict[str, Any] = {"upstreams": n_upstreams, "concurrency": concurrency, "seconds": seconds}
     try:
@@ -285,7 +297,7 @@ def latency_part(stacks: list[str], throughput: dict[str, Any], shares: tuple[fl
     alternating runs, since a p99 of a few seconds on a shared core is noisy."""
     fs = throughput["fleetserve"]
     capacity = min(fs["requests_per_s"], fs["requests_per_cpu_s"] or 1e12)
-    stub, upstream = start_announcing(["stub-server", "--port", "0"], load_core)
+    stub, upstream = start_announcing(["stub-server", "--port", "0"], upstream_core(0))
     points = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -338,7 +350,7 @@ def tail_part(seconds: float, slots: int, delay_ms: float, load_share: float, pr
                            "offered_per_s": rate, "seconds": seconds}
     for policy in ("round_robin", "p2c"):
         stubs = [start_announcing(["stub-server", "--port", "0", "--delay", f"exp:{d:g}ms", "--concurrency",
-                                   str(slots), "--seed", str(i)], load_core) for i, d in enumerate(delays)]
+                                   str(slots), "--seed", str(i)], upstream_core(i)) for i, d in enumerate(delays)]
         try:
             proc, url = start_announcing(["router", "--port", "0", "--policy", policy, "--endpoints",
                                           ",".join(u for _, u in stubs), "--max-inflight-per-endpoint", "0"],
@@ -375,14 +387,17 @@ def run_router_bench(stacks: list[str], seconds: float = 8.0, concurrency: int =
             raise ValueError(f"unknown stack {s!r}: choose from {', '.join(STACKS)}")
     if "fleetserve" not in stacks:
         raise ValueError("--stacks must include fleetserve (the others are compared with it)")
-    cores = sorted(os.sched_getaffinity(0))
+    cores = CORES
     proxy_core, load_core = (cores[0], cores[1]) if len(cores) > 1 else (None, None)
     if load_core is not None:
         os.sched_setaffinity(0, {load_core})
     try:
-        out: dict[str, Any] = {"proxy_core": proxy_core, "load_core": load_core, "cpu_count": os.cpu_count(),
+        out: dict[str, Any] = {"proxy_core": proxy_core, "load_core": load_core,
+                               "upstream_cores": sorted({upstream_core(k) for k in range(n_upstreams)}),
+                               "cpu_count": os.cpu_count(),
                                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        log(f"(a) throughput: proxy on core {proxy_core}, load generator and {n_upstreams} upstreams on core {load_core}")
+        log(f"(a) throughput: proxy on core {proxy_core}, load generator on core {load_core}, "
+            f"upstreams on {sorted({upstream_core(k) for k in range(n_upstreams)})}")
         haproxy = ensure_haproxy(log) if "haproxy" in stacks else None
         out["throughput"] = throughput_part(stacks, seconds, concurrency, n_upstreams, cpu_cap, haproxy,
                                             proxy_core, load_core, log)
