@@ -229,3 +229,62 @@ def test_read_timeout_gives_504_and_is_not_retried():
             assert time.monotonic() - t0 < 2.5
             assert metric(url, "fleetserve_router_retries_total") == 0
             assert stats(a)["requests"] + stats(b)["requests"] == 1
+
+
+def test_router_follows_kubernetes_endpointslices_from_a_fake_api_server(tmp_path):
+    """`fleetserve router --discovery kubernetes` as a process, against a FAKE API server (a local
+    aiohttp server speaking the EndpointSlice list/watch JSON, run on a thread here): a pod turning
+    ready, a new slice, and a pod turning not ready all take effect without a restart."""
+    import asyncio
+
+    from aiohttp import web
+    from test_discovery_kubernetes import PATH, FakeApiServer, slice_, write_kubeconfig
+
+    fake = FakeApiServer()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    state = {}
+
+    async def serve_api():
+        app = web.Application()
+        app.router.add_get(PATH, fake.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        state["port"], state["runner"] = site._server.sockets[0].getsockname()[1], runner
+        started.set()
+
+    def api_thread():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(serve_api())
+        loop.run_forever()
+
+    def on_api(fn, *args):  # the fake's state belongs to its loop's thread
+        done = threading.Event()
+        loop.call_soon_threadsafe(lambda: (fn(*args), done.set()))
+        done.wait(5)
+
+    threading.Thread(target=api_thread, daemon=True).start()
+    assert started.wait(10)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{state['port']}")
+    try:
+        with stub() as a, stub() as b:
+            pa, pb = (int(u.rsplit(":", 1)[1]) for u in (a, b))
+            fake.set(slice_("correct-a", [("127.0.0.1", True)], port=pa), event=None)
+            with router("--discovery", "kubernetes", "--namespace", "serving", "--service", "correct",
+                        "--kubeconfig", kubeconfig, "--health-interval", "0") as (url, _):
+                assert wait_for(lambda: httpx.get(url + "/ready").status_code == 200)
+                assert all(post(url).status_code == 200 for _ in range(5)) and stats(a)["requests"] == 5
+                on_api(fake.set, slice_("correct-b", [("127.0.0.1", True)], port=pb), "ADDED")
+                assert wait_for(lambda: post(url).status_code == 200 and stats(b)["requests"] > 0)
+                on_api(fake.set, slice_("correct-a", [("127.0.0.1", False)], port=pa), "MODIFIED")
+                time.sleep(0.5)
+                n = stats(a)["requests"]
+                assert all(post(url).status_code == 200 for _ in range(10))
+                assert stats(a)["requests"] == n  # not ready: no longer picked
+                assert fake.lists == 1  # one list, then the watch carried every change
+    finally:
+        on_api(fake.end_watches)
+        asyncio.run_coroutine_threadsafe(state["runner"].cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
