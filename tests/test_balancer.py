@@ -120,6 +120,18 @@ def test_no_ready_endpoint_and_panic_when_all_are_ejected():
     assert b2.pick(now=1.0) is not None and b2.panic
 
 
+def test_unanswered_health_checks_are_used_only_when_nothing_is_ready():
+    b = make(n=3)
+    b.set_ready(URLS[0], False, unanswered=True)  # overloaded: its /ready timed out
+    b.set_ready(URLS[1], False)  # said "not ready" (draining)
+    assert {b.pick().url for _ in range(300)} == {URLS[2]} and not b.panic
+    b.set_ready(URLS[2], False)
+    # nothing is ready: the one that merely did not answer is tried, never the one that said no
+    assert {b.pick().url for _ in range(300)} == {URLS[0]} and b.panic
+    b.set_ready(URLS[0], False)  # now it answered "not ready" too
+    assert b.pick() is None and b.last_failure == Choice.NONE_READY
+
+
 def test_retry_excludes_the_endpoint_that_failed():
     b = make(n=3)
     bad = b.endpoints[URLS[0]]

@@ -13,7 +13,10 @@ In-flight counts are the router's own (`start`/`finish` around each request).
 An endpoint is *available* when it is ready (health checks), not ejected
 (outlier detection) and below its in-flight cap. When every known endpoint is
 ejected the balancer ignores ejection rather than refusing all traffic (the
-"panic" rule of Envoy): a flapping fleet is better served than a dark one.
+"panic" rule of Envoy): a flapping fleet is better served than a dark one. In
+the same spirit, when no endpoint is ready but some merely failed to answer
+their health check in time (overloaded, not saying "not ready"), those are used;
+an endpoint that answered "not ready" (loading, draining) never is.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ class EndpointSpec:
 class Endpoint:
     """An endpoint as the balancer tracks it."""
 
-    __slots__ = ("url", "weight", "max_inflight", "inflight", "ready", "ejected_until", "current", "picked")
+    __slots__ = ("url", "weight", "max_inflight", "inflight", "ready", "unanswered", "ejected_until", "current",
+                 "picked")
 
     def __init__(self, spec: EndpointSpec, max_inflight: int | None):
         self.url = spec.url
@@ -44,6 +48,7 @@ class Endpoint:
         self.max_inflight = spec.max_inflight if spec.max_inflight is not None else max_inflight
         self.inflight = 0
         self.ready = True  # until an active health check says otherwise
+        self.unanswered = False  # not ready because its health check went unanswered (not because it said so)
         self.ejected_until = 0.0
         self.current = 0.0  # smooth weighted round robin's running score
         self.picked = 0
@@ -101,10 +106,12 @@ class Balancer:
         self.endpoints = fresh
         self.refresh(now)
 
-    def set_ready(self, url: str, ready: bool, now: float = 0.0) -> None:
+    def set_ready(self, url: str, ready: bool, now: float = 0.0, unanswered: bool = False) -> None:
+        """`unanswered`: not ready only because the health check got no answer in time."""
         ep = self.endpoints.get(url)
-        if ep is not None and ep.ready != ready:
+        if ep is not None and (ep.ready != ready or ep.unanswered != (unanswered and not ready)):
             ep.ready = ready
+            ep.unanswered = unanswered and not ready
             self.refresh(now)
 
     def eject(self, url: str, until: float, now: float) -> None:
@@ -116,8 +123,10 @@ class Balancer:
     def refresh(self, now: float) -> None:
         """Recompute which endpoints may be picked (after a change or an ejection ending)."""
         ready = [ep for ep in self.endpoints.values() if ep.ready]
+        if not ready:  # nothing answers ready: try those that did not answer at all
+            ready = [ep for ep in self.endpoints.values() if ep.unanswered]
         usable = [ep for ep in ready if ep.ejected_until <= now]
-        self._panic = not usable and bool(ready)
+        self._panic = (not usable and bool(ready)) or any(ep.unanswered for ep in ready)
         self._usable = usable if usable else ready
         expiries = [ep.ejected_until for ep in ready if ep.ejected_until > now]
         self._next_expiry = min(expiries) if expiries else float("inf")
@@ -129,7 +138,7 @@ class Balancer:
 
     @property
     def panic(self) -> bool:
-        """True while every ready endpoint is ejected and ejection is being ignored."""
+        """True while ejection or unanswered health checks are being ignored for want of anything better."""
         return self._panic
 
     # --- picking -----------------------------------------------------------------

@@ -41,7 +41,7 @@ async def health_loop(router: Router, unreachable_after: int = 2) -> None:
                 if ep is not None and ep.ready != ok:
                     log.warning("%s is %s", url, "ready again" if ok else
                                 f"not ready (GET /ready: {status or 'no answer'})")
-                router.balancer.set_ready(url, ok, now)
+                router.balancer.set_ready(url, ok, now, unanswered=status == 0)
             for url in [u for u in misses if u not in router.balancer.endpoints]:
                 del misses[url]
         except Exception:  # a bug here must not silently stop health checking
