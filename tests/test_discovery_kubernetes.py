@@ -76,6 +76,15 @@ class FakeApiServer:
         return resp
 
 
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve an aiohttp app on a free local port; (runner to clean up, port)."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
 def write_kubeconfig(path, server: str) -> str:
     """A real kubeconfig file pointing the client at `server` (no TLS: the fake speaks plain HTTP)."""
     path.write_text(json.dumps({
@@ -103,11 +112,7 @@ def test_kubernetes_discovery_lists_watches_relists_on_410_with_fake_api_server(
         fake.set(slice_("correct-a", [("10.0.0.1", True), ("10.0.0.2", False)]), event=None)
         app = web.Application()
         app.router.add_get(PATH, fake.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await serve_app(app)
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}")
         disc = KubernetesDiscovery("serving", "correct", kubeconfig=kubeconfig, max_backoff=0.2)
         snaps: asyncio.Queue = asyncio.Queue()

@@ -15,7 +15,7 @@ from aiohttp import web
 from fleetserve.fleet.autoscaler import AutoscalerConfig
 from fleetserve.fleet.discovery.kubernetes import KubernetesDiscovery
 from fleetserve.fleet.kubernetes_scaler import DeploymentScaler, autoscale_kubernetes
-from test_discovery_kubernetes import PATH as SLICES, FakeApiServer, slice_, write_kubeconfig
+from test_discovery_kubernetes import PATH as SLICES, FakeApiServer, serve_app, slice_, write_kubeconfig
 
 SCALE = "/apis/apps/v1/namespaces/serving/deployments/correct-pod/scale"
 
@@ -40,14 +40,6 @@ class FakeDeployment:
         return web.json_response(self.body())
 
 
-async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]
-
-
 def test_autoscaler_scales_a_deployment_through_a_fake_api_server(tmp_path):
     async def run():
         load = {"waiting": 30.0, "running": 10.0}  # per pod: 40 in flight, 80 in all
@@ -60,7 +52,7 @@ def test_autoscaler_scales_a_deployment_through_a_fake_api_server(tmp_path):
         for _ in range(2):
             app = web.Application()
             app.router.add_get("/metrics", metrics)
-            pods.append(await serve(app))
+            pods.append(await serve_app(app))
         api = FakeApiServer()
         api.set(slice_("correct-a", [("127.0.0.1", True)], port=pods[0][1]), event=None)
         api.set({**slice_("correct-b", [("127.0.0.1", True)], port=pods[1][1])}, event=None)
@@ -69,7 +61,7 @@ def test_autoscaler_scales_a_deployment_through_a_fake_api_server(tmp_path):
         app.router.add_get(SLICES, api.handle)
         app.router.add_get(SCALE, dep.get)
         app.router.add_patch(SCALE, dep.patch)
-        runner, port = await serve(app)
+        runner, port = await serve_app(app)
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}")
         policy = AutoscalerConfig(target_per_pod=10, min_replicas=1, max_replicas=6, scale_up_window=0.5,
                                   scale_down_window=1.0, scale_down_period=0.0, max_scale_down_step=2)

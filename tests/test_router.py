@@ -238,7 +238,7 @@ def test_router_follows_kubernetes_endpointslices_from_a_fake_api_server(tmp_pat
     import asyncio
 
     from aiohttp import web
-    from test_discovery_kubernetes import PATH, FakeApiServer, slice_, write_kubeconfig
+    from test_discovery_kubernetes import PATH, FakeApiServer, serve_app, slice_, write_kubeconfig
 
     fake = FakeApiServer()
     loop = asyncio.new_event_loop()
@@ -248,11 +248,7 @@ def test_router_follows_kubernetes_endpointslices_from_a_fake_api_server(tmp_pat
     async def serve_api():
         app = web.Application()
         app.router.add_get(PATH, fake.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        state["port"], state["runner"] = site._server.sockets[0].getsockname()[1], runner
+        state["runner"], state["port"] = await serve_app(app)
         started.set()
 
     def api_thread():

@@ -39,8 +39,7 @@ class EndpointSpec:
 class Endpoint:
     """An endpoint as the balancer tracks it."""
 
-    __slots__ = ("url", "weight", "max_inflight", "inflight", "ready", "unanswered", "ejected_until", "current",
-                 "picked")
+    __slots__ = ("url", "weight", "max_inflight", "inflight", "ready", "unanswered", "ejected_until", "current")
 
     def __init__(self, spec: EndpointSpec, max_inflight: int | None):
         self.url = spec.url
@@ -51,7 +50,6 @@ class Endpoint:
         self.unanswered = False  # not ready because its health check went unanswered (not because it said so)
         self.ejected_until = 0.0
         self.current = 0.0  # smooth weighted round robin's running score
-        self.picked = 0
 
     @property
     def load(self) -> float:
@@ -155,7 +153,6 @@ class Balancer:
         if ep is None:
             self.last_failure = Choice.ALL_AT_CAP
             return None
-        ep.picked += 1
         return ep
 
     def start(self, ep: Endpoint) -> None:

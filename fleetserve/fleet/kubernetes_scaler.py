@@ -17,7 +17,7 @@ import time
 
 from fleetserve.fleet.autoscaler import Autoscaler, AutoscalerConfig, Decision
 from fleetserve.fleet.discovery import Snapshot
-from fleetserve.fleet.discovery.kubernetes import KubernetesDiscovery
+from fleetserve.fleet.discovery.kubernetes import KubernetesDiscovery, transport_errors
 from fleetserve.fleet.load_signal import pod_inflight
 
 log = logging.getLogger("fleetserve.autoscale")
@@ -59,6 +59,8 @@ async def autoscale_kubernetes(policy: AutoscalerConfig, scaler: DeploymentScale
                                interval: float = 2.0, stop: asyncio.Event | None = None,
                                on_decision=None) -> None:
     """Sample, decide, scale, every `interval`, until `stop` is set."""
+    from kubernetes_asyncio.client.exceptions import ApiException
+
     stop = stop or asyncio.Event()
     autoscaler = Autoscaler(policy)
     ready: Snapshot = ()
@@ -85,10 +87,7 @@ async def autoscale_kubernetes(policy: AutoscalerConfig, scaler: DeploymentScale
                     await scaler.scale(d.desired)
                 if on_decision is not None:
                     on_decision(current, d)
-            except Exception as e:  # the API server may be briefly away; keep the loop alive
-                if type(e).__name__ not in ("ApiException", "ClientConnectorError", "ClientError") \
-                        and not isinstance(e, OSError):
-                    raise
+            except (ApiException, *transport_errors()) as e:  # the API server may be briefly away
                 log.warning("kubernetes API error while scaling: %s", e)
             try:
                 await asyncio.wait_for(stop.wait(), interval)

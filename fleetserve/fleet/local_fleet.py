@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fleetserve.fleet.autoscaler import Autoscaler, AutoscalerConfig, Decision
+from fleetserve.fleet.autoscaler import Autoscaler, AutoscalerConfig
 from fleetserve.fleet.http_probe import http_get
 from fleetserve.fleet.supervisor import Supervisor, SupervisorConfig
 
@@ -94,7 +94,6 @@ class LocalFleet:
         self.router: subprocess.Popen | None = None
         self.url = f"http://{cfg.host}:{cfg.port}"
         self.stopping = asyncio.Event()
-        self.last: Decision | None = None
 
     def _start_router(self) -> None:
         self.endpoint_file.write_text('{"endpoints": []}\n')
@@ -136,7 +135,6 @@ class LocalFleet:
                     log.info("scaling %d -> %d (%s; load %.1f in flight)", len(self.supervisor.active()), d.desired,
                              d.reason, d.load)
                     self.supervisor.scale(d.desired)
-                self.last = d
                 counts = self.supervisor.counts()
                 if events is not None:
                     events.write(json.dumps({"t": round(now - t0, 3), **counts, "desired": d.desired,

@@ -39,9 +39,7 @@ class Pod:
     proc: subprocess.Popen
     started: float
     state: str = "starting"  # starting | ready | draining
-    ready_at: float | None = None
     drain_at: float | None = None
-    log_path: Path | None = None
     inflight: float = 0.0  # last sampled (waiting + running in its engine)
     terminated: bool = False  # SIGTERM sent
 
@@ -99,15 +97,13 @@ class Supervisor:
         cmd = [sys.executable, "-m", "fleetserve", "serve", self.cfg.model_dir, "--port", str(port),
                *self.cfg.serve_args]
         out = subprocess.DEVNULL
-        log_path = None
         if self.cfg.log_dir is not None:
             self.cfg.log_dir.mkdir(parents=True, exist_ok=True)
-            log_path = self.cfg.log_dir / f"pod-{port}.log"
-            out = open(log_path, "ab")
+            out = open(self.cfg.log_dir / f"pod-{port}.log", "ab")
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         if out is not subprocess.DEVNULL:
             out.close()
-        pod = Pod(port, proc, time.monotonic(), log_path=log_path)
+        pod = Pod(port, proc, time.monotonic())
         self.pods.append(pod)
         log.info("starting pod on port %d (pid %d)", port, proc.pid)
         return pod
@@ -142,7 +138,7 @@ class Supervisor:
                 continue
             if pod.state == "starting":
                 if await pod_ready(pod.url):
-                    pod.state, pod.ready_at = "ready", now
+                    pod.state = "ready"
                     log.info("pod on port %d ready after %.1fs", pod.port, now - pod.started)
                 elif now - pod.started > self.cfg.start_timeout:
                     log.error("pod on port %d not ready after %.0fs; replacing it", pod.port, self.cfg.start_timeout)

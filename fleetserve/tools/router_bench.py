@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from fleetserve.fleet.supervisor import free_port
 from fleetserve.tools.loadtest.client import Call, Pool
 from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
 from fleetserve.tools.loadtest.workload import Workload, reference_prompts
@@ -43,12 +44,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(port: int, proc: subprocess.Popen, seconds: float = 10) -> None:

@@ -38,6 +38,14 @@ async def api_client(kubeconfig: str | None = None, context: str | None = None):
     return client.ApiClient(configuration=cfg)
 
 
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """What a call to the API server raises when the server is away (aiohttp's errors do not all
+    derive from OSError); imported on use, like the client."""
+    import aiohttp
+
+    return (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
 def endpoints_of_slices(slices: dict[str, dict], port_name: str | None = None) -> Snapshot:
     """Ready endpoints of EndpointSlices (raw API JSON), as http:// URLs, sorted."""
     urls: set[str] = set()
@@ -125,13 +133,9 @@ class KubernetesDiscovery:
                         continue
                     log.warning("kubernetes API error %s for %s/%s: %s; retrying in %.1fs",
                                 e.status, self.namespace, self.service, e.reason, backoff)
-                except (OSError, asyncio.TimeoutError, KeyError, ValueError) as e:
+                except (*transport_errors(), KeyError, ValueError) as e:
                     log.warning("kubernetes API unreachable or answering oddly (%s: %s); retrying in %.1fs",
                                 type(e).__name__, e, backoff)
-                except Exception as e:  # aiohttp's errors do not all derive from OSError
-                    if type(e).__module__.split(".")[0] != "aiohttp":
-                        raise
-                    log.warning("kubernetes API connection failed (%s); retrying in %.1fs", e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
         finally:

@@ -13,6 +13,8 @@ PROXIED = {
     (b"POST", b"/v1/correct"),
     (b"GET", b"/v1/models"),
 }
+# Every path the router answers on some method (others get 404, these 405 on a wrong method).
+KNOWN_PATHS = {path for _, path in PROXIED} | {b"/health", b"/ready", b"/metrics"}
 
 
 @dataclass(frozen=True)

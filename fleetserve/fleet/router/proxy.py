@@ -25,7 +25,7 @@ import msgspec
 from fleetserve.fleet.balancer import Balancer, Choice, Endpoint
 from fleetserve.fleet.discovery import Snapshot, host_port
 from fleetserve.fleet.outlier import OutlierDetector
-from fleetserve.fleet.router.config import PROXIED, RouterConfig
+from fleetserve.fleet.router.config import KNOWN_PATHS, PROXIED, RouterConfig
 from fleetserve.fleet.router.metrics import RouterMetrics
 from fleetserve.fleet.router.upstream import UpstreamConn, UpstreamPool
 
@@ -165,7 +165,6 @@ class Router:
         self.clients: set[ClientConn] = set()
         self.inflight = 0
         self.draining = False
-        self.snapshots = 0
 
     # --- discovery ----------------------------------------------------------------
     def apply_snapshot(self, snap: Snapshot) -> None:
@@ -177,7 +176,6 @@ class Router:
         for url in self.pools.keys() - keep:
             self.pools.pop(url).close()  # requests in flight finish on their own connections
         self.outlier.forget(keep)
-        self.snapshots += 1
         log.info("endpoints (%d): %s", len(keep), ", ".join(sorted(keep)) or "none")
 
     # --- the request path -----------------------------------------------------------
@@ -340,7 +338,7 @@ class Router:
         elif method == b"GET" and path == b"/metrics":
             text = self.metrics.render(self.balancer, self.outlier.ejected_total, self.loop.time()).encode()
             client.reply(response(200, text, b"text/plain; version=0.0.4", close=close), close)
-        elif path in {p for _, p in PROXIED} or path in (b"/health", b"/ready", b"/metrics"):
+        elif path in KNOWN_PATHS:
             self._own(client, 405, error_body(f"{method.decode()} is not allowed on {path.decode()}",
                                               "invalid_request_error", 405), close=close)
         else:

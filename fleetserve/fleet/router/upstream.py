@@ -143,7 +143,6 @@ class UpstreamPool:
     def __init__(self, router: Router, url: str, host: str, port: int):
         self.router, self.url, self.host, self.port = router, url, host, port
         self.idle: list[UpstreamConn] = []
-        self.open = 0
 
     def send(self, ex: Exchange) -> None:
         idle = self.idle
@@ -152,7 +151,6 @@ class UpstreamPool:
             if not conn.closed:
                 conn.send(ex)
                 return
-        self.open += 1
         self.router.loop.create_task(self._connect(ex))
 
     async def _connect(self, ex: Exchange) -> None:
@@ -162,7 +160,6 @@ class UpstreamPool:
                 router.loop.create_connection(lambda: UpstreamConn(self), self.host, self.port),
                 router.cfg.connect_timeout)
         except (OSError, asyncio.TimeoutError):
-            self.open -= 1
             router.upstream_failed(ex, "connect")
             return
         if ex.finished:  # the client left while we connected
@@ -174,7 +171,6 @@ class UpstreamPool:
         self.idle.append(conn)
 
     def lost(self, conn: UpstreamConn) -> None:
-        self.open -= 1
         if conn in self.idle:
             self.idle.remove(conn)
 
