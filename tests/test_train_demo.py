@@ -90,3 +90,26 @@ def test_conservative_phase_refuses_a_main_phase_of_another_shape(tmp_path):
     other.hidden_size, other.conservative_steps = 64, 2
     with pytest.raises(ValueError, match="model shape differs"):
         train(tmp_path / "both", corpus, other, progress=False, from_main_phase=tmp_path / "main")
+
+
+def test_training_loss_scores_only_the_corrected_half_with_the_full_models_logits():
+    """The training loss computes logits for labelled positions only, with the math attention;
+    it must equal the cross-entropy over the full forward pass's logits."""
+    import torch.nn.functional as F
+
+    from fleetserve.model.config import ModelConfig
+    from fleetserve.model.llama import Transformer
+    from fleetserve.training.recipe import collate, init_weights, loss_of
+
+    cfg = ModelConfig.from_dict({**tiny_recipe().model_config(), "eos_token_id": 3, "pad_token_id": 0})
+    model = Transformer(cfg)
+    model.tie_weights()
+    init_weights(model, 0)
+    g = torch.Generator().manual_seed(0)
+    batch = [(torch.randint(4, 300, (n,), generator=g).tolist(), p) for n, p in ((9, 4), (14, 6), (6, 3))]
+    inputs, labels = collate(batch, pad=0)
+    with torch.no_grad():
+        full = model(inputs)
+        expected = F.cross_entropy(full.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        assert model(inputs, labels != -100).shape == (int((labels != -100).sum()), cfg.vocab_size)
+        assert torch.allclose(loss_of(model, inputs, labels, bf16=False), expected, atol=1e-5)

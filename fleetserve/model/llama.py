@@ -233,12 +233,14 @@ class Transformer(nn.Module):
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return h
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Training and scoring: logits of every position [N, T, vocab], no KV cache."""
+    def forward(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Training and scoring, no KV cache: logits of every position [N, T, vocab], or with
+        `keep` (a boolean [N, T]) of the kept positions only [K, vocab]. A correction pair's loss
+        counts only its target half, so `keep` spares the vocabulary product for the prompt half."""
         t = tokens.shape[1]
         cos, sin = rope_tables(self.cfg, t, self.embed_tokens.weight.dtype, tokens.device)
         h = self._layers(self.embed_tokens(tokens), cos[None, None], sin[None, None], self._causal_mask(t, tokens.device))
-        return self.lm_head(self.norm(h))
+        return self.lm_head(self.norm(h if keep is None else h[keep]))
 
     @torch.inference_mode()
     def prefill(self, tokens: torch.Tensor, slots: torch.Tensor, last: torch.Tensor) -> torch.Tensor:

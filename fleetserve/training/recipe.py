@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tokenizers import Tokenizer
 
 from fleetserve.model.config import ModelConfig
@@ -144,9 +145,12 @@ def init_weights(model: Transformer, seed: int) -> None:
 
 
 def loss_of(model: Transformer, inputs: torch.Tensor, labels: torch.Tensor, bf16: bool) -> torch.Tensor:
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits = model(inputs)
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+    keep = labels != -100
+    # The plain (math) attention: at these lengths (~80 tokens) PyTorch's CPU flash-attention
+    # backward took a fifth of each training step, the math path's batched products a tenth.
+    with sdpa_kernel(SDPBackend.MATH), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(inputs, keep)
+    return F.cross_entropy(logits.float(), labels[keep])
 
 
 @dataclass(frozen=True)
