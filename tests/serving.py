@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -14,13 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from fleetserve.fleet.supervisor import free_port
 from fleetserve.tools.procs import wait_ready
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ready_or_fail(url: str, proc: subprocess.Popen, timeout: float, what: str) -> None:

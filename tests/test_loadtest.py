@@ -14,7 +14,7 @@ from fleetserve.tools.loadtest.profile import parse_duration, parse_profile, par
 from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
 from fleetserve.tools.loadtest.slo import check, goodput_thresholds, parse_slo
 from fleetserve.tools.loadtest.stub_server import parse_delay
-from serving import stats, stub
+from serving import free_port, stats, stub
 
 
 def run(url: str, **kw):
@@ -142,11 +142,7 @@ def test_timeouts_and_refused_connections_are_errors_of_their_own_kind():
     with stub("--delay", "3s") as url:
         rep, _ = run(url, profile="constant:10@1s", arrival="constant", timeout=0.3)
     assert rep["summary"]["overall"]["errors"] == {"timeout": 10}
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    port = free_port()  # its socket is closed again: nothing listens there
     rep, _ = run(f"http://127.0.0.1:{port}", profile="constant:10@1s", arrival="constant", model="m")
     assert rep["summary"]["overall"]["errors"] == {"connection": 10}
     with pytest.raises(ConnectionError, match="cannot reach"):

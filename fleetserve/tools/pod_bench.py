@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -23,21 +22,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fleetserve.fleet.supervisor import free_port
 from fleetserve.tools import cpu_profile
 from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
 from fleetserve.tools.procs import wait_ready
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def pod(model: str, args: list[str], timeout: float = 120) -> Iterator[tuple[str, int]]:
     """A `fleetserve serve` process on a free port: yields (URL, pid) once it is ready."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "serve", model, "--port", str(port),
                              "--log-level", "warning", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
