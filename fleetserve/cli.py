@@ -19,7 +19,9 @@ def _engine_args(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> None:
     g.add_argument("--load-format", choices=["auto", "safetensors", "dummy"], default="auto",
                    help="'dummy': random weights at the config's shape, no checkpoint needed")
     g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                   help="weights and activations (auto: float32 on CPU)")
+                   help="weights and activations (auto: float32 on CPU, bfloat16 on a GPU)")
+    g.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda or cuda:N: where the weights, KV cache and products live")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the decode step (see BENCHMARKS.md for when it helps)")
     g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -50,7 +52,7 @@ def _engine_config(a: argparse.Namespace) -> EngineConfig:
                         max_prefill_tokens=a.max_prefill_tokens, load_format=a.load_format, dtype=a.dtype,
                         compile=a.compile, seed=a.seed, threads=a.threads, async_scheduling=a.async_scheduling,
                         quantization=a.quantization, quantize_groups=_groups(a.quantize_groups),
-                        onednn_linear=a.onednn_linear)
+                        onednn_linear=a.onednn_linear, device=a.device)
 
 
 def _groups(text: str) -> tuple[str, ...]:

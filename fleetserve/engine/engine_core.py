@@ -46,6 +46,8 @@ class EngineConfig:
     # Float linear weights reordered once into oneDNN's layout (model/onednn_linear.py);
     # not with compile, whose graphs expect dense weights.
     onednn_linear: bool = True
+    # cpu, cuda or cuda:N: where the weights, the KV cache and each step's products live.
+    device: str = "cpu"
 
 
 @dataclass
@@ -76,7 +78,7 @@ class EngineCore:
                 f"max_position_embeddings={self.model_config.max_position_embeddings}"
             )
         model = load_model(model_dir, self.model_config, config.load_format, config.dtype, config.seed,
-                           config.quantization, config.quantize_groups)
+                           config.quantization, config.quantize_groups, config.device)
         if config.onednn_linear and not config.compile:
             use_onednn_linears(model)
         self.runner = ModelRunner(model, config.max_num_seqs, config.max_model_len, config.compile)

@@ -44,6 +44,7 @@ def _buckets(limit: int) -> list[int]:
 class ModelRunner:
     def __init__(self, model: Transformer, max_num_seqs: int, max_model_len: int, compile: bool = False):
         self.model = model
+        self.device = model.embed_tokens.weight.device
         self.max_num_seqs = max_num_seqs
         self.max_model_len = max_model_len
         model.setup_cache(max_num_seqs, max_model_len)
@@ -62,9 +63,11 @@ class ModelRunner:
     def prefill_inputs(self, requests: list[Request]) -> PrefillInputs:
         longest = max(len(r.prompt_ids) for r in requests)
         rows = [r.prompt_ids + [0] * (longest - len(r.prompt_ids)) for r in requests]
-        return PrefillInputs(torch.tensor(rows, dtype=torch.long),
-                             torch.tensor([r.slot for r in requests], dtype=torch.long),
-                             torch.tensor([len(r.prompt_ids) - 1 for r in requests], dtype=torch.long))
+        return PrefillInputs(self._ids(rows), self._ids([r.slot for r in requests]),
+                             self._ids([len(r.prompt_ids) - 1 for r in requests]))
+
+    def _ids(self, values: list) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=self.device)
 
     def run_prefill(self, inputs: PrefillInputs) -> torch.Tensor:
         """Logits [N, vocab] at each new request's last prompt token."""
@@ -94,9 +97,8 @@ class ModelRunner:
             positions[r.slot] = n - 1
             longest = max(longest, n)
         kv_len = min(self.max_model_len, -(-longest // KV_BLOCK) * KV_BLOCK)
-        select = None if len(requests) == b else torch.tensor([r.slot for r in requests], dtype=torch.long)
-        return DecodeInputs(torch.tensor(tokens, dtype=torch.long), torch.tensor(positions, dtype=torch.long),
-                            kv_len, select)
+        select = None if len(requests) == b else self._ids([r.slot for r in requests])
+        return DecodeInputs(self._ids(tokens), self._ids(positions), kv_len, select)
 
     def run_decode(self, inputs: DecodeInputs) -> torch.Tensor:
         """Logits [len(requests), vocab] for the next token of each running request."""

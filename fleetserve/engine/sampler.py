@@ -18,7 +18,8 @@ def sample(logits: torch.Tensor, requests: list[Request]) -> list[int]:
         p = request.params
         if p.greedy:
             continue
-        row = logits[i] / p.temperature
+        # A seeded request's generator is a CPU one: its row is drawn there, wherever the model ran.
+        row = logits[i].float().cpu() / p.temperature
         if p.top_k and p.top_k < row.shape[-1]:
             kth = torch.topk(row, p.top_k).values[-1]
             row = row.masked_fill(row < kth, float("-inf"))

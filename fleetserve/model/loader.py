@@ -16,6 +16,7 @@ from safetensors import safe_open
 
 from fleetserve.model import compressed_tensors
 from fleetserve.model.config import ModelConfig, ModelLoadError
+from fleetserve.model.device import resolve_device
 from fleetserve.model.llama import Transformer, random_init
 from fleetserve.model.quantization import DEFAULT_GROUPS, QuantSpec, parse_groups, prepare_quantized, quantize_model
 
@@ -27,10 +28,11 @@ IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_dtype(name: str, cfg: ModelConfig) -> torch.dtype:
-    """`auto` is float32 on CPU: bf16/fp16 matrix products are slower than fp32 on most CPUs."""
+def resolve_dtype(name: str, cfg: ModelConfig, device: torch.device | str = "cpu") -> torch.dtype:
+    """`auto` is float32 on CPU (bf16/fp16 matrix products are slower than fp32 on most
+    CPUs) and bfloat16 on a GPU (its tensor cores)."""
     if name == "auto":
-        return torch.float32
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; choose from auto, {', '.join(DTYPES)}")
     return DTYPES[name]
@@ -44,17 +46,20 @@ def load_model(
     seed: int = 0,
     quantization: str = "auto",
     quantize_groups: str | tuple[str, ...] = DEFAULT_GROUPS,
+    device: str = "cpu",
 ) -> Transformer:
     """`quantization`: int8/fp8 quantizes a float checkpoint's `quantize_groups` as it
     loads; auto serves the checkpoint as stored (quantized when its config.json has a
-    compressed-tensors `quantization_config`)."""
+    compressed-tensors `quantization_config`). The weights are read on the CPU, then
+    moved to `device`."""
     model_dir = Path(model_dir)
     cfg = cfg or ModelConfig.from_dir(model_dir)
     if load_format not in LOAD_FORMATS:
         raise ValueError(f"unknown load format {load_format!r}; choose from {', '.join(LOAD_FORMATS)}")
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")
-    torch_dtype = resolve_dtype(dtype, cfg)
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, cfg, target)
     stored = compressed_tensors.read(cfg.quantization_config, cfg, str(model_dir / "config.json"))
     if stored is not None and quantization not in ("auto", stored.scheme):
         raise ValueError(f"{model_dir} holds {stored.scheme} weights; it cannot be served as "
@@ -75,7 +80,7 @@ def load_model(
     if stored is None and quantization not in ("auto", "none"):
         spec = QuantSpec(quantization, parse_groups(quantize_groups))
         quantize_model(model, spec.scheme, spec.module_names(cfg.num_layers))
-    return model.eval().requires_grad_(False)
+    return model.to(target).eval().requires_grad_(False)
 
 
 def checkpoint_files(model_dir: Path) -> dict[str, Path]:

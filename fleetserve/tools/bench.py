@@ -23,6 +23,13 @@ from fleetserve.engine.engine_core import EngineConfig
 from fleetserve.engine.llm import LLM
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.model.config import ModelConfig
+from fleetserve.model.device import synchronize
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip()
 
 
 def reference_prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
@@ -31,14 +38,19 @@ def reference_prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[li
     return torch.randint(0, vocab, (n, length), generator=g).tolist()
 
 
-def matmul_gflops(dtype: torch.dtype = torch.float32, m: int = 2048, seconds: float = 2.0) -> float:
-    """The machine's matrix-multiply rate at `dtype` with torch's current threads."""
-    a, b = torch.randn(m, m, dtype=dtype), torch.randn(m, m, dtype=dtype)
+def matmul_gflops(dtype: torch.dtype = torch.float32, m: int = 2048, seconds: float = 2.0,
+                  device: torch.device | str = "cpu") -> float:
+    """The machine's matrix-multiply rate at `dtype` on `device` (on the CPU with torch's current threads)."""
+    device = torch.device(device)
+    a, b = torch.randn(m, m, dtype=dtype, device=device), torch.randn(m, m, dtype=dtype, device=device)
     a @ b
+    synchronize(device)
     runs, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        a @ b
-        runs += 1
+        for _ in range(8 if device.type == "cuda" else 1):  # a GPU queues products faster than Python loops
+            a @ b
+            runs += 1
+        synchronize(device)
     return 2 * m**3 * runs / (time.perf_counter() - start) / 1e9
 
 
@@ -92,7 +104,8 @@ def decode_step_time(llm: LLM, batch: int, input_len: int, steps: int = 10) -> f
 
 
 def bench_hf(model_dir: str, load_format: str, dtype: torch.dtype, prompts: list[list[int]], output_len: int,
-             batch_sizes: list[int], max_requests: int, batch1_requests: int) -> dict[str, Any]:
+             batch_sizes: list[int], max_requests: int, batch1_requests: int,
+             device: torch.device = torch.device("cpu")) -> dict[str, Any]:
     try:
         import transformers
     except ImportError:
@@ -102,20 +115,22 @@ def bench_hf(model_dir: str, load_format: str, dtype: torch.dtype, prompts: list
         model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    model.eval()
+    model.to(device).eval()
     kwargs = dict(max_new_tokens=output_len, min_new_tokens=output_len, do_sample=False,
                   pad_token_id=0, eos_token_id=None)
     results = {}
     for b in batch_sizes:
         n = batch1_requests if b == 1 else max(b, min(max_requests, len(prompts)))
         n = -(-n // b) * b
-        batches = [torch.tensor([prompts[(i + j) % len(prompts)] for j in range(b)]) for i in range(0, n, b)]
+        batches = [torch.tensor([prompts[(i + j) % len(prompts)] for j in range(b)], device=device)
+                   for i in range(0, n, b)]
         with torch.inference_mode():
             model.generate(batches[0][:, :8], **(kwargs | {"max_new_tokens": 2, "min_new_tokens": 2}))
             start = time.perf_counter()
             for batch in batches:
                 out = model.generate(batch, **kwargs)
                 assert out.shape[1] == batch.shape[1] + output_len
+            synchronize(device)
             elapsed = time.perf_counter() - start
         results[b] = {"requests": n, "seconds": elapsed, "requests_per_s": n / elapsed,
                       "output_tokens_per_s": n * output_len / elapsed}
@@ -132,7 +147,7 @@ def run_bench(a: argparse.Namespace, config: EngineConfig) -> dict[str, Any]:
     prompts = reference_prompts(a.num_prompts, a.input_len, vocab)
     result: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        "machine": machine(llm.engine.runner.device),
         "torch": torch.__version__,
         "model": str(a.model), "parameters": mc.num_parameters, "load_format": a.load_format,
         "workload": {"input_len": a.input_len, "output_len": a.output_len, "greedy": True, "ignore_eos": True},
@@ -145,8 +160,9 @@ def run_bench(a: argparse.Namespace, config: EngineConfig) -> dict[str, Any]:
     steps = 10
     step_s = decode_step_time(llm, batch, a.input_len, steps)
     llm_dtype = llm.engine.runner.model.embed_tokens.weight.dtype
+    device = llm.engine.runner.device
     result["dtype"] = str(llm_dtype).removeprefix("torch.")
-    peak = matmul_gflops(llm_dtype)
+    peak = matmul_gflops(llm_dtype, device=device)
     # The timed steps decode about positions input_len .. input_len+steps; count attention at their middle.
     flops = decode_flops_per_token(mc, a.input_len + steps // 2) * batch
     result["decode_step"] = {"batch": batch, "seconds": step_s, "achieved_gflops": flops / step_s / 1e9,
@@ -158,7 +174,7 @@ def run_bench(a: argparse.Namespace, config: EngineConfig) -> dict[str, Any]:
         print(f"Hugging Face generate: batch sizes {sizes}", file=sys.stderr)
         # The baseline runs at the engine's precision: like for like.
         result["hf"] = bench_hf(a.model, a.load_format, llm_dtype, prompts, a.output_len, sizes,
-                                a.hf_max_requests, a.hf_batch1_requests)
+                                a.hf_max_requests, a.hf_batch1_requests, device)
         result["speedup_vs_hf"] = result["fleetserve"]["requests_per_s"] / result["hf"]["requests_per_s"]
 
     print(json.dumps(result, indent=2))

@@ -1,0 +1,60 @@
+"""`--device`: where the engine runs. Names are checked at start-up with a clear
+message; the test that compares a GPU's tokens with the CPU's runs only on a
+machine with CUDA (it is skipped on the project's CPU machines)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fleetserve.engine.llm import LLM
+from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.model.config import ModelConfig
+from fleetserve.model.device import resolve_device
+from fleetserve.model.loader import resolve_dtype
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+without_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+
+
+def test_device_names_are_checked_with_a_clear_message():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="only cpu and cuda"):
+        resolve_device("meta")
+    with pytest.raises(ValueError, match="not a device name"):
+        resolve_device("gpu0")
+
+
+def test_auto_dtype_is_float32_on_cpu_and_bfloat16_on_a_gpu(tiny_model_dir):
+    cfg = ModelConfig.from_dir(tiny_model_dir)
+    assert resolve_dtype("auto", cfg, "cpu") == torch.float32
+    assert resolve_dtype("auto", cfg, "cuda") == torch.bfloat16
+    assert resolve_dtype("float16", cfg, "cuda") == torch.float16
+
+
+@without_cuda
+def test_a_gpu_this_machine_lacks_is_refused_at_start_up(tiny_model_dir):
+    with pytest.raises(ValueError, match="sees no CUDA device"):
+        LLM(tiny_model_dir, max_num_seqs=2, max_model_len=32, device="cuda")
+    r = subprocess.run([sys.executable, "-m", "fleetserve", "bench", "--model", str(tiny_model_dir),
+                        "--device", "cuda:1", "--num-prompts", "2", "--baseline", "none"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "sees no CUDA device" in r.stderr and "Traceback" not in r.stderr
+
+
+@needs_cuda
+def test_gpu_tokens_equal_the_cpus(tiny_model_dir):
+    """Greedy and seeded sampling on the GPU give the CPU's tokens (float32 on both)."""
+    prompts = [[5, 6, 7], [9] * 12, [3, 1, 4, 1, 5]]
+    params = [SamplingParams(max_tokens=20, temperature=0, ignore_eos=True),
+              SamplingParams(max_tokens=20, temperature=0.8, top_p=0.9, seed=3, ignore_eos=True),
+              SamplingParams(max_tokens=20, temperature=0, ignore_eos=True)]
+
+    def tokens(device: str) -> list[list[int]]:
+        llm = LLM(tiny_model_dir, max_num_seqs=2, max_model_len=64, dtype="float32", device=device)
+        return [o.token_ids for o in llm.generate(prompts, params)]
+
+    assert tokens("cuda") == tokens("cpu")
