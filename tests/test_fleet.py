@@ -14,7 +14,7 @@ POD = "--frontends 0 --threads 1 --max-num-seqs 4"
 
 def test_fleet_scales_up_on_a_ramp_and_down_after_it(tiny_model_dir, tmp_path):
     r = run_demo("ramp", tmp_path, str(tiny_model_dir), "ramp:2..40@8s+constant:40@4s+constant:1@6s",
-                 target_per_pod=0.5, target_from=None, min_pods=1, max_pods=2, serve_args=POD,
+                 target_per_pod=0.25, target_from=None, min_pods=1, max_pods=2, serve_args=POD,
                  scale_down_window=4.0, scale_down_period=1.0, max_tokens=64, scale_up_window=2.0, vocab_size=500,
                  quiet=True)
     assert r["checks"] and r["passed"], json.dumps(r, indent=1)
