@@ -13,7 +13,7 @@ EXPECTED = {
     "spelling": None,  # any word changed by a letter or a known misspelling
     "article": lambda a: split_words(a).count("the") != 1 or any(w in split_words(a) for w in ("a", "an")),
     "preposition": None,
-    "agreement": lambda a: "were" in a or "go " in a or "think" not in a,
+    "agreement": lambda a: _changed_words(a) in ({("was", "were")}, {("goes", "go")}, {("think", "thinks")}),
     "verb_form": None,
     "number": None,
     "word_order": lambda a: sorted(split_words(a.lower())) == sorted(split_words(RICH.lower())),
@@ -21,6 +21,10 @@ EXPECTED = {
     "capitalisation": lambda a: a.lower() == RICH.lower(),
     "punctuation": lambda a: [w for w in split_words(a) if w.isalnum()] == [w for w in split_words(RICH) if w.isalnum()],
 }
+
+
+def _changed_words(a: str) -> set[tuple[str, str]]:
+    return {(x, y) for x, y in zip(split_words(RICH), split_words(a)) if x != y}
 
 
 @pytest.mark.parametrize("kind", list(ERROR_TYPES))
@@ -32,6 +36,40 @@ def test_each_error_type_changes_the_sentence(kind):
         check = EXPECTED[kind]
         if check is not None:
             assert check(out), (kind, out)
+
+
+@pytest.mark.parametrize("clean, wrong", [
+    ("She goes to school every day.", {"She go to school every day."}),
+    ("He watches films and she studies.", {"He watch films and she studies.", "He watches films and she study."}),
+    ("She never dresses up.", {"She never dress up."}),
+    ("The dog barks at night.", {"The dog bark at night."}),
+    ("They play and I think so.", {"They plays and I think so.", "They play and I thinks so."}),
+    ("It was late.", {"It were late."}),
+])
+def test_agreement_errors_land_on_any_verb_that_agrees_with_its_subject(clean, wrong):
+    rng = random.Random(11)
+    assert {inject(clean, "agreement", rng) for _ in range(40)} == wrong
+
+
+def test_agreement_leaves_modals_and_past_forms_alone():
+    for clean in ("We can swim.", "They went home.", "I had lunch."):
+        assert inject(clean, "agreement", random.Random(0)) is None, clean
+
+
+def test_a_bare_verb_after_a_singular_subject_comes_only_from_agreement():
+    """"she go" must mean "she goes" to the model, so tense errors there take other forms."""
+    rng = random.Random(5)
+    for clean in ("She went to school.", "She walked home.", "The dog never barked."):
+        outs = {inject(clean, "verb_form", rng) for _ in range(40)}
+        assert not {"She go to school.", "She walk home.", "The dog never bark."} & outs, outs
+    assert "They walk." in {inject("They walked.", "verb_form", rng) for _ in range(40)}
+
+
+def test_number_errors_reach_short_nouns_after_a_determiner():
+    rng = random.Random(6)
+    assert {inject("She goes to school every day.", "number", rng) for _ in range(20)} == \
+        {"She goes to school every days."}
+    assert {inject("He has two cats.", "number", rng) for _ in range(20)} == {"He has two cat."}
 
 
 def test_types_that_need_a_place_say_so():

@@ -73,6 +73,12 @@ KEYBOARD = "qwertyuiop asdfghjkl zxcvbnm".split()
 VOWELS = set("aeiou")
 DETERMINERS_PLURAL = {"many", "several", "two", "three", "four", "five", "some", "these", "those", "few", "all"}
 SUBJECTS_3SG = {"he", "she", "it", "this", "that", "everyone", "nobody", "somebody", "everybody"}
+SUBJECTS_PLURAL = {"i", "you", "we", "they"}
+ADVERBS = {"never", "always", "often", "usually", "sometimes", "also", "still", "rarely", "seldom", "really",
+           "only", "just"}
+# Words that follow a subject but take no agreement -s: modals, past forms and function words.
+NOT_VERBS = {"can", "could", "will", "would", "shall", "should", "may", "might", "must", "had", "did", "not",
+             "and", "or", "but", *ARTICLES, *PREPOSITIONS, *ADVERBS}
 
 
 def _is_word(w: str) -> bool:
@@ -161,26 +167,72 @@ def preposition(words: Words, rng: random.Random) -> Words | None:
     return words[:i] + [rng.choice(PREPOSITIONS)] + words[i:]
 
 
-def agreement(words: Words, rng: random.Random) -> Words | None:
-    """Subject-verb agreement: is/are, has/have, or a dropped or added third-person -s."""
-    have = _positions(words, lambda w: w.lower() in AGREEMENT)
-    if have:
-        i = rng.choice(have)
-        return words[:i] + [_match_case(AGREEMENT[words[i].lower()], words[i])] + words[i + 1:]
-    # "she goes" -> "she go"; "they go" -> "they goes"
+def _without_s(verb: str) -> str:
+    """The base form of a third-person verb: goes -> go, watches -> watch, studies -> study."""
+    if verb.endswith("ies") and len(verb) > 4:
+        return verb[:-3] + "y"
+    if verb.endswith(("oes", "sses", "xes", "zes", "ches", "shes")):
+        return verb[:-2]
+    return verb[:-1]
+
+
+def _verb_after(words: Words, i: int) -> int:
+    """Where the verb of the subject at `i` stands: the next word, or the one after an adverb."""
+    j = i + 1
+    if j < len(words) - 1 and words[j].lower() in ADVERBS:
+        j += 1
+    return j
+
+
+def _singular_subject(words: Words, k: int) -> bool:
+    """Whether the word at `k` is a third-person singular subject: "she", "it", "the dog"."""
+    subj = words[k].lower()
+    return subj in SUBJECTS_3SG or (k > 0 and words[k - 1].lower() in ARTICLES and subj.isalpha()
+                                    and not subj.endswith("s"))
+
+
+def _after_singular_subject(words: Words, i: int) -> bool:
+    """Whether the verb at `i` follows a third-person singular subject (perhaps with an adverb between)."""
+    k = i - 1
+    if k > 0 and words[k].lower() in ADVERBS:
+        k -= 1
+    return k >= 0 and _singular_subject(words, k)
+
+
+def _agreement_spots(words: Words) -> list[tuple[int, str]]:
+    """Every (position, wrong form) where a subject-verb agreement error fits."""
+    spots = [(i, _match_case(AGREEMENT[w.lower()], w)) for i, w in enumerate(words) if w.lower() in AGREEMENT]
     for i in range(len(words) - 1):
-        subj, verb = words[i].lower(), words[i + 1]
-        if subj in SUBJECTS_3SG and verb.endswith("s") and len(verb) > 3 and not verb.endswith("ss"):
-            base = verb[:-2] if verb.endswith("es") and verb[-3] in "sxzh" else verb[:-1]
-            return words[:i + 1] + [base] + words[i + 2:]
-        if subj in {"i", "you", "we", "they"} and _is_word(verb) and verb.isalpha() and verb.islower() \
-                and len(verb) > 2 and not verb.endswith(("s", "ed", "ing")):
-            return words[:i + 1] + [verb + "s"] + words[i + 2:]
-    return None
+        subj = words[i].lower()
+        j = _verb_after(words, i)
+        verb = words[j] if j < len(words) else ""
+        if not (verb.isalpha() and verb.islower()) or verb in AGREEMENT or verb in NOT_VERBS \
+                or verb in IRREGULAR_FORMS:
+            continue
+        if _singular_subject(words, i) and verb.endswith("s") and len(verb) > 3 \
+                and not verb.endswith(("ss", "us", "is")):
+            spots.append((j, _without_s(verb)))  # "she goes" -> "she go"
+        elif subj in SUBJECTS_PLURAL and len(verb) > 2 and not verb.endswith(("s", "ed", "ing")):
+            spots.append((j, verb + ("es" if verb.endswith(("o", "ch", "sh", "x")) else "s")))  # "they goes"
+    return spots
+
+
+def agreement(words: Words, rng: random.Random) -> Words | None:
+    """Subject-verb agreement at any verb that agrees: is/are, has/have, a dropped or added -s.
+
+    "she goes" -> "she go", "the dog barks" -> "the dog bark", "they play" -> "they plays"."""
+    spots = _agreement_spots(words)
+    if not spots:
+        return None
+    i, wrong = rng.choice(spots)
+    return words[:i] + [wrong] + words[i + 1:]
 
 
 def verb_form(words: Words, rng: random.Random) -> Words | None:
-    """Wrong tense or form: went -> go / goed, talked -> talk, going -> go, go -> going."""
+    """Wrong tense or form: went -> go / goed, talked -> talk, going -> go, go -> going.
+
+    No bare verb after a singular subject ("she went" -> "she goed", never "she go"): there a
+    bare verb is the agreement error, and the model should learn to add the -s."""
     cand = []
     for i, w in enumerate(words):
         low = w.lower()
@@ -192,18 +244,20 @@ def verb_form(words: Words, rng: random.Random) -> Words | None:
         return None
     i = rng.choice(cand)
     w, low = words[i], words[i].lower()
+    bare_ok = not _after_singular_subject(words, i)
     if low in IRREGULAR_FORMS:
         base = IRREGULAR_FORMS[low]
-        new = rng.choice([base, base + "ed", base + "ing"])
+        new = rng.choice([base, base + "ed", base + "ing"] if bare_ok else [base + "ed", base + "ing"])
     elif low in IRREGULAR:
         past, part = IRREGULAR[low]
         new = rng.choice([x for x in (past, part, low + "ed", low + "ing") if x != low])
     elif low.endswith("ed"):
         stem = low[:-2] if not low.endswith("ied") else low[:-3] + "y"
-        new = rng.choice([stem, stem + "ing", low[:-1] + "d" if not low.endswith("ded") else stem + "s"])
+        other = stem + "s"  # a present tense for the past
+        new = rng.choice([stem, stem + "ing", other] if bare_ok else [stem + "ing", other])
     else:
         stem = low[:-3]
-        new = rng.choice([stem, stem + "ed", "to " + stem])
+        new = rng.choice([stem, stem + "ed", "to " + stem] if bare_ok else [stem + "ed", "to " + stem])
     if new == low:
         new = low + "s"
     parts = _match_case(new, w).split(" ")
@@ -217,10 +271,10 @@ def number(words: Words, rng: random.Random) -> Words | None:
         low = w.lower()
         if low in IRREGULAR_PLURALS or low in IRREGULAR_PLURALS.values():
             cand.append(i)
-        elif i > 0 and words[i - 1].lower() in DETERMINERS_PLURAL and low.isalpha() and len(low) > 3:
+        elif i > 0 and words[i - 1].lower() in DETERMINERS_PLURAL and low.isalpha() and len(low) > 2:
             cand.append(i)
         elif i > 0 and words[i - 1].lower() in {*ARTICLES, "every", "each", "one", "this"} and low.isalpha() \
-                and len(low) > 3 and not low.endswith("s"):
+                and len(low) > 2 and not low.endswith("s"):
             cand.append(i)
     if not cand:
         cand = _positions(words, lambda w: w.isalpha() and w.islower() and len(w) > 4 and w not in AGREEMENT)
@@ -314,8 +368,8 @@ ERROR_TYPES: dict[str, Callable[[Words, random.Random], Words | None]] = {
 # Relative frequency of each type in the training data (spelling and articles
 # dominate learner errors; word order is rarer).
 DEFAULT_RATES: dict[str, float] = {
-    "spelling": 0.25, "article": 0.12, "preposition": 0.1, "agreement": 0.1, "verb_form": 0.1,
-    "number": 0.1, "word_order": 0.04, "missing_word": 0.07, "capitalisation": 0.06, "punctuation": 0.06,
+    "spelling": 0.22, "article": 0.12, "preposition": 0.09, "agreement": 0.13, "verb_form": 0.1,
+    "number": 0.12, "word_order": 0.04, "missing_word": 0.06, "capitalisation": 0.06, "punctuation": 0.06,
 }
 
 
