@@ -36,13 +36,16 @@ def test_auto_dtype_is_float32_on_cpu_and_bfloat16_on_a_gpu(tiny_model_dir):
 
 
 @without_cuda
-def test_a_gpu_this_machine_lacks_is_refused_at_start_up(tiny_model_dir):
+def test_a_gpu_this_machine_lacks_is_refused_at_start_up(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="sees no CUDA device"):
         LLM(tiny_model_dir, max_num_seqs=2, max_model_len=32, device="cuda")
-    r = subprocess.run([sys.executable, "-m", "fleetserve", "bench", "--model", str(tiny_model_dir),
-                        "--device", "cuda:1", "--num-prompts", "2", "--baseline", "none"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0 and "sees no CUDA device" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "one.src").write_text("She go home .\n")
+    (tmp_path / "one.ref0").write_text("She goes home .\n")
+    for command in (["bench", "--model", str(tiny_model_dir), "--num-prompts", "2", "--baseline", "none"],
+                    ["eval", str(tiny_model_dir), "--set", str(tmp_path)]):
+        r = subprocess.run([sys.executable, "-m", "fleetserve", *command, "--device", "cuda:1"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and "sees no CUDA device" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 @needs_cuda

@@ -26,7 +26,7 @@ def run_eval(a: argparse.Namespace) -> int:
     if gating and a.baseline is None:
         raise ValueError("--max-gleu-drop and --min-agreement need --baseline to compare against")
     eval_set = load_eval_set(a.set or default_eval_set()).head(a.limit)
-    engine = dict(max_num_seqs=a.max_num_seqs, max_model_len=a.max_model_len)
+    engine = dict(max_num_seqs=a.max_num_seqs, max_model_len=a.max_model_len, device=a.device)
     print(f"evaluating on {eval_set.name}: {len(eval_set.sources)} sentences, "
           f"{len(eval_set.references)} references each", file=sys.stderr)
 
@@ -87,5 +87,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help=f"{who} model: groups for --{prefix}quantization (default %(default)s)")
     p.add_argument("--max-num-seqs", type=int, default=64, help="slots when running a model directory (default %(default)s)")
     p.add_argument("--max-model-len", type=int, default=256, help="context per slot, as `serve` (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N for model directories, as `serve`")
     p.add_argument("--json", default=None, help="write every figure here")
     p.add_argument("--outputs", default=None, help="write the candidate's (tokenised) outputs here, one per line")
