@@ -145,9 +145,10 @@ def run_bench(a: argparse.Namespace, config: EngineConfig) -> dict[str, Any]:
     mc = llm.engine.model_config
     vocab = min(mc.vocab_size, llm.tokenizer.vocab_size)
     prompts = reference_prompts(a.num_prompts, a.input_len, vocab)
+    device = llm.engine.runner.device
     result: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
-        "machine": machine(llm.engine.runner.device),
+        "machine": machine(device),
         "torch": torch.__version__,
         "model": str(a.model), "parameters": mc.num_parameters, "load_format": a.load_format,
         "workload": {"input_len": a.input_len, "output_len": a.output_len, "greedy": True, "ignore_eos": True},
@@ -160,7 +161,6 @@ def run_bench(a: argparse.Namespace, config: EngineConfig) -> dict[str, Any]:
     steps = 10
     step_s = decode_step_time(llm, batch, a.input_len, steps)
     llm_dtype = llm.engine.runner.model.embed_tokens.weight.dtype
-    device = llm.engine.runner.device
     result["dtype"] = str(llm_dtype).removeprefix("torch.")
     peak = matmul_gflops(llm_dtype, device=device)
     # The timed steps decode about positions input_len .. input_len+steps; count attention at their middle.
