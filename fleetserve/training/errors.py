@@ -176,43 +176,36 @@ def _without_s(verb: str) -> str:
     return verb[:-1]
 
 
-def _verb_after(words: Words, i: int) -> int:
-    """Where the verb of the subject at `i` stands: the next word, or the one after an adverb."""
-    j = i + 1
-    if j < len(words) - 1 and words[j].lower() in ADVERBS:
-        j += 1
-    return j
+def _subject_of(words: Words, j: int) -> int:
+    """Where the subject of the verb at `j` stands: the word before it, or the one before an
+    adverb ("she never goes"); -1 at the start of the sentence."""
+    k = j - 1
+    if k > 0 and words[k].lower() in ADVERBS:
+        k -= 1
+    return k
 
 
 def _singular_subject(words: Words, k: int) -> bool:
     """Whether the word at `k` is a third-person singular subject: "she", "it", "the dog"."""
+    if k < 0:
+        return False
     subj = words[k].lower()
     return subj in SUBJECTS_3SG or (k > 0 and words[k - 1].lower() in ARTICLES and subj.isalpha()
                                     and not subj.endswith("s"))
 
 
-def _after_singular_subject(words: Words, i: int) -> bool:
-    """Whether the verb at `i` follows a third-person singular subject (perhaps with an adverb between)."""
-    k = i - 1
-    if k > 0 and words[k].lower() in ADVERBS:
-        k -= 1
-    return k >= 0 and _singular_subject(words, k)
-
-
 def _agreement_spots(words: Words) -> list[tuple[int, str]]:
     """Every (position, wrong form) where a subject-verb agreement error fits."""
     spots = [(i, _match_case(AGREEMENT[w.lower()], w)) for i, w in enumerate(words) if w.lower() in AGREEMENT]
-    for i in range(len(words) - 1):
-        subj = words[i].lower()
-        j = _verb_after(words, i)
-        verb = words[j] if j < len(words) else ""
-        if not (verb.isalpha() and verb.islower()) or verb in AGREEMENT or verb in NOT_VERBS \
+    for j, verb in enumerate(words):
+        k = _subject_of(words, j)
+        if k < 0 or not (verb.isalpha() and verb.islower()) or verb in AGREEMENT or verb in NOT_VERBS \
                 or verb in IRREGULAR_FORMS:
             continue
-        if _singular_subject(words, i) and verb.endswith("s") and len(verb) > 3 \
+        if _singular_subject(words, k) and verb.endswith("s") and len(verb) > 3 \
                 and not verb.endswith(("ss", "us", "is")):
             spots.append((j, _without_s(verb)))  # "she goes" -> "she go"
-        elif subj in SUBJECTS_PLURAL and len(verb) > 2 and not verb.endswith(("s", "ed", "ing")):
+        elif words[k].lower() in SUBJECTS_PLURAL and len(verb) > 2 and not verb.endswith(("s", "ed", "ing")):
             spots.append((j, verb + ("es" if verb.endswith(("o", "ch", "sh", "x")) else "s")))  # "they goes"
     return spots
 
@@ -244,20 +237,22 @@ def verb_form(words: Words, rng: random.Random) -> Words | None:
         return None
     i = rng.choice(cand)
     w, low = words[i], words[i].lower()
-    bare_ok = not _after_singular_subject(words, i)
+    bare = None  # the bare verb, left out after a singular subject
     if low in IRREGULAR_FORMS:
-        base = IRREGULAR_FORMS[low]
-        new = rng.choice([base, base + "ed", base + "ing"] if bare_ok else [base + "ed", base + "ing"])
+        bare = IRREGULAR_FORMS[low]
+        options = [bare, bare + "ed", bare + "ing"]
     elif low in IRREGULAR:
         past, part = IRREGULAR[low]
-        new = rng.choice([x for x in (past, part, low + "ed", low + "ing") if x != low])
+        options = [x for x in (past, part, low + "ed", low + "ing") if x != low]
     elif low.endswith("ed"):
-        stem = low[:-2] if not low.endswith("ied") else low[:-3] + "y"
-        other = stem + "s"  # a present tense for the past
-        new = rng.choice([stem, stem + "ing", other] if bare_ok else [stem + "ing", other])
+        bare = low[:-2] if not low.endswith("ied") else low[:-3] + "y"
+        options = [bare, bare + "ing", bare + "s"]  # the last: a present tense for the past
     else:
-        stem = low[:-3]
-        new = rng.choice([stem, stem + "ed", "to " + stem] if bare_ok else [stem + "ed", "to " + stem])
+        bare = low[:-3]
+        options = [bare, bare + "ed", "to " + bare]
+    if _singular_subject(words, _subject_of(words, i)):
+        options = [x for x in options if x != bare]
+    new = rng.choice(options)
     if new == low:
         new = low + "s"
     parts = _match_case(new, w).split(" ")
