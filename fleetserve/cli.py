@@ -65,10 +65,12 @@ def cmd_serve(a: argparse.Namespace) -> None:
     from fleetserve.server.options import ServerOptions
 
     if (a.frontends is not None and a.frontends < 0) or a.max_waiting < 0 or a.drain_timeout < 0 \
-            or a.request_timeout < 0:
-        raise ValueError("--frontends, --max-waiting, --drain-timeout and --request-timeout must not be negative")
+            or a.request_timeout < 0 or a.engine_stall_timeout < 0 or a.request_read_timeout < 0:
+        raise ValueError("--frontends, --max-waiting and the timeouts must not be negative")
+    if a.max_body_bytes < 1:
+        raise ValueError("--max-body-bytes must be positive")
     options = ServerOptions(a.served_model_name, a.max_body_bytes, a.request_timeout or None, a.max_waiting,
-                            a.drain_timeout, a.log_level)
+                            a.drain_timeout, a.log_level, a.engine_stall_timeout, a.request_read_timeout)
     if a.frontends == 0:
         from fleetserve.server.serve import serve
 
@@ -226,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a generation may take before it is cancelled with a 504 (default %(default)s; 0: none)")
     g.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds SIGTERM waits for requests in flight before stopping anyway (default %(default)s)")
+    g.add_argument("--engine-stall-timeout", type=float, default=120.0,
+                   help="seconds the engine's step loop may go without turning before the pod counts it stuck and "
+                        "exits 1 so that its supervisor replaces it; slow steps below it are waited for "
+                        "(default %(default)s; 0: never)")
+    g.add_argument("--request-read-timeout", type=float, default=30.0,
+                   help="seconds a client has to send a whole request (headers and body) from its first byte, and "
+                        "a new connection its first byte; then 408 and the connection closes "
+                        "(default %(default)s; 0: none)")
     _engine_args(p)
     p.set_defaults(func=cmd_serve)
 

@@ -99,7 +99,7 @@ BAD_REQUESTS = [
     ("bad top_p", "/v1/completions", json.dumps({"prompt": "hi", "top_p": 1.5}).encode(), 400, "top_p"),
     ("token id out of vocab", "/v1/completions", json.dumps({"prompt": [1, 10**6]}).encode(), 400, "vocabulary"),
     ("batch of prompts", "/v1/completions", json.dumps({"prompt": ["a", "b"]}).encode(), 400, "one per request"),
-    ("n > 1", "/v1/completions", json.dumps({"prompt": "hi", "n": 2}).encode(), 400, "n="),
+    ("n > 1", "/v1/completions", json.dumps({"prompt": "hi", "n": 2}).encode(), 400, "n: not supported"),
     ("invalid UTF-8", "/v1/completions", b'{"prompt": "caf\xe9"}', 400, "UTF-8"),
     ("body too large", "/v1/completions", json.dumps({"prompt": "x" * 10000}).encode(), 413, "limit"),
     ("chat without messages", "/v1/chat/completions", json.dumps({"messages": []}).encode(), 400, "messages"),

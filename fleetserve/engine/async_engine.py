@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 
 from fleetserve.engine.engine_core import EngineCore
 from fleetserve.engine.errors import EngineDeadError, RequestRejected
 from fleetserve.engine.ipc import Stats
-from fleetserve.engine.outputs import HeldAnswers, StepOutput
+from fleetserve.engine.outputs import FinishReason, HeldAnswers, StepOutput
 from fleetserve.engine.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class AsyncEngine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.error: BaseException | None = None
+        self.progress = time.monotonic()  # stamped at every turn of the step loop (see stalled_for)
 
     @property
     def max_model_len(self) -> int:
@@ -53,6 +55,14 @@ class AsyncEngine:
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self.error is None
+
+    @property
+    def ready(self) -> bool:
+        return self.alive
+
+    def stalled_for(self) -> float:
+        """Seconds since the step loop last turned (0 when it is idle and waiting)."""
+        return time.monotonic() - self.progress
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -82,7 +92,7 @@ class AsyncEngine:
         try:
             while True:
                 out = await queue.get()
-                if isinstance(out, ValueError):
+                if isinstance(out, (ValueError, RequestRejected)):
                     raise out
                 if isinstance(out, BaseException):
                     raise EngineDeadError(f"engine failed: {out!r}") from out
@@ -104,6 +114,7 @@ class AsyncEngine:
         core = self.core
         try:
             while not self._stopping:
+                self.progress = time.monotonic()
                 with self._lock:
                     inbox, self._inbox = self._inbox, []
                 for op, rid, ids, params in inbox:
@@ -134,7 +145,8 @@ class AsyncEngine:
         for out in outputs:
             queue = self._queues.get(out.request_id)
             if queue is not None:
-                queue.put_nowait(out)
+                failed = out.finish_reason is FinishReason.ERROR
+                queue.put_nowait(RequestRejected(500, out.error or "generation failed") if failed else out)
 
     def _fail(self, request_id: str, error: BaseException) -> None:
         queue = self._queues.get(request_id)

@@ -28,3 +28,6 @@ def check_request(prompt_ids: list[int], params: SamplingParams, max_model_len: 
     bad = next((t for t in prompt_ids if not 0 <= t < vocab_size), None)
     if bad is not None:
         raise ValueError(f"prompt token id {bad} is outside the vocabulary [0, {vocab_size})")
+    bad = next((t for t in params.stop_token_ids if not 0 <= t < vocab_size), None)
+    if bad is not None:
+        raise ValueError(f"stop_token_ids: {bad} is outside the vocabulary [0, {vocab_size})")

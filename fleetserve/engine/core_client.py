@@ -3,14 +3,21 @@
 does not care whether the engine runs in its own process or another one.
 
 One DEALER socket carries this frontend's adds and aborts out and the core's
-per-step outputs and heartbeats back; a reader task fans outputs out to the
-waiting requests. Missing heartbeats mean the core is gone: every request then
-fails at once with EngineDeadError instead of hanging.
+per-step outputs back; a reader task fans outputs out to the waiting requests.
+A SUB socket receives the core's heartbeats, which a thread of the core sends
+whatever its step loop is doing.
+
+Slow is not dead: when the heartbeats pause (the core is frozen or starved of
+CPU) the frontend reports itself not ready, so routers send work elsewhere, but
+keeps every request; when they resume it is ready again. Only a core process
+that no longer exists makes requests fail (EngineDeadError, at once); the pod
+supervisor then stops the pod, and replaces a core that is stuck for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -24,7 +31,9 @@ from fleetserve.engine.errors import EngineDeadError, RequestRejected
 from fleetserve.engine.outputs import FinishReason, StepOutput
 from fleetserve.engine.sampling_params import SamplingParams
 
-DEAD_AFTER_S = 2.0  # eight missed heartbeats
+log = logging.getLogger(__name__)
+
+STALE_AFTER_S = 2.0  # eight missed heartbeats: not ready until they resume
 
 
 class CoreClient:
@@ -36,10 +45,12 @@ class CoreClient:
         self.welcome: ipc.Welcome | None = None
         self.stats = ipc.Stats(0, 0, 0, 0, 0, 0.0, 0)
         self.error: BaseException | None = None
+        self.stalled = False  # no heartbeat for STALE_AFTER_S: not ready, but nothing is failed
         self._queues: dict[str, asyncio.Queue] = {}
         self._last_seen = 0.0
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
+        self._beats: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task] = []
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -48,7 +59,13 @@ class CoreClient:
         self._ctx = zmq.asyncio.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SNDHWM, 0)  # adds and aborts are never dropped (see the core's socket)
+        self._sock.setsockopt(zmq.RCVHWM, 0)
         self._sock.connect(self.address)
+        self._beats = self._ctx.socket(zmq.SUB)
+        self._beats.setsockopt(zmq.LINGER, 0)
+        self._beats.setsockopt(zmq.SUBSCRIBE, b"")
+        self._beats.connect(ipc.beats_address(self.address))
         await self._sock.send(ipc.to_core_encoder.encode(ipc.Hello(os.getpid())))
         if not await self._sock.poll(int(self.connect_timeout * 1000)):
             raise EngineDeadError(f"no answer from the engine core at {self.address}")
@@ -58,19 +75,25 @@ class CoreClient:
         self.welcome = self.limits = msg
         self._last_seen = time.monotonic()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._read()), loop.create_task(self._watch())]
+        self._tasks = [loop.create_task(self._read()), loop.create_task(self._read_beats()),
+                       loop.create_task(self._watch())]
 
     def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
-        if self._sock is not None:
-            self._sock.close()
+        for sock in (self._sock, self._beats):
+            if sock is not None:
+                sock.close()
         if self._ctx is not None:
             self._ctx.term()
 
     @property
     def alive(self) -> bool:
         return self.welcome is not None and self.error is None
+
+    @property
+    def ready(self) -> bool:
+        return self.alive and not self.stalled
 
     # ---- the AsyncEngine face ---------------------------------------------------------------------
 
@@ -112,7 +135,7 @@ class CoreClient:
                     return
         finally:
             self._queues.pop(request_id, None)
-            if not finished and self.alive:
+            if not finished and self.error is None:  # given up here (timeout, client gone): free its slot there
                 try:
                     self._sock.send(ipc.to_core_encoder.encode(ipc.Abort([request_id])), zmq.NOBLOCK)
                 except zmq.ZMQError:
@@ -124,23 +147,68 @@ class CoreClient:
         decode = ipc.to_frontend_decoder.decode
         while True:
             msg = decode(await self._sock.recv())
-            self._last_seen = time.monotonic()
+            self._heard()
             if isinstance(msg, ipc.Outputs):
                 for rid, tokens, reason in msg.items:
                     q = self._queues.get(rid)
                     if q is not None:
                         q.put_nowait(StepOutput(rid, tokens, FinishReason(reason) if reason else None))
-            elif isinstance(msg, ipc.Stats):
-                self.stats = msg
             elif isinstance(msg, ipc.Rejected):
                 q = self._queues.get(msg.request_id)
                 if q is not None:
                     q.put_nowait(RequestRejected(msg.status, msg.message))
 
+    async def _read_beats(self) -> None:
+        decode = ipc.to_frontend_decoder.decode
+        while True:
+            msg = decode(await self._beats.recv())
+            self._heard()
+            if isinstance(msg, ipc.Stats):
+                self.stats = msg
+
+    def _heard(self) -> None:
+        self._last_seen = time.monotonic()
+        if self.stalled:
+            self.stalled = False
+            log.warning("the engine core answers again; ready")
+
     async def _watch(self) -> None:
         while self.error is None:
-            await asyncio.sleep(DEAD_AFTER_S / 4)
-            if time.monotonic() - self._last_seen > DEAD_AFTER_S:
-                self.error = EngineDeadError(f"the engine core stopped answering (no heartbeat for {DEAD_AFTER_S:g}s)")
+            await asyncio.sleep(STALE_AFTER_S / 8)
+            silent = time.monotonic() - self._last_seen
+            if silent <= STALE_AFTER_S or self._pending(self._beats) or self._pending(self._sock):
+                continue
+            if process_gone(self.welcome.pid):
+                self.error = EngineDeadError(f"the engine core (pid {self.welcome.pid}) has exited")
+                log.error("%s; failing %d requests in flight", self.error, len(self._queues))
                 for q in self._queues.values():
                     q.put_nowait(self.error)
+            elif not self.stalled:
+                self.stalled = True
+                log.warning("no heartbeat from the engine core for %.1fs; not ready until it answers "
+                            "(requests in flight are kept)", silent)
+
+    @staticmethod
+    def _pending(sock: zmq.asyncio.Socket) -> bool:
+        """Messages already here but not yet read (this process itself was paused)."""
+        return bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+
+
+def process_gone(pid: int) -> bool:
+    """True when no process `pid` runs (exited, or a zombie waiting to be reaped)."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+    except OSError:  # no /proc: ask the kernel instead
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+    return state in (b"Z", b"X")

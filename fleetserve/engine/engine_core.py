@@ -5,6 +5,7 @@ Token ids only: text, stop strings and HTTP live above this layer.
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from fleetserve.model.config import ModelConfig
 from fleetserve.model.loader import load_model
 from fleetserve.model.onednn_linear import use_onednn_linears
 from fleetserve.model.quantization import DEFAULT_GROUPS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class EngineStats:
     step_seconds: float = 0.0  # summed over steps
     queue_seconds: float = 0.0  # summed over admitted requests: arrival to admission
     admitted: int = 0
+    failed: int = 0  # requests ended by an error in their step
 
 
 class EngineCore:
@@ -82,6 +86,13 @@ class EngineCore:
         if config.onednn_linear and not config.compile:
             use_onednn_linears(model)
         self.runner = ModelRunner(model, config.max_num_seqs, config.max_model_len, config.compile)
+        try:
+            self.runner.check()
+        except RuntimeError as e:
+            dtype = str(model.embed_tokens.weight.dtype).removeprefix("torch.")
+            raise ValueError(f"the model does not run on this machine as configured (dtype {dtype}, quantization "
+                             f"{config.quantization}, device {config.device}): {str(e).splitlines()[0]}; "
+                             "try --dtype float32 or --quantization none") from e
         self.scheduler = Scheduler(config.max_num_seqs, max(config.max_prefill_tokens, config.max_model_len))
         self.eos_token_ids = frozenset(eos_token_ids) | frozenset(self.model_config.eos_token_ids)
         self.stats = EngineStats()
@@ -112,7 +123,7 @@ class EngineCore:
     def snapshot(self) -> Stats:
         s = self.stats
         return Stats(self.num_waiting, self.num_running, s.steps, s.generated_tokens, s.prefill_tokens,
-                     s.last_step_s, s.last_batch_size, s.step_seconds, s.queue_seconds, s.admitted)
+                     s.last_step_s, s.last_batch_size, s.step_seconds, s.queue_seconds, s.admitted, s.failed)
 
     @property
     def num_waiting(self) -> int:
@@ -132,8 +143,7 @@ class EngineCore:
             return []
         start = time.perf_counter()
         self._admitted(batch)
-        decoded, prefilled = self._run(batch, self._inputs(batch, {}))
-        outputs = self._finish_step(batch, decoded, prefilled)
+        outputs = self._finish_step(batch, *self._run(batch, self._inputs(batch, {})))
         self._timed(start)
         return outputs
 
@@ -152,29 +162,71 @@ class EngineCore:
         return (self.runner.decode_inputs(batch.decode, pending) if batch.decode else None,
                 self.runner.prefill_inputs(batch.prefill) if batch.prefill else None)
 
-    def _run(self, batch: ScheduledBatch, inputs) -> tuple[list[int], list[int]]:
+    def _run(self, batch: ScheduledBatch, inputs) -> tuple[list[int], list[int], dict[str, str]]:
         """The model and the sampler: the part that may run on the worker thread. It reads
-        only the prepared inputs and each request's sampling settings and generator."""
-        dec_logits, pre_logits = self.runner.run(*inputs)
-        decoded = sample(dec_logits, batch.decode) if dec_logits is not None else []
-        prefilled = sample(pre_logits, batch.prefill) if pre_logits is not None else []
-        return decoded, prefilled
+        only the prepared inputs and each request's sampling settings and generator.
+        Returns the decoded and prefilled tokens, and the requests that failed (id -> why)."""
+        try:
+            dec_logits, pre_logits = self.runner.run(*inputs)
+        except Exception as e:
+            return self._run_each(batch, inputs, e)
+        decoded, dec_failed = sample(dec_logits, batch.decode) if dec_logits is not None else ([], {})
+        prefilled, pre_failed = sample(pre_logits, batch.prefill) if pre_logits is not None else ([], {})
+        failed = {batch.decode[i].request_id: why for i, why in dec_failed.items()}
+        failed.update((batch.prefill[i].request_id, why) for i, why in pre_failed.items())
+        return decoded, prefilled, failed
 
-    def _finish_step(self, batch: ScheduledBatch, decoded: list[int], prefilled: list[int]) -> list[StepOutput]:
-        """Append the step's tokens, apply the stops and free finished slots."""
-        outputs = [self._append(r, t) for r, t in zip(batch.decode, decoded) if not r.finished]
+    def _run_each(self, batch: ScheduledBatch, inputs, error: Exception) -> tuple[list[int], list[int], dict[str, str]]:
+        """The batched pass failed: run each request alone, so that only the requests
+        whose own computation fails are failed and the others get their token."""
+        requests = batch.decode + batch.prefill
+        log.error("a step of %d request(s) failed (%s: %s)%s", len(requests), type(error).__name__, error,
+                  "; running each alone to find which" if len(requests) > 1 else "",
+                  exc_info=len(requests) == 1)
+        tokens: list[int] = []
+        failed: dict[str, str] = {}
+        for r, alone in zip(requests, self.runner.split(*inputs) if len(requests) > 1 else [inputs]):
+            try:
+                dec_logits, pre_logits = self.runner.run(*alone) if len(requests) > 1 else (None, None)
+                if dec_logits is None and pre_logits is None:
+                    raise error
+                (token,), why = sample(dec_logits if dec_logits is not None else pre_logits, [r])
+            except Exception as e:
+                if e is not error:
+                    log.exception("request %s failed on its own", r.request_id)
+                token, why = -1, {0: f"{type(e).__name__}: {e}"}
+            if why:
+                failed[r.request_id] = why[0]
+            tokens.append(token)
+        n = len(batch.decode)
+        return tokens[:n], tokens[n:], failed
+
+    def _finish_step(self, batch: ScheduledBatch, decoded: list[int], prefilled: list[int],
+                     failed: dict[str, str]) -> list[StepOutput]:
+        """Append the step's tokens, apply the stops, free finished slots and end the
+        requests that failed."""
+        outputs = []
         if batch.prefill:
             now = time.monotonic()
-            for r, t in zip(batch.prefill, prefilled):
-                if not r.finished:  # not aborted while the step ran
-                    r.first_token_time = now
-                    outputs.append(self._append(r, t))
+            for r in batch.prefill:
+                r.first_token_time = now
             self.stats.prefill_tokens += sum(len(r.prompt_ids) for r in batch.prefill)
+        for r, t in zip(batch.decode + batch.prefill, decoded + prefilled):
+            if r.finished:  # aborted while the step ran
+                continue
+            why = failed.get(r.request_id)
+            outputs.append(self._append(r, t) if why is None else self._fail(r, why))
         s = self.stats
         s.steps += 1
-        s.generated_tokens += len(outputs)
+        s.generated_tokens += sum(1 for o in outputs if o.new_token_ids)
         s.last_batch_size = len(outputs)
         return outputs
+
+    def _fail(self, request: Request, why: str) -> StepOutput:
+        request.finish_reason = FinishReason.ERROR
+        self.scheduler.finish(request)
+        self.stats.failed += 1
+        return StepOutput(request.request_id, [], FinishReason.ERROR, f"generation failed: {why}")
 
     def _step_overlapped(self) -> list[StepOutput]:
         start = time.perf_counter()
@@ -188,11 +240,11 @@ class EngineCore:
         pending: dict[int, int] = {}
         ending: set[str] = set()
         if done is not None:
-            batch, decoded, prefilled = done
+            batch, decoded, prefilled, failed = done
             for r, t in zip(batch.decode + batch.prefill, decoded + prefilled):
                 if r.finished:
                     continue
-                if self._finish_reason(r, t, appended=False) is not None:
+                if r.request_id in failed or self._finish_reason(r, t, appended=False) is not None:
                     ending.add(r.request_id)
                 else:
                     pending[r.slot] = t

@@ -60,6 +60,7 @@ class Welcome(msgspec.Struct, tag="welcome", array_like=True):
     max_model_len: int
     max_num_seqs: int
     vocab_size: int
+    pid: int = 0  # the core's process, which a frontend checks for when the core falls silent
 
 
 class Outputs(msgspec.Struct, tag="out", array_like=True):
@@ -68,14 +69,16 @@ class Outputs(msgspec.Struct, tag="out", array_like=True):
 
 
 class Rejected(msgspec.Struct, tag="rejected", array_like=True):
-    """A request the core would not take: `status` 429 (waiting queue full) or 400 (cannot run)."""
+    """A request the core would not take or could not finish: `status` 429 (waiting queue
+    full), 400 (cannot run) or 500 (computing its step failed; the others went on)."""
     request_id: str
     status: int
     message: str
 
 
 class Stats(msgspec.Struct, tag="stats", array_like=True):
-    """The core's state, sent with every heartbeat."""
+    """The core's state, sent with every heartbeat (on the heartbeat socket, see
+    `beats_address`, from a thread of its own so that a long step does not silence it)."""
     waiting: int
     running: int
     steps: int
@@ -86,6 +89,7 @@ class Stats(msgspec.Struct, tag="stats", array_like=True):
     step_seconds: float = 0.0
     queue_seconds: float = 0.0
     admitted: int = 0
+    failed: int = 0
 
 
 ToFrontend = Welcome | Outputs | Rejected | Stats
@@ -94,3 +98,8 @@ to_core_encoder = msgspec.msgpack.Encoder()
 to_core_decoder = msgspec.msgpack.Decoder(ToCore)
 to_frontend_encoder = msgspec.msgpack.Encoder()
 to_frontend_decoder = msgspec.msgpack.Decoder(ToFrontend)
+
+
+def beats_address(core_address: str) -> str:
+    """Where the core publishes its heartbeats, beside its request socket."""
+    return core_address + "-beats"

@@ -13,6 +13,7 @@ from fleetserve.engine.engine_core import EngineConfig, EngineCore
 from fleetserve.engine.request import FinishReason
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.model.config import ModelConfig
+from fleetserve.model.generation_config import SamplingDefaults
 from fleetserve.model.tokenizer import Tokenizer
 
 Prompt = str | list[int]
@@ -23,7 +24,8 @@ class GenerationOutput:
     prompt_token_ids: list[int]
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
-    finish_reason: str | None = None
+    finish_reason: str | None = None  # stop, length, abort or error
+    error: str | None = None  # why, when finish_reason is "error"
 
 
 class LLM:
@@ -31,6 +33,9 @@ class LLM:
         model_config = ModelConfig.from_dir(model_dir)  # the most basic problems first, before the tokenizer's
         self.tokenizer = Tokenizer(model_dir)
         self.engine = EngineCore(model_dir, EngineConfig(**engine_args), self.tokenizer.eos_token_ids, model_config)
+        d = SamplingDefaults.from_dir(model_dir)  # the model's own defaults, as the server applies them
+        self.default_params = SamplingParams(max_tokens=d.max_tokens or 16, temperature=d.temperature, top_p=d.top_p,
+                                             top_k=d.top_k)
         self._ids = itertools.count()
 
     def generate(
@@ -43,7 +48,7 @@ class LLM:
         is a string or a list of token ids (a single prompt may be passed bare)."""
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]
-        params = params or SamplingParams()
+        params = params or self.default_params
         per_prompt = params if isinstance(params, list) else [params] * len(prompts)
         if len(per_prompt) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(per_prompt)} sampling params")
@@ -73,6 +78,7 @@ class LLM:
                     detok.flush()
                     out.text = detok.text
                     out.finish_reason = reason.value
+                    out.error = step.error
                     done += 1
             now = time.monotonic()
             if progress and (now - shown > 0.5 or not self.engine.has_unfinished()):

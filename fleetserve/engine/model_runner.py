@@ -57,6 +57,11 @@ class ModelRunner:
             compiled = torch.compile(functools.partial(type(model).decode.__wrapped__, model), dynamic=True)
             self._decode = torch.no_grad()(compiled)
 
+    def check(self) -> None:
+        """One token through the model (K/V written at slot 0, position 0, which any request
+        there overwrites): a path this machine cannot run fails here, at start-up."""
+        self.run(None, PrefillInputs(self._ids([[0]]), self._ids([0]), self._ids([0])))
+
     def _batch_bucket(self, n: int) -> int:
         return next(b for b in self.batch_buckets if b >= n)
 
@@ -107,6 +112,26 @@ class ModelRunner:
 
     def decode(self, requests: list[Request]) -> torch.Tensor:
         return self.run_decode(self.decode_inputs(requests))
+
+    def split(self, dec: DecodeInputs | None, pre: PrefillInputs | None
+              ) -> list[tuple[DecodeInputs | None, PrefillInputs | None]]:
+        """A step's inputs as one step per request (decoding slots first, then prompts),
+        cut from the prepared tensors, never rebuilt from the requests (which the
+        overlapped loop may be changing meanwhile). A decoding slot runs alone as a
+        decode over slots 0..s where the others are empty slots (token 0 at the last
+        position, whose K/V nobody reads)."""
+        out: list[tuple[DecodeInputs | None, PrefillInputs | None]] = []
+        if dec is not None:
+            rows = range(len(dec.tokens)) if dec.select is None else dec.select.tolist()
+            for s in rows:
+                tokens = torch.zeros_like(dec.tokens[:s + 1])  # the other slots as empty ones
+                positions = torch.full_like(dec.positions[:s + 1], self.max_model_len - 1)
+                tokens[s], positions[s] = dec.tokens[s], dec.positions[s]
+                out.append((DecodeInputs(tokens, positions, dec.kv_len, self._ids([s])), None))
+        if pre is not None:
+            out += [(None, PrefillInputs(pre.tokens[i:i + 1], pre.slots[i:i + 1], pre.last[i:i + 1]))
+                    for i in range(len(pre.slots))]
+        return out
 
     def run(self, dec: DecodeInputs | None, pre: PrefillInputs | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Logits of a step's decoding and newly admitted requests. Both kinds go through

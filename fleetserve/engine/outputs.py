@@ -11,6 +11,7 @@ class FinishReason(str, enum.Enum):
     STOP = "stop"  # EOS, a stop token or a stop string
     LENGTH = "length"  # max_tokens or the model length
     ABORT = "abort"  # cancelled by the client or the server
+    ERROR = "error"  # computing this request's step failed; the others went on
 
 
 @dataclass
@@ -21,6 +22,7 @@ class StepOutput:
     request_id: str
     new_token_ids: list[int]
     finish_reason: FinishReason | None = None
+    error: str | None = None  # why, when finish_reason is ERROR
 
 
 class HeldAnswers:
@@ -55,5 +57,5 @@ class HeldAnswers:
             held.extend(out.new_token_ids)
             if out.finish_reason is not None:
                 del self._held[out.request_id]
-                deliver.append(StepOutput(out.request_id, held, out.finish_reason))
+                deliver.append(StepOutput(out.request_id, held, out.finish_reason, out.error))
         return deliver

@@ -2,33 +2,56 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from fleetserve.engine.request import Request
 
+log = logging.getLogger(__name__)
 
-def sample(logits: torch.Tensor, requests: list[Request]) -> list[int]:
-    """logits [N, vocab] float32, one row per request, in order.
+
+def sample(logits: torch.Tensor, requests: list[Request]) -> tuple[list[int], dict[int, str]]:
+    """logits [N, vocab], one row per request, in order. Returns the tokens and the
+    rows that could not be sampled (row -> why); such a row's token is -1 and the
+    other rows are unaffected.
 
     Greedy rows share one batched argmax; sampled rows draw from their own
     generator, so a seeded request gives the same tokens whatever it is batched with.
     """
     tokens = logits.argmax(dim=-1).tolist()
+    failed: dict[int, str] = {}
     for i, request in enumerate(requests):
-        p = request.params
-        if p.greedy:
+        if request.params.greedy:
             continue
-        # A seeded request's generator is a CPU one: its row is drawn there, wherever the model ran.
-        row = logits[i].float().cpu() / p.temperature
-        if p.top_k and p.top_k < row.shape[-1]:
-            kth = torch.topk(row, p.top_k).values[-1]
-            row = row.masked_fill(row < kth, float("-inf"))
-        if p.top_p < 1.0:
-            sorted_logits, order = torch.sort(row, descending=True)
-            probs = sorted_logits.softmax(-1)
-            # Drop a token when the tokens before it already reach top_p; the first always stays.
-            drop = (probs.cumsum(-1) - probs) >= p.top_p
-            row = row.scatter(0, order[drop], float("-inf"))
-        probs = row.softmax(-1)
-        tokens[i] = int(torch.multinomial(probs, 1, generator=request.generator))
-    return tokens
+        try:
+            tokens[i] = _draw(logits[i], request)
+        except Exception as e:  # one request's bad luck must not end the step for the others
+            log.exception("sampling failed for request %s", request.request_id)
+            failed[i] = f"sampling failed: {e}"
+            tokens[i] = -1
+    return tokens, failed
+
+
+def _draw(logits: torch.Tensor, request: Request) -> int:
+    p = request.params
+    # A seeded request's generator is a CPU one: its row is drawn there, wherever the model ran.
+    row = logits.float().cpu()
+    top = row.max()
+    if not torch.isfinite(top):
+        raise ValueError(f"the model produced non-finite logits ({float(top)})")
+    # Shifted so the best token's logit is 0 before scaling: however small the
+    # temperature, no value overflows and the best token keeps probability > 0.
+    row = (row - top) / p.temperature
+    if p.top_k and p.top_k < row.shape[-1]:
+        kth = torch.topk(row, p.top_k).values[-1]
+        row = row.masked_fill(row < kth, float("-inf"))
+    if p.top_p < 1.0:
+        sorted_logits, order = torch.sort(row, descending=True)
+        probs = sorted_logits.double().softmax(-1)
+        # Drop a token when the tokens before it already reach top_p; the first always stays
+        # (in float64, so that a top_p below float32's range still keeps exactly one).
+        drop = (probs.cumsum(-1) - probs) >= p.top_p
+        drop[0] = False
+        row = row.scatter(0, order[drop], float("-inf"))
+    return int(torch.multinomial(row.softmax(-1), 1, generator=request.generator))

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+# Below this temperature sampling is greedy (as vLLM does): dividing logits by a
+# vanishing temperature only overflows, and the distribution is already one-hot.
+SAMPLING_EPS = 1e-5
+# Integers cross to the engine process as msgpack int64; anything wider is refused here.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass
 class SamplingParams:
-    """temperature 0 means greedy; top_k 0 (or -1) and top_p 1 mean no truncation."""
+    """temperature 0 (or below SAMPLING_EPS) means greedy; top_k 0 (or -1) and top_p 1
+    mean no truncation."""
 
     max_tokens: int = 16
     temperature: float = 1.0
@@ -27,17 +35,30 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < SAMPLING_EPS
 
     def validate(self) -> None:
-        """Raise ValueError with a message a client can act on."""
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+        """Raise ValueError with a message a client can act on. Whatever passes here
+        samples without numerical failure (see sampler.py)."""
+        if not _is_int(self.max_tokens) or self.max_tokens < 1:
             raise ValueError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be -1, 0 (disabled) or positive, got {self.top_k}")
-        if any(not s for s in self.stop):
-            raise ValueError("stop strings must not be empty")
+        if not _is_number(self.temperature) or not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not _is_int(self.top_k) or self.top_k < 0:
+            raise ValueError(f"top_k must be -1, 0 (disabled) or positive, got {self.top_k!r}")
+        if self.seed is not None and (not _is_int(self.seed) or not INT64_MIN <= self.seed <= INT64_MAX):
+            raise ValueError(f"seed must be an integer in [{INT64_MIN}, {INT64_MAX}], got {self.seed!r}")
+        if any(not _is_int(t) for t in self.stop_token_ids):
+            raise ValueError("stop_token_ids must be integers")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError("stop strings must be non-empty strings")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)

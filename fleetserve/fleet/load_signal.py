@@ -14,6 +14,12 @@ async def pod_ready(url: str, timeout: float = 1.0) -> bool:
     return status == 200
 
 
+async def pod_health(url: str, timeout: float = 1.0) -> int:
+    """The status of the pod's GET /health (200: alive), 0 when it did not answer in time."""
+    status, _ = await http_get(url, "/health", timeout)
+    return status
+
+
 def parse_inflight(text: bytes) -> float | None:
     total, seen = 0.0, 0
     for line in text.splitlines():

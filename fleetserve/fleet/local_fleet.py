@@ -25,6 +25,7 @@ from pathlib import Path
 from fleetserve.fleet.autoscaler import Autoscaler, AutoscalerConfig
 from fleetserve.fleet.http_probe import http_get
 from fleetserve.fleet.supervisor import Supervisor, SupervisorConfig
+from fleetserve.http_common import check_port_free
 
 log = logging.getLogger("fleetserve.fleet")
 
@@ -99,19 +100,27 @@ class LocalFleet:
         self.endpoint_file.write_text('{"endpoints": []}\n')
         cmd = [sys.executable, "-m", "fleetserve", "router", "--host", self.cfg.host, "--port", str(self.cfg.port),
                "--endpoint-file", str(self.endpoint_file), "--policy", self.cfg.policy]
-        logf = open(self.cfg.workdir / "router.log", "ab")
-        self.router = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, text=True, start_new_session=True)
-        logf.close()
+        log_path = self.cfg.workdir / "router.log"
+        with open(log_path, "ab") as logf:
+            self.router = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, text=True,
+                                           start_new_session=True)
         line = self.router.stdout.readline()
         if "router on" not in line:
             self.router.kill()
-            raise RuntimeError(f"the router did not start: {line!r}; see {self.cfg.workdir / 'router.log'}")
+            self.router.wait()
+            # the log goes with the work directory: say what it said
+            said = [x for x in log_path.read_text(errors="replace").splitlines() if x.strip()]
+            raise ValueError(f"the router did not start: {(said or [line.strip() or 'no output'])[-1]}")
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
-        self._start_router()
+        try:
+            self._start_router()
+        except BaseException:
+            self._cleanup()
+            raise
         stats = RouterStats(self.url)
         events = open(self.cfg.events_path, "a") if self.cfg.events_path else None
         print(f"fleet on {self.url} (model {self.cfg.model_dir}; pods {self.cfg.autoscaler.min_replicas}.."
@@ -139,19 +148,22 @@ class LocalFleet:
                 if events is not None:
                     events.write(json.dumps({"t": round(now - t0, 3), **counts, "desired": d.desired,
                                              "load": round(d.load, 2), "panic": d.panic, "reason": d.reason,
-                                             "rps": round(stats.rate, 1), "replaced": self.supervisor.replaced})
+                                             "rps": round(stats.rate, 1), "replaced": self.supervisor.replaced,
+                                             "sick": self.supervisor.sick})
                                  + "\n")
                     events.flush()
                 if self.cfg.status:
                     line = (f"pods ready {counts['ready']} starting {counts['starting']} draining "
                             f"{counts['draining']} | in flight {d.load:6.1f} | {stats.rate:7.1f} req/s | "
                             f"desired {d.desired}{' PANIC' if d.panic else ''}")
+                    if self.supervisor.replaced:
+                        line += f" | replaced {self.supervisor.replaced} ({self.supervisor.sick} sick)"
                     if sys.stdout.isatty():
                         print(line.ljust(100), end="\r", flush=True)
-                    elif (counts, d.desired) != last_shown or now - shown_at >= 10:
+                    elif (counts, d.desired, self.supervisor.replaced) != last_shown or now - shown_at >= 10:
                         # a log, not a terminal: a line when something changes, else every 10 s
                         print(line, flush=True)
-                        last_shown, shown_at = (counts, d.desired), now
+                        last_shown, shown_at = (counts, d.desired, self.supervisor.replaced), now
                 try:
                     await asyncio.wait_for(self.stopping.wait(), self.cfg.interval)
                 except asyncio.TimeoutError:
@@ -174,6 +186,9 @@ class LocalFleet:
             self.router.wait()
         await self.supervisor.stop()
         print("fleet stopped", flush=True)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -233,6 +248,7 @@ def run_cli(a) -> None:
                               scale_down_period=a.scale_down_period)
     if a.interval <= 0:
         raise ValueError("--interval must be positive")
+    check_port_free(a.host, a.port)  # before anything starts
     cfg = FleetConfig(model_dir=model, autoscaler=scaler, host=a.host, port=a.port, policy=a.policy,
                       serve_args=shlex.split(a.serve_args), interval=a.interval,
                       workdir=Path(a.workdir) if a.workdir else None, status=not a.no_status,

@@ -7,6 +7,12 @@ Mechanism only; how many pods is the autoscaler's decision. A pod is
 *draining* once asked to go: it leaves the endpoint file first, so the router
 stops sending to it, then gets SIGTERM, finishes what it has in flight and exits
 on its own (the pod's graceful drain). A pod that dies unasked is replaced.
+
+A ready pod's `GET /health` is checked at every tick. A pod that is alive but
+sick is replaced too: one that answers /health with an error `sick_after` times
+in a row, or that has not answered at all for `unresponsive_timeout` seconds
+(long enough that a busy host's slow answers never count). It leaves the endpoint
+file at once and its whole process group is killed: a sick pod cannot drain.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ class Pod:
     drain_at: float | None = None
     inflight: float = 0.0  # last sampled (waiting + running in its engine)
     terminated: bool = False  # SIGTERM sent
+    health_errors: int = 0  # /health answered with an error, times in a row
+    healthy_at: float = 0.0  # when /health last answered 200
 
     @property
     def url(self) -> str:
@@ -57,13 +65,16 @@ class SupervisorConfig:
     start_timeout: float = 300.0
     drain_grace: float = 1.5  # seconds between leaving the endpoint file and SIGTERM (router's poll is 0.5 s)
     drain_timeout: float = 60.0  # SIGKILL after this long draining
+    sick_after: int = 3  # /health error answers in a row that make a ready pod sick
+    unresponsive_timeout: float = 30.0  # seconds without any /health answer that make it sick
 
 
 class Supervisor:
     def __init__(self, cfg: SupervisorConfig):
         self.cfg = cfg
         self.pods: list[Pod] = []
-        self.replaced = 0
+        self.replaced = 0  # pods that died or were sick, each replaced
+        self.sick = 0  # of those, the ones found sick (alive but failing health checks)
         self._written: list[dict] | None = None
 
     # --- what the autoscaler sees ------------------------------------------------
@@ -122,9 +133,11 @@ class Supervisor:
     # --- the loop -----------------------------------------------------------------
     async def tick(self) -> None:
         """Check every pod once: readiness, deaths, drains due; sample load; rewrite the endpoint file."""
-        from fleetserve.fleet.load_signal import pod_inflight, pod_ready
+        from fleetserve.fleet.load_signal import pod_health, pod_inflight, pod_ready
 
         now = time.monotonic()
+        ready = self.ready()
+        healths = dict(zip([p.port for p in ready], await asyncio.gather(*(pod_health(p.url) for p in ready))))
         for pod in list(self.pods):
             code = pod.proc.poll()
             if code is not None:
@@ -136,9 +149,12 @@ class Supervisor:
                     self.replaced += 1
                     self._start()
                 continue
+            if pod.port in healths and self._sick(pod, healths[pod.port], now):
+                continue
             if pod.state == "starting":
                 if await pod_ready(pod.url):
                     pod.state = "ready"
+                    pod.healthy_at = now
                     log.info("pod on port %d ready after %.1fs", pod.port, now - pod.started)
                 elif now - pod.started > self.cfg.start_timeout:
                     log.error("pod on port %d not ready after %.0fs; replacing it", pod.port, self.cfg.start_timeout)
@@ -157,6 +173,31 @@ class Supervisor:
             if load is not None:
                 pod.inflight = load
         self._write()
+
+    def _sick(self, pod: Pod, status: int, now: float) -> bool:
+        """Count one /health answer (0: none); replace the pod and return True when it is sick."""
+        if status == 200:
+            pod.health_errors, pod.healthy_at = 0, now
+            return False
+        if status:
+            pod.health_errors += 1
+        silent = now - pod.healthy_at
+        if pod.health_errors < self.cfg.sick_after and silent < self.cfg.unresponsive_timeout:
+            return False
+        why = (f"/health answered {status} {pod.health_errors} times in a row" if pod.health_errors >= self.cfg.sick_after
+               else f"no /health answer for {silent:.0f}s")
+        log.warning("pod on port %d is sick (%s); killing and replacing it", pod.port, why)
+        self.pods.remove(pod)
+        self._write()  # out of the router's endpoints before anything else
+        try:
+            os.killpg(pod.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        pod.proc.wait()
+        self.replaced += 1
+        self.sick += 1
+        self._start()
+        return True
 
     async def stop(self, timeout: float = 60.0) -> None:
         """Drain every pod and wait for them all to exit (SIGKILL what is left after `timeout`)."""

@@ -5,12 +5,22 @@ call; oneDNN then works from the row-major layout. Reordered once at start-up, t
 same products ran 1.3-1.5x faster at a decode step's row counts on this project's CPU
 (BENCHMARKS.md, issue 2 section), with identical results in the tests. 8-bit layers
 (`QuantLinear`) are left alone.
+
+Not every CPU of a machine kind runs every dtype this way (oneDNN's bf16 product
+needs AVX512-BF16/AVX-NE-CONVERT or AVX-512 BW/VL/DQ); whether it does is found
+by running one small product at start-up, never assumed, and a dtype that does
+not run keeps plain `F.linear`, saying so once.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 class OneDNNLinear(nn.Module):
@@ -30,7 +40,20 @@ class OneDNNLinear(nn.Module):
 
 
 def onednn_available(dtype: torch.dtype) -> bool:
-    return torch.backends.mkldnn.is_available() and dtype in (torch.float32, torch.bfloat16)
+    return torch.backends.mkldnn.is_available() and dtype in (torch.float32, torch.bfloat16) \
+        and onednn_fails(dtype) is None
+
+
+@functools.cache
+def onednn_fails(dtype: torch.dtype) -> str | None:
+    """Why a oneDNN-layout linear of this dtype cannot run on this CPU, or None when it runs."""
+    try:
+        OneDNNLinear(nn.Linear(16, 16).to(dtype))(torch.ones(2, 16, dtype=dtype))
+    except RuntimeError as e:
+        log.warning("oneDNN-layout %s linears do not run on this CPU (%s); using plain F.linear",
+                    str(dtype).removeprefix("torch."), str(e).splitlines()[0])
+        return str(e)
+    return None
 
 
 def use_onednn_linears(model: nn.Module) -> int:

@@ -8,7 +8,9 @@ reach the engine; the engine sees only requests that can run.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -25,6 +28,7 @@ from starlette.routing import Route
 from fleetserve.engine.errors import EngineDeadError, RequestRejected
 from fleetserve.engine.detokenizer import IncrementalDetokenizer
 from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.model.generation_config import SamplingDefaults
 from fleetserve.model.tokenizer import Tokenizer
 from fleetserve.server.correct import CorrectionPrompt, char_edits
 from fleetserve.server.errors import APIError, error_response
@@ -37,6 +41,7 @@ if TYPE_CHECKING:  # the in-process engine imports torch; a frontend process nev
     from fleetserve.engine.core_client import CoreClient
 
 IN_FLIGHT_HEADER = "x-fleetserve-in-flight"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,6 +67,7 @@ class PodServer:
         self.request_timeout = options.request_timeout
         self.max_model_len = engine.max_model_len
         self.correction = CorrectionPrompt(model_dir, tokenizer)
+        self.defaults = SamplingDefaults.from_dir(model_dir)
         self.draining = False
         self.in_flight = 0
         self.created = int(time.time())
@@ -87,6 +93,8 @@ class PodServer:
                     lambda: engine.snapshot().queue_seconds, "counter"))
         m.add(Gauge("fleetserve_requests_admitted_total", "Requests given a slot",
                     lambda: engine.snapshot().admitted, "counter"))
+        m.add(Gauge("fleetserve_requests_failed_total", "Requests ended by an error while computing their step "
+                    "(the others in the step went on)", lambda: engine.snapshot().failed, "counter"))
         m.add(Gauge("fleetserve_process_cpu_seconds_total", "CPU time of this serving process (a frontend's own)",
                     time.process_time, "counter"))
         self.m_e2e = m.add(Histogram("fleetserve_request_latency_seconds", "End-to-end latency of generation requests"))
@@ -102,7 +110,8 @@ class PodServer:
             Route("/ready", self.ready, methods=["GET"]),
             Route("/metrics", self.metrics_endpoint, methods=["GET"]),
         ]
-        self.app = Starlette(routes=routes, lifespan=self._lifespan)
+        self.app = Starlette(routes=routes, lifespan=self._lifespan,
+                             exception_handlers={HTTPException: _http_error, Exception: _server_error})
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
@@ -132,9 +141,12 @@ class PodServer:
                 except ClientGone:
                     response = error_response(499, "client closed the request", "client_gone")
                 except RequestRejected as e:
-                    response = error_response(e.status, str(e), "overloaded" if e.status == 429 else None)
+                    response = error_response(e.status, str(e), _REJECTED_CODES.get(e.status))
                     if e.status == 429:
                         response.headers["Retry-After"] = "1"
+                except Exception as e:  # a bug met by one request fails that request alone
+                    log.exception("%s %s failed", request.method, request.url.path)
+                    response = error_response(500, f"internal error: {type(e).__name__}: {e}", "internal_error")
             self.m_requests.inc(1, request.url.path, str(response.status_code))
             response.headers[IN_FLIGHT_HEADER] = str(self.in_flight)  # a router learns the load for free
             return response
@@ -151,13 +163,17 @@ class PodServer:
             if len(body) > self.max_body_bytes:
                 raise APIError(413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
         try:
-            return msgspec.json.decode(bytes(body), type=kind)
+            codecs.utf_8_decode(body, "strict", True)  # anywhere in the body, ignored fields too
         except UnicodeDecodeError as e:
             raise APIError(400, f"request body is not valid UTF-8: {e}") from None
+        try:
+            return msgspec.json.decode(bytes(body), type=kind)
         except msgspec.ValidationError as e:
             raise APIError(400, f"invalid request: {e}") from None
         except msgspec.DecodeError as e:
             raise APIError(400, f"malformed JSON: {e}") from None
+        except RecursionError:
+            raise APIError(400, "malformed JSON: nested too deeply") from None
 
     def _check_model(self, name: str | None) -> None:
         if name is not None and name != self.model_name:
@@ -267,6 +283,8 @@ class PodServer:
                             break
             except EngineDeadError as e:
                 yield _error_event(str(e), "engine_dead")
+            except RequestRejected as e:
+                yield _error_event(str(e), _REJECTED_CODES.get(e.status) or "server_error")
             except TimeoutError:
                 yield _error_event(f"request timed out after {self.request_timeout:g}s", "timeout")
             finally:
@@ -285,7 +303,7 @@ class PodServer:
         self._check_model(req.model)
         prompt = req.prompt_input()
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
-        params = req.sampling(default_max_tokens=16)
+        params = req.sampling(16, self.defaults)
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "object": "text_completion", "created": created, "model": self.model_name}
         if req.stream:
@@ -306,7 +324,7 @@ class PodServer:
         ids = self.tokenizer.encode_chat(req.message_dicts())
         if req.max_completion_tokens is not None:
             req.max_tokens = req.max_completion_tokens
-        params = req.sampling(default_max_tokens=max(1, self.max_model_len - len(ids)))
+        params = req.sampling(max(1, self.max_model_len - len(ids)), self.defaults)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "object": "chat.completion", "created": created, "model": self.model_name}
         if req.stream:
@@ -331,6 +349,7 @@ class PodServer:
 
     async def correct(self, request: Request) -> Response:
         req = await self._read(request, CorrectRequest)
+        self._check_model(req.model)
         if not req.text.strip():
             return JSONResponse({"text": req.text, "edits": []})
         try:
@@ -352,8 +371,13 @@ class PodServer:
         return JSONResponse({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
-        if self.draining or not self.engine.alive:
-            return error_response(503, "not ready", "draining" if self.draining else "engine_dead")
+        if self.draining:
+            return error_response(503, "not ready: draining", "draining")
+        if not self.engine.alive:
+            return error_response(503, "not ready: the engine is not running", "engine_dead")
+        if not self.engine.ready:
+            return error_response(503, "not ready: the engine has not answered for a while (busy or paused); "
+                                       "requests are kept", "engine_stalled")
         return JSONResponse({"status": "ready"})
 
     async def metrics_endpoint(self, request: Request) -> Response:
@@ -373,6 +397,28 @@ class _EventStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             await self._close()
+
+
+_REJECTED_CODES = {429: "overloaded", 500: "generation_failed"}
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own answers (unknown path, wrong method) as OpenAI error objects."""
+    if exc.status_code == 404:
+        message = f"no route {request.url.path}; see /v1/models, /v1/completions, /v1/chat/completions, /v1/correct"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = exc.detail or "request failed"
+    response = error_response(exc.status_code, message)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(500, f"internal error: {type(exc).__name__}", "internal_error")
 
 
 def _error_event(message: str, code: str) -> bytes:

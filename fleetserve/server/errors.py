@@ -1,12 +1,10 @@
-"""OpenAI-style error responses: {"error": {"message", "type", "param", "code"}}."""
+"""The pod's error answers: OpenAI-style error objects (see fleetserve.http_common)."""
 
 from __future__ import annotations
 
-import msgspec
 from starlette.responses import Response
 
-_TYPES = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error",
-          422: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
+from fleetserve.http_common import error_body
 
 
 class APIError(Exception):
@@ -19,6 +17,4 @@ class APIError(Exception):
 
 
 def error_response(status: int, message: str, code: str | None = None, param: str | None = None) -> Response:
-    body = {"error": {"message": message, "type": _TYPES.get(status, "server_error"),
-                      "param": param, "code": code}}
-    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
+    return Response(error_body(status, message, code, param), status_code=status, media_type="application/json")

@@ -10,14 +10,12 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
-
 from fleetserve.engine.core_client import CoreClient
 from fleetserve.engine.ipc import Welcome
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.tokenizer import Tokenizer
 from fleetserve.server.app import PodServer
-from fleetserve.server.draining import DrainingServer
+from fleetserve.server.draining import DrainingServer, uvicorn_config
 from fleetserve.server.options import ServerOptions
 
 
@@ -54,7 +52,5 @@ def run_frontend(cfg: FrontendConfig, index: int) -> None:
     limits = Welcome(cfg.max_model_len, cfg.max_num_seqs, ModelConfig.from_dir(cfg.model_dir).vocab_size)
     pod = PodServer(CoreClient(cfg.core_address, limits), tokenizer, Path(cfg.model_dir), opts)
     sock = reuseport_socket(cfg.host, cfg.port)
-    config = uvicorn.Config(pod.app, loop="uvloop", http="httptools", log_level=opts.log_level, access_log=False,
-                            timeout_graceful_shutdown=opts.drain_timeout)
-    DrainingServer(config, pod, opts.drain_timeout, signals=(signal.SIGTERM,), parent_pid=os.getppid()).run(
-        sockets=[sock])
+    DrainingServer(uvicorn_config(pod.app, opts), pod, opts.drain_timeout, signals=(signal.SIGTERM,),
+                   parent_pid=os.getppid()).run(sockets=[sock])

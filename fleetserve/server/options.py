@@ -15,3 +15,9 @@ class ServerOptions:
     max_waiting: int = 1024  # requests waiting for a slot before 429; 0: no bound
     drain_timeout: float = 30.0  # seconds SIGTERM waits for requests in flight
     log_level: str = "info"
+    # A step loop that has not turned for this long is stuck, not slow: the pod exits 1
+    # so that its supervisor replaces it. Far above any real step (seconds on a busy host).
+    engine_stall_timeout: float = 120.0
+    # Seconds a client has to send a whole request (headers and body) from its first
+    # byte, and a new connection to send its first byte; then 408 and the connection closes.
+    request_read_timeout: float = 30.0

@@ -2,8 +2,12 @@
 processes sharing the HTTP port, and the rules that keep them honest.
 
 - A frontend that dies is started again; the others keep serving meanwhile.
-- If the engine core dies, no request can complete: the frontends turn not
-  ready (missed heartbeats), the supervisor stops them and exits 1.
+- If the engine core dies, no request can complete: the frontends fail what
+  they hold (503, which a router retries elsewhere), the supervisor stops them
+  and exits 1, so that whoever runs the pod replaces it.
+- Slow is not dead: a core whose step loop pauses (a long step, a busy host,
+  SIGSTOP) is left alone; one whose loop has not turned for the stall limit
+  (`--engine-stall-timeout`) is stuck: the supervisor kills it and exits 1.
 - SIGTERM (or Ctrl-C) drains: each frontend turns not ready, answers new
   requests 503 and finishes the ones in flight; then the core stops and the
   supervisor exits 0.
@@ -25,7 +29,8 @@ from pathlib import Path
 
 from fleetserve.engine.core_process import run_core_process
 from fleetserve.engine.engine_core import EngineConfig
-from fleetserve.server.frontend import FrontendConfig, reuseport_socket, run_frontend
+from fleetserve.http_common import check_port_free
+from fleetserve.server.frontend import FrontendConfig, run_frontend
 from fleetserve.server.options import ServerOptions
 
 log = logging.getLogger("fleetserve.pod")
@@ -51,6 +56,8 @@ class Pod:
         self.started_at: dict[int, float] = {}
         self.quick_deaths = 0  # frontends in a row that died soon after starting
         self.draining = False
+        self.stall_timeout = frontend.options.engine_stall_timeout
+        self.progress = self.ctx.Value("d", 0.0, lock=False)  # the core loop's last turn (time.monotonic())
 
     def start_core(self) -> dict:
         """Start the engine core and wait until the model is loaded; raises ValueError
@@ -58,7 +65,7 @@ class Pod:
         here, there = self.ctx.Pipe(duplex=False)
         self.core = self.ctx.Process(target=run_core_process, name="fleetserve-engine-core",
                                      args=(self.model_dir, self.config, self.frontend_cfg.core_address,
-                                           self.max_waiting, there, self.log_level))
+                                           self.max_waiting, there, self.log_level, self.progress))
         self.core.start()
         there.close()
         while not here.poll(0.2):
@@ -68,6 +75,7 @@ class Pod:
         if status != "ready":
             self.core.join(timeout=5)
             raise ValueError(info)
+        self.progress.value = time.monotonic()
         return info
 
     def start_frontend(self, index: int) -> None:
@@ -77,12 +85,19 @@ class Pod:
         self.started_at[index] = time.monotonic()
 
     def supervise(self) -> int:
-        """Watch the children until a drain ends (0) or the engine core dies (1)."""
+        """Watch the children until a drain ends (0) or the engine core dies or is stuck (1)."""
         while True:
             sentinels = {self.core.sentinel: None, **{p.sentinel: i for i, p in self.frontends.items()}}
             ready = wait(list(sentinels), timeout=0.5)
             if self.draining:
                 return self._finish_drain()
+            stuck = time.monotonic() - self.progress.value
+            if self.stall_timeout and stuck > self.stall_timeout and self.core.is_alive():
+                log.error("the engine core's step loop has not turned for %.0fs (limit --engine-stall-timeout "
+                          "%gs): it is stuck; stopping the pod so that it is replaced", stuck, self.stall_timeout)
+                self.core.kill()
+                self._stop_frontends(timeout=3.0)
+                return 1
             for s in ready:
                 index = sentinels[s]
                 if index is None:
@@ -146,7 +161,7 @@ class Pod:
 def serve_pod(model_dir: str | Path, host: str, port: int, config: EngineConfig, frontends: int,
               options: ServerOptions = ServerOptions()) -> None:
     logging.basicConfig(level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    reuseport_socket(host, port).close()  # a port in use fails here, before the model loads
+    check_port_free(host, port)  # before the model loads
     ipc_dir = tempfile.mkdtemp(prefix="fleetserve-")
     quiet = replace(options, log_level="warning") if options.log_level == "info" else options  # no per-child banners
     fcfg = FrontendConfig(str(model_dir), host, port, f"ipc://{ipc_dir}/core", config.max_model_len,

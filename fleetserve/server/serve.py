@@ -7,14 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-import uvicorn
-
 from fleetserve.engine.async_engine import AsyncEngine
 from fleetserve.engine.engine_core import EngineConfig, EngineCore
+from fleetserve.http_common import check_port_free
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.tokenizer import Tokenizer
 from fleetserve.server.app import PodServer
-from fleetserve.server.draining import DrainingServer
+from fleetserve.server.draining import DrainingServer, uvicorn_config
 from fleetserve.server.options import ServerOptions
 
 
@@ -29,6 +28,7 @@ def serve(model_dir: str | Path, host: str, port: int, config: EngineConfig,
           options: ServerOptions = ServerOptions()) -> None:
     """The whole pod in one process: HTTP on the event loop, the engine on a thread."""
     logging.basicConfig(level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_port_free(host, port)  # before the model loads
     start = time.monotonic()
     server = build_server(model_dir, config, options)
     mc = server.engine.core.model_config
@@ -37,6 +37,8 @@ def serve(model_dir: str | Path, host: str, port: int, config: EngineConfig,
           file=sys.stderr)
     print(f"fleetserve: serving model {server.model_name!r} on http://{host}:{port}  (Ctrl-C to stop)",
           file=sys.stderr, flush=True)
-    cfg = uvicorn.Config(server.app, host=host, port=port, loop="uvloop", http="httptools",
-                         log_level=options.log_level, access_log=False, timeout_graceful_shutdown=options.drain_timeout)
-    DrainingServer(cfg, server, options.drain_timeout).run()
+    runner = DrainingServer(uvicorn_config(server.app, options, host=host, port=port), server,
+                            options.drain_timeout, stall_timeout=options.engine_stall_timeout)
+    runner.run()
+    if runner.exit_status:
+        sys.exit(runner.exit_status)

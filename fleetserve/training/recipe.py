@@ -180,6 +180,7 @@ def write_model_files(out: Path, tok: Tokenizer, recipe: Recipe) -> dict[str, An
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     (out / "generation_config.json").write_text(json.dumps({
         "eos_token_id": [end], "pad_token_id": pad, "correction_prompt": CORRECTION_PROMPT,
+        "do_sample": False,  # a corrector decodes greedily: chat and completions default to it
     }, indent=2) + "\n")
     (out / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": END, "pad_token": PAD,

@@ -25,6 +25,8 @@ class RouterConfig:
     max_inflight_per_endpoint: int | None = 256  # beyond it on every endpoint: 429
     connect_timeout: float = 1.0
     read_timeout: float = 60.0  # longest silence from an upstream before the request fails (504)
+    request_read_timeout: float = 30.0  # a client's time to send a whole request from its first byte (408)
+    idle_timeout: float = 75.0  # an idle keep-alive client connection closes after this
     health_interval: float = 1.0  # active /ready checks; 0 turns them off
     health_timeout: float = 1.0
     outlier: OutlierConfig = field(default_factory=OutlierConfig)
@@ -36,6 +38,8 @@ class RouterConfig:
     def __post_init__(self) -> None:
         if self.connect_timeout <= 0 or self.read_timeout <= 0 or self.health_timeout <= 0:
             raise ValueError("timeouts must be positive")
+        if self.request_read_timeout < 0 or self.idle_timeout < 0:
+            raise ValueError("--request-read-timeout and --idle-timeout must be 0 (none) or positive")
         if self.health_interval < 0:
             raise ValueError("--health-interval must be 0 (off) or positive")
         if self.max_body_bytes < 1:

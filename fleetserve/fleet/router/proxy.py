@@ -20,8 +20,8 @@ import asyncio
 import logging
 
 import httptools
-import msgspec
 
+from fleetserve.http_common import MAX_HEADER_BYTES, MAX_URL_BYTES, REASONS, error_body, error_message
 from fleetserve.fleet.balancer import Balancer, Choice, Endpoint
 from fleetserve.fleet.discovery import Snapshot, host_port
 from fleetserve.fleet.outlier import OutlierDetector
@@ -33,18 +33,12 @@ log = logging.getLogger("fleetserve.router")
 
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer",
                b"upgrade", b"content-length", b"expect"}
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large",
-            429: "Too Many Requests", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
-
-
-def error_body(message: str, kind: str, code: int) -> bytes:
-    return msgspec.json.encode({"error": {"message": message, "type": kind, "code": code}})
 
 
 def response(status: int, body: bytes, ctype: bytes = b"application/json", extra: bytes = b"",
              close: bool = False) -> bytes:
     head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
-        status, _REASONS.get(status, "").encode(), ctype, len(body), extra,
+        status, REASONS.get(status, "").encode(), ctype, len(body), extra,
         b"Connection: close\r\n" if close else b"")
     return head + body
 
@@ -72,8 +66,19 @@ class Exchange:
             transport.write(data)
 
 
+class _TooLarge(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 class ClientConn(asyncio.Protocol):
-    """One client connection; requests on it are served one at a time, in order."""
+    """One client connection; requests on it are served one at a time, in order.
+
+    A client has `request_read_timeout` seconds to send a whole request from its
+    first byte (a new connection, to send its first byte): then 408 and close. An
+    idle keep-alive connection closes after `idle_timeout`. URLs and headers are
+    bounded (414, 431), so no client makes the router buffer without end."""
 
     def __init__(self, router: Router):
         self.router = router
@@ -81,17 +86,21 @@ class ClientConn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
         self.body = bytearray()
         self.too_big = False
         self.queue: list[tuple[bytes, bytes, list, bytes, bool, bool]] = []
         self.current: Exchange | None = None
         self.closing = False
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.router.clients.add(self)
+        self._arm(self.router.cfg.request_read_timeout, self._read_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._arm(0, None)
         self.router.clients.discard(self)
         self.transport = None
         ex, self.current = self.current, None
@@ -102,20 +111,53 @@ class ClientConn(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self.reply(response(400, error_body("protocol upgrades are not supported", "invalid_request_error", 400),
-                                close=True), close=True)
+            self.reply(error_message(400, "protocol upgrades are not supported"), close=True)
         except httptools.HttpParserError as e:
-            self.reply(response(400, error_body(f"malformed HTTP request: {e}", "invalid_request_error", 400),
-                                close=True), close=True)
+            cause = e if isinstance(e, _TooLarge) else e.__context__
+            if isinstance(cause, _TooLarge):
+                self.reply(error_message(cause.status, str(cause)), close=True)
+            else:
+                self.reply(error_message(400, f"malformed HTTP request: {e}"), close=True)
+        except _TooLarge as e:
+            self.reply(error_message(e.status, str(e)), close=True)
+
+    def _arm(self, seconds: float, then) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if seconds and then is not None:
+            self.timer = self.router.loop.call_later(seconds, then)
+
+    def _read_timed_out(self) -> None:
+        self.timer = None
+        if self.current is None and not self.queue:
+            timeout = self.router.cfg.request_read_timeout
+            self.reply(error_message(408, f"the request was not received within {timeout:g}s", "request_timeout"),
+                       close=True)
+        elif self.transport is not None:  # an answer is being relayed: a second one would corrupt it
+            self.closing = True
+            self.transport.close()
+
+    def _idle_timed_out(self) -> None:
+        self.timer = None
+        if self.transport is not None and self.current is None:
+            self.closing = True
+            self.transport.close()
 
     # httptools callbacks
     def on_message_begin(self) -> None:
-        self.url, self.headers, self.body, self.too_big = b"", [], bytearray(), False
+        self.url, self.headers, self.body, self.too_big, self.header_bytes = b"", [], bytearray(), False, 0
+        self._arm(self.router.cfg.request_read_timeout, self._read_timed_out)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > MAX_URL_BYTES:
+            raise _TooLarge(414, f"the URL is over {MAX_URL_BYTES} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise _TooLarge(431, f"the request headers are over {MAX_HEADER_BYTES} bytes")
         self.headers.append((name, value))
         if name.lower() == b"expect" and value.lower() == b"100-continue":
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits for it before a large body
@@ -129,6 +171,7 @@ class ClientConn(asyncio.Protocol):
             self.body = bytearray()
 
     def on_message_complete(self) -> None:
+        self._arm(0, None)
         item = (self.parser.get_method(), self.url, self.headers, bytes(self.body),
                 self.parser.should_keep_alive(), self.too_big)
         if self.current is None and not self.queue:
@@ -154,6 +197,8 @@ class ClientConn(asyncio.Protocol):
             if not self.queue:
                 self.transport.resume_reading()
             self.router.handle(self, *item)
+        elif self.timer is None and not self.closing:  # answered, nothing more begun: idle
+            self._arm(self.router.cfg.idle_timeout, self._idle_timed_out)
 
 
 class Router:
@@ -183,15 +228,14 @@ class Router:
                keep_alive: bool, too_big: bool) -> None:
         path = url.split(b"?", 1)[0]
         if too_big:
-            self._own(client, 413, error_body(f"request body over {self.cfg.max_body_bytes} bytes",
-                                              "invalid_request_error", 413), close=True)
+            self._own(client, 413, error_body(413, f"request body over {self.cfg.max_body_bytes} bytes"), close=True)
             return
         if (method, path) not in PROXIED:
             self._local(client, method, path, keep_alive)
             return
         if self.draining:
             self.metrics.rejected["draining"] += 1
-            self._own(client, 503, error_body("router is shutting down", "unavailable", 503),
+            self._own(client, 503, error_body(503, "router is shutting down", "draining"),
                       extra=b"Retry-After: %d\r\n" % self.cfg.retry_after, close=True)
             return
         parts = [b"%s %s HTTP/1.1\r\n" % (method, url)]
@@ -216,7 +260,7 @@ class Router:
                 status, msg = 429, "every endpoint is at its in-flight limit; retry later"
             else:
                 status, msg = 503, "no ready endpoint to send the request to"
-            self._answer(ex, status, error_body(msg, "unavailable" if status == 503 else "rate_limit", status),
+            self._answer(ex, status, error_body(status, msg, "overloaded" if status == 429 else "no_endpoint"),
                          extra=b"Retry-After: %d\r\n" % self.cfg.retry_after)
             return
         pool = self.pools.get(ep.url)
@@ -269,7 +313,7 @@ class Router:
         else:
             status, msg = 502, f"upstream {ep.url} failed ({kind}) before answering"
         self.metrics.observe(status, self.loop.time() - ex.start)
-        self._answer(ex, status, error_body(msg, "upstream_error", status))
+        self._answer(ex, status, error_body(status, msg, "upstream_timeout" if status == 504 else "upstream_error"))
 
     def upstream_broke(self, ex: Exchange) -> None:
         """The upstream failed part-way through an answer: the client gets what was relayed
@@ -333,17 +377,16 @@ class Router:
             if n and not self.draining:
                 client.reply(response(200, b'{"status":"ready","endpoints":%d}' % n, close=close), close)
             else:
-                why = b"draining" if self.draining else b"no ready endpoint"
-                client.reply(response(503, b'{"status":"%s","endpoints":%d}' % (why, n), close=close), close)
+                why = "the router is draining" if self.draining else "no ready endpoint"
+                client.reply(response(503, error_body(503, f"not ready: {why}", "not_ready"), close=close), close)
         elif method == b"GET" and path == b"/metrics":
             text = self.metrics.render(self.balancer, self.outlier.ejected_total, self.loop.time()).encode()
             client.reply(response(200, text, b"text/plain; version=0.0.4", close=close), close)
         elif path in KNOWN_PATHS:
-            self._own(client, 405, error_body(f"{method.decode()} is not allowed on {path.decode()}",
-                                              "invalid_request_error", 405), close=close)
+            self._own(client, 405, error_body(405, f"{method.decode()} is not allowed on {path.decode()}"),
+                      close=close)
         else:
-            self._own(client, 404, error_body(f"no route {path.decode(errors='replace')}",
-                                              "invalid_request_error", 404), close=close)
+            self._own(client, 404, error_body(404, f"no route {path.decode(errors='replace')}"), close=close)
 
     # --- timeouts and shutdown ---------------------------------------------------------
     async def sweep_timeouts(self) -> None:

@@ -25,6 +25,7 @@ from fleetserve.fleet.outlier import OutlierConfig, OutlierDetector
 from fleetserve.fleet.router.config import RouterConfig
 from fleetserve.fleet.router.metrics import RouterMetrics
 from fleetserve.fleet.router.proxy import ClientConn, Router
+from fleetserve.http_common import check_port_free
 
 log = logging.getLogger("fleetserve.router")
 
@@ -81,6 +82,8 @@ def _worker_main(cfg: RouterConfig, discovery: Discovery, worker: int) -> None:
 
 
 def serve_router(cfg: RouterConfig, discovery: Discovery, workers: int = 1) -> int:
+    if cfg.port:
+        check_port_free(cfg.host, cfg.port)  # the workers share it with SO_REUSEPORT, which would not fail
     if workers == 1:
         import uvloop
 
@@ -149,6 +152,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--connect-timeout", type=float, default=1.0, help="seconds (default %(default)s)")
     t.add_argument("--read-timeout", type=float, default=60.0,
                    help="longest silence from an endpoint before the request fails with 504 (default %(default)s)")
+    t.add_argument("--request-read-timeout", type=float, default=30.0,
+                   help="seconds a client has to send a whole request (headers and body) from its first byte, and "
+                        "a new connection its first byte; then 408 and the connection closes "
+                        "(default %(default)s; 0: none)")
+    t.add_argument("--idle-timeout", type=float, default=75.0,
+                   help="seconds an idle keep-alive client connection is kept (default %(default)s; 0: for ever)")
     t.add_argument("--health-interval", type=float, default=1.0,
                    help="seconds between GET /ready checks of each endpoint; 0: off (default %(default)s)")
     t.add_argument("--eject-after", type=int, default=3,
@@ -188,6 +197,7 @@ def config_from_args(a: argparse.Namespace) -> RouterConfig:
     return RouterConfig(host=a.host, port=a.port, policy=a.policy,
                         max_inflight_per_endpoint=a.max_inflight_per_endpoint or None,
                         connect_timeout=a.connect_timeout, read_timeout=a.read_timeout,
+                        request_read_timeout=a.request_read_timeout, idle_timeout=a.idle_timeout,
                         health_interval=a.health_interval,
                         outlier=OutlierConfig(consecutive_failures=a.eject_after, base_ejection=a.eject_for,
                                               max_ejection=max(30.0, a.eject_for)),

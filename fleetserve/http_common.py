@@ -1,0 +1,53 @@
+"""What every layer that speaks HTTP itself (the pod's routes and HTTP layer, the
+router) shares: OpenAI-style error objects, `{"error": {"message", "type",
+"param", "code"}}`, and the limits on what a client can make us buffer.
+No dependencies: the bottom of the import graph."""
+
+from __future__ import annotations
+
+import errno
+import json
+import socket
+
+MAX_URL_BYTES = 8 << 10  # longer: 414
+MAX_HEADER_BYTES = 64 << 10  # all header names and values of one request; more: 431
+
+_TYPES = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error",
+          408: "invalid_request_error", 413: "invalid_request_error", 414: "invalid_request_error",
+          422: "invalid_request_error", 429: "rate_limit_error", 431: "invalid_request_error",
+          503: "service_unavailable"}
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+           413: "Content Too Large", 414: "URI Too Long", 429: "Too Many Requests",
+           431: "Request Header Fields Too Large", 500: "Internal Server Error", 502: "Bad Gateway",
+           503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+def error_type(status: int) -> str:
+    return _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
+    return json.dumps({"error": {"message": message, "type": error_type(status), "param": param,
+                                 "code": code}}).encode()
+
+
+def error_message(status: int, message: str, code: str | None = None, extra: bytes = b"") -> bytes:
+    """A whole HTTP/1.1 answer with an error object that closes the connection, for
+    answers written straight to a socket (no framework in between)."""
+    body = error_body(status, message, code)
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n"
+            % (status, REASONS.get(status, "").encode(), len(body), extra)) + body
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise ValueError, in one line, when something already listens on host:port; called
+    before the model loads, so that a taken port fails at once. (Binding without
+    SO_REUSEPORT, which would let a second pod share the port unnoticed.)"""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            why = "already in use" if e.errno == errno.EADDRINUSE else e.strerror
+            raise ValueError(f"cannot listen on {host}:{port}: {why}; choose another port with --port") from None

@@ -1,0 +1,145 @@
+"""Nothing one request does can end the engine: sampling values at the edges of
+what validation accepts sample safely, and a request whose step fails (a
+numerical accident, a kernel that raises) fails alone, in both step loops and
+both pod layouts' engine loops, while the others get exactly the tokens they
+would have had."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import zmq
+
+from fleetserve.engine import ipc
+from fleetserve.engine.core_process import CoreLoop
+from fleetserve.engine.llm import LLM
+from fleetserve.engine.request import Request
+from fleetserve.engine.sampler import sample
+from fleetserve.engine.sampling_params import SamplingParams
+
+GREEDY = dict(max_tokens=8, temperature=0.0, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_model_dir):
+    return LLM(tiny_model_dir, max_num_seqs=4, max_model_len=64)
+
+
+@pytest.mark.parametrize("params", [
+    dict(temperature=1e-40), dict(temperature=5e-324), dict(temperature=1e-6),
+    dict(temperature=1.0, top_p=1e-300), dict(temperature=0.7, top_p=5e-324, top_k=3),
+], ids=["temperature 1e-40", "temperature 5e-324", "temperature 1e-6", "top_p 1e-300", "top_p 5e-324 top_k 3"])
+def test_vanishing_temperature_or_top_p_is_greedy_not_a_crash(llm, params):
+    greedy = llm.generate("The weather", SamplingParams(**GREEDY))[0]
+    odd = llm.generate("The weather", SamplingParams(**{**GREEDY, **params, "seed": 1}))[0]
+    assert odd.finish_reason == "length" and odd.token_ids == greedy.token_ids
+
+
+@pytest.mark.parametrize("temperature", [1e-4, 3.0, 1e300])
+def test_extreme_but_valid_temperatures_sample_inside_the_vocabulary(llm, temperature):
+    out = llm.generate("The weather", SamplingParams(**{**GREEDY, "temperature": temperature, "seed": 3}))[0]
+    assert out.finish_reason == "length" and len(out.token_ids) == 8
+    assert all(0 <= t < llm.engine.model_config.vocab_size for t in out.token_ids)
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=float("nan")), dict(temperature=float("inf")),
+                                 dict(temperature=-1e-9), dict(top_p=0.0), dict(top_p=float("nan")),
+                                 dict(top_k=-2), dict(seed=2**64), dict(stop_token_ids=[1.5])])
+def test_validation_refuses_what_makes_no_sense(bad):
+    with pytest.raises(ValueError):
+        SamplingParams(**bad).validate()
+
+
+def test_a_row_that_cannot_be_sampled_fails_alone():
+    """Non-finite logits (a model accident) in one sampled row: that row is reported
+    failed, the greedy and the other sampled rows get their tokens."""
+    logits = torch.randn(3, 50)
+    logits[1] = float("nan")
+    reqs = [Request(f"r{i}", [1], SamplingParams(temperature=1.0, seed=i)) for i in range(3)]
+    reqs[0].params.temperature = 0.0
+    tokens, failed = sample(logits, reqs)
+    assert list(failed) == [1] and "non-finite" in failed[1] and tokens[1] == -1
+    assert tokens[0] == int(logits[0].argmax()) and 0 <= tokens[2] < 50
+
+
+def _poison(llm: LLM, token: int) -> None:
+    """Make the model raise whenever `token` is among a pass's input tokens (a stand-in
+    for a kernel that fails on one request's data)."""
+    model = llm.engine.runner.model
+
+    def guard(fn, *where: int):
+        def run(*args):
+            if any(bool((args[i] == token).any()) for i in where):
+                raise RuntimeError(f"kernel failed on token {token}")
+            return fn(*args)
+        return run
+
+    model.prefill = guard(model.prefill, 0)  # (prompts, slots, last)
+    model.decode = guard(model.decode, 0)  # (tokens, positions, kv_len)
+    model.step = guard(model.step, 0, 3)  # (tokens, positions, kv_len, prompts, slots, last)
+    llm.engine.runner._decode = model.decode
+
+
+@pytest.mark.parametrize("async_scheduling", [False, True], ids=["plain loop", "overlapped loop"])
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_a_request_whose_step_fails_fails_alone(tiny_model_dir, async_scheduling, phase):
+    prompts = [[10 + i, 20 + i, 30 + i, 40 + i] for i in range(4)]
+    params = SamplingParams(max_tokens=10, temperature=0.0, ignore_eos=True)
+    clean = LLM(tiny_model_dir, max_num_seqs=4, max_model_len=64, async_scheduling=async_scheduling)
+    want = [o.token_ids for o in clean.generate(prompts, params)]
+    victim = 2
+    if phase == "prefill":
+        poison = prompts[victim][1]
+    else:  # a token only the victim generates, met when it is fed back as a decode input
+        others = {t for i, ids in enumerate(want) if i != victim for t in ids} | {t for p in prompts for t in p}
+        poison = next(t for t in want[victim][:-1] if t not in others)
+    faulty = LLM(tiny_model_dir, max_num_seqs=4, max_model_len=64, async_scheduling=async_scheduling)
+    _poison(faulty, poison)
+    got = faulty.generate(prompts, params)
+    assert got[victim].finish_reason == "error" and f"token {poison}" in got[victim].error
+    for i, out in enumerate(got):
+        if i != victim:
+            assert out.finish_reason == "length" and out.token_ids == want[i]
+    assert faulty.engine.snapshot().failed == 1
+    again = faulty.generate(prompts[:1], params)[0]  # the engine goes on
+    assert again.token_ids == want[0]
+
+
+def test_the_core_process_loop_answers_a_failed_request_with_a_500(tiny_model_dir):
+    """The multi-process pod's loop (CoreLoop) over a real ZeroMQ socket pair: the
+    failed request gets a Rejected 500, the other its tokens, and the loop goes on."""
+    llm = LLM(tiny_model_dir, max_num_seqs=4, max_model_len=64)
+    _poison(llm, 77)
+    ctx = zmq.Context()
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    router.bind("inproc://core")
+    dealer.connect("inproc://core")
+    loop = CoreLoop(llm.engine, router)
+    params = ipc.Params(max_tokens=3, temperature=0.0, ignore_eos=True)
+    for rid, prompt in (("bad", [5, 77, 9]), ("good", [5, 6, 9])):
+        dealer.send(ipc.to_core_encoder.encode(ipc.Add(rid, prompt, params, whole=True)))
+    got: dict[str, object] = {}
+    for _ in range(50):
+        loop._receive(10)
+        if llm.engine.has_unfinished():
+            loop._step()
+        while dealer.poll(0):
+            msg = ipc.to_frontend_decoder.decode(dealer.recv())
+            if isinstance(msg, ipc.Rejected):
+                got[msg.request_id] = msg
+            elif isinstance(msg, ipc.Outputs):
+                got.update((rid, tokens) for rid, tokens, reason in msg.items if reason)
+        if len(got) == 2:
+            break
+    router.close()
+    dealer.close()
+    ctx.term()
+    assert isinstance(got["bad"], ipc.Rejected) and got["bad"].status == 500 and "token 77" in got["bad"].message
+    assert isinstance(got["good"], list) and len(got["good"]) == 3
+
+
+def test_sampling_stays_finite_for_a_tiny_temperature_above_the_greedy_cut():
+    logits = torch.tensor([[0.0, 50.0, 49.9999, -1e4]])
+    req = Request("r", [1], SamplingParams(temperature=2e-5, seed=0))
+    tokens, failed = sample(logits, [req])
+    assert not failed and tokens[0] in (1, 2)
