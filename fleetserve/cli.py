@@ -24,7 +24,9 @@ def _engine_args(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> None:
                    help="cpu (default), cuda or cuda:N: where the weights, KV cache and products live")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the decode step (see BENCHMARKS.md for when it helps)")
-    g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's choice; fleetserve serve: the cores its HTTP processes "
+                        "leave free, at least 1)")
     g.add_argument("--onednn-linear", action=argparse.BooleanOptionalAction, default=True,
                    help="float linear weights reordered once into oneDNN's layout (CPU; faster, see BENCHMARKS.md)")
     g.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=False,
@@ -71,14 +73,23 @@ def cmd_serve(a: argparse.Namespace) -> None:
         raise ValueError("--max-body-bytes must be positive")
     options = ServerOptions(a.served_model_name, a.max_body_bytes, a.request_timeout or None, a.max_waiting,
                             a.drain_timeout, a.log_level, a.engine_stall_timeout, a.request_read_timeout)
-    if a.frontends == 0:
+    if a.max_queue_time < 0:
+        raise ValueError("--max-queue-time must not be negative")
+    from fleetserve.server.pod import default_frontends, default_threads
+
+    config = _engine_config(a)
+    config.max_queue_time = a.max_queue_time
+    frontends = default_frontends() if a.frontends is None else a.frontends
+    if config.threads is None:
+        config.threads = default_threads(frontends)
+    if frontends == 0:
         from fleetserve.server.serve import serve
 
-        serve(a.model_dir, a.host, a.port, _engine_config(a), options)
+        serve(a.model_dir, a.host, a.port, config, options)
         return
-    from fleetserve.server.pod import default_frontends, serve_pod
+    from fleetserve.server.pod import serve_pod
 
-    serve_pod(a.model_dir, a.host, a.port, _engine_config(a), a.frontends or default_frontends(), options)
+    serve_pod(a.model_dir, a.host, a.port, config, frontends, options)
 
 
 def cmd_init_model(a: argparse.Namespace) -> None:
@@ -224,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-waiting", type=int, default=1024,
                    help="requests waiting for a slot before new ones get 429 with Retry-After (default %(default)s; "
                         "0: no bound)")
+    g.add_argument("--max-queue-time", type=float, default=10.0,
+                   help="seconds a request may wait for a slot; an overloaded pod refuses it after that with 429 and "
+                        "Retry-After, so that it is retried elsewhere instead of answered too late "
+                        "(default %(default)s; 0: wait for ever)")
     g.add_argument("--request-timeout", type=float, default=60.0,
                    help="seconds a generation may take before it is cancelled with a 504 (default %(default)s; 0: none)")
     g.add_argument("--drain-timeout", type=float, default=30.0,

@@ -100,3 +100,42 @@ def running_fleet(model_dir, *args: str, timeout: float = 120) -> Iterator[str]:
     finally:
         proc.terminate()
         assert proc.wait(timeout=120) == 0
+
+
+def raw_http(url: str, data: bytes, wait: float = 5.0) -> bytes:
+    """Send `data` as is on a new connection to `url`; what came back until the server
+    closed the connection (or `wait` seconds of silence)."""
+    import socket
+
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    out = b""
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(data)
+        sock.settimeout(wait)
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return out
+
+
+def error_answer(answer: bytes) -> tuple[int, dict]:
+    """(status, the error object) of a raw HTTP answer; fails the test if it is not one."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    err = json.loads(body)["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"] and err["type"], err
+    return status, err
+
+
+# Requests an HTTP layer must refuse itself, with an OpenAI error object: (name, bytes, status, in the message).
+MALFORMED_HTTP = [
+    ("not HTTP at all", b"NOT HTTP AT ALL\r\n\r\n", 400, "malformed HTTP request"),
+    ("bad Content-Length", b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}", 400,
+     "Content-Length"),
+    ("bad chunk size", b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n"
+     b"0\r\n\r\n", 400, "chunk"),
+    ("64 KB URL", b"GET /" + b"a" * 65536 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URL"),
+    ("70 KB header", b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431, "headers"),
+]

@@ -1,7 +1,14 @@
-"""`fleetserve serve` on a bad model directory exits non-zero with a message, never hangs."""
+"""Commands that cannot start exit non-zero with one clear line, never hang: a bad
+model directory, a port already in use (before any model loads)."""
 
+import socket
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+BUNDLED = str(Path(__file__).resolve().parents[1] / "models" / "correct-6m")
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -23,3 +30,17 @@ def test_max_model_len_beyond_the_model_is_refused(tmp_path):
     run("init-model", "--preset", "tiny-llama", "--no-weights", "--out", str(tmp_path))
     r = run("serve", str(tmp_path), "--load-format", "dummy", "--max-model-len", "100000")
     assert r.returncode == 2 and "max_position_embeddings" in r.stderr
+
+
+@pytest.mark.parametrize("command", [["serve", BUNDLED, "--frontends", "0"], ["serve", BUNDLED, "--frontends", "1"],
+                                     ["router", "--endpoints", "http://127.0.0.1:9"], ["up"]],
+                         ids=["serve one process", "serve core + frontend", "router", "up"])
+def test_a_port_in_use_fails_at_once_in_one_line(command):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run(*command, "--port", str(port))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "already in use" in lines[0], r.stderr
+    assert "loaded" not in r.stdout + r.stderr  # failed before the model was loaded

@@ -6,6 +6,8 @@ would have had."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 import zmq
@@ -63,9 +65,13 @@ def test_a_row_that_cannot_be_sampled_fails_alone():
 
 
 def _poison(llm: LLM, token: int) -> None:
+    _poison_core(llm.engine, token)
+
+
+def _poison_core(core, token: int) -> None:
     """Make the model raise whenever `token` is among a pass's input tokens (a stand-in
     for a kernel that fails on one request's data)."""
-    model = llm.engine.runner.model
+    model = core.runner.model
 
     def guard(fn, *where: int):
         def run(*args):
@@ -77,7 +83,7 @@ def _poison(llm: LLM, token: int) -> None:
     model.prefill = guard(model.prefill, 0)  # (prompts, slots, last)
     model.decode = guard(model.decode, 0)  # (tokens, positions, kv_len)
     model.step = guard(model.step, 0, 3)  # (tokens, positions, kv_len, prompts, slots, last)
-    llm.engine.runner._decode = model.decode
+    core.runner._decode = model.decode
 
 
 @pytest.mark.parametrize("async_scheduling", [False, True], ids=["plain loop", "overlapped loop"])
@@ -143,3 +149,65 @@ def test_sampling_stays_finite_for_a_tiny_temperature_above_the_greedy_cut():
     req = Request("r", [1], SamplingParams(temperature=2e-5, seed=0))
     tokens, failed = sample(logits, [req])
     assert not failed and tokens[0] in (1, 2)
+
+
+def test_a_failed_step_is_a_500_for_that_request_alone_over_http(tiny_model_dir):
+    """The one-process pod's HTTP face (in-process, Starlette's test client)."""
+    from starlette.testclient import TestClient
+
+    from fleetserve.engine.engine_core import EngineConfig
+    from fleetserve.server.options import ServerOptions
+    from fleetserve.server.serve import build_server
+
+    server = build_server(tiny_model_dir, EngineConfig(max_num_seqs=2, max_model_len=64), ServerOptions())
+    _poison_core(server.engine.core, 77)
+    with TestClient(server.app) as client:
+        body = {"max_tokens": 3, "temperature": 0, "ignore_eos": True}
+        bad = client.post("/v1/completions", json={"prompt": [5, 77, 9], **body})
+        assert bad.status_code == 500 and bad.json()["error"]["code"] == "generation_failed"
+        assert "token 77" in bad.json()["error"]["message"]
+        stream = client.post("/v1/completions", json={"prompt": [5, 77, 9], "stream": True, **body})
+        assert stream.status_code == 500  # failed before its first token: still a proper status
+        good = client.post("/v1/completions", json={"prompt": [5, 6, 9], **body})
+        assert good.status_code == 200 and good.json()["usage"]["completion_tokens"] == 3
+        metrics = client.get("/metrics").text
+        assert "fleetserve_requests_failed_total 2" in metrics
+
+
+def test_the_one_process_pod_exits_1_when_its_step_loop_crashes(tiny_model_dir):
+    """A failure outside any request's computation (here a scheduler bug) is a broken
+    engine: requests get 503, and the process ends with status 1 to be replaced."""
+    import threading
+
+    import httpx
+
+    from fleetserve.engine.engine_core import EngineConfig
+    from fleetserve.fleet.supervisor import free_port
+    from fleetserve.server.draining import DrainingServer, uvicorn_config
+    from fleetserve.server.options import ServerOptions
+    from fleetserve.server.serve import build_server
+
+    options = ServerOptions(log_level="warning")
+    server = build_server(tiny_model_dir, EngineConfig(max_num_seqs=2, max_model_len=64), options)
+    port = free_port()
+    runner = DrainingServer(uvicorn_config(server.app, options, host="127.0.0.1", port=port), server,
+                            stall_timeout=options.engine_stall_timeout)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(url + "/ready").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the scheduler")
+
+    server.engine.core.scheduler.schedule = broken
+    r = httpx.post(url + "/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=30)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "engine_dead"
+    thread.join(timeout=30)
+    assert not thread.is_alive() and runner.exit_status == 1

@@ -61,3 +61,49 @@ def test_bench_slo_finds_the_knee_of_a_stand_in_pod():
     # Little's law at the highest good step: in flight = rate x mean latency (2 in service + a queue)
     assert abs(r["target_per_pod"] - best["achieved"] * best["mean_e2el_ms"] / 1e3) < 0.11
     assert 0.5 <= r["target_per_pod"] <= 6
+
+
+def test_fleet_replaces_a_pod_that_is_alive_but_sick(tiny_model_dir, tmp_path):
+    """A pod whose own supervisor is frozen (SIGSTOP) while its engine core is killed:
+    nothing inside the pod can end it, and its frontend answers /health 503.
+    `fleetserve up` takes it out of the endpoint file, kills it and starts another."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from fleetserve.fleet.supervisor import free_port
+    from fleetserve.tools.fleet_demo import _descendants
+    from fleetserve.tools.procs import wait_ready
+    from test_pod import cmdline, pod_children
+
+    port, events = free_port(), tmp_path / "events.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "up", "--model", str(tiny_model_dir), "--port",
+                             str(port), "--min", "1", "--max", "1", "--serve-args", "--frontends 1 --max-num-seqs 4",
+                             "--events", str(events), "--workdir", str(tmp_path / "fleet"), "--no-status"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    body = {"prompt": "hello", "max_tokens": 4}
+    try:
+        wait_ready(url, proc, 120, "fleetserve up")
+        pod = next(p for p in _descendants(proc.pid) if " serve " in cmdline(p))
+        core = pod_children(pod)["core"][0]
+        os.kill(pod, signal.SIGSTOP)
+        os.kill(core, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            last = json.loads(events.read_text().splitlines()[-1])
+            if last["sick"] >= 1 and last["ready"] == 1:
+                break
+            assert time.monotonic() < deadline, f"the sick pod was not replaced: {last}"
+            time.sleep(0.5)
+        assert pod not in _descendants(proc.pid)
+        assert httpx.post(url + "/v1/completions", json=body, timeout=30).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=90)[0].decode()
+    assert proc.returncode == 0, out[-2000:]
+    assert "is sick (/health answered 503" in out, out[-2000:]

@@ -15,7 +15,8 @@ import pytest
 
 from fleetserve.fleet.discovery.file import write_endpoint_file
 from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
-from serving import announcing_process, free_port, running_server, stats, stub, stub_process
+from serving import (MALFORMED_HTTP, announcing_process, error_answer, free_port, raw_http, running_server, stats,
+                     stub, stub_process)
 
 BODY = {"model": "stub", "prompt": "hello", "max_tokens": 4}
 
@@ -109,7 +110,8 @@ def test_discovery_file_changes_take_effect_without_restart(tmp_path):
     f = tmp_path / "endpoints.json"
     with stub() as a, stub() as b, router("--endpoint-file", str(f), "--health-interval", "0.2") as (url, _):
         assert post(url).status_code == 503  # no file yet: no endpoint
-        assert httpx.get(url + "/ready").status_code == 503
+        not_ready = httpx.get(url + "/ready")
+        assert not_ready.status_code == 503 and "no ready endpoint" in not_ready.json()["error"]["message"]
         write_endpoint_file(f, [{"url": a}])
         assert wait_for(lambda: httpx.get(url + "/ready").status_code == 200)
         for _ in range(10):
@@ -150,16 +152,20 @@ def test_every_endpoint_at_its_cap_gets_429_with_retry_after():
         assert post(url).status_code == 200
 
 
-def test_bad_requests_get_4xx_and_the_router_keeps_serving():
-    with stub() as s, router("--endpoints", s, "--max-body-bytes", "1000") as (url, _):
-        host, port = url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port))) as sock:
-            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
-            assert sock.recv(4096).startswith(b"HTTP/1.1 400")
+def test_bad_requests_get_4xx_error_objects_and_the_router_keeps_serving():
+    with stub() as s, router("--endpoints", s, "--max-body-bytes", "1000", "--request-read-timeout", "2") as (url, _):
+        for name, data, status, needle in MALFORMED_HTTP:
+            got, err = error_answer(raw_http(url, data))
+            assert got == status and needle in err["message"], (name, err)
         r = post(url, {"prompt": "x" * 5000})
         assert r.status_code == 413 and "over 1000 bytes" in r.json()["error"]["message"]
-        assert httpx.get(url + "/v1/nothing").status_code == 404
-        assert httpx.get(url + "/v1/completions").status_code == 405
+        for r, status in ((httpx.get(url + "/v1/nothing"), 404), (httpx.get(url + "/v1/completions"), 405)):
+            assert r.status_code == status and r.json()["error"]["message"], r.text
+        start = time.monotonic()
+        got, err = error_answer(raw_http(url, b"POST /v1/completions HTTP/1.1\r\nContent-Length: 50\r\n\r\n{",
+                                         wait=15))
+        assert got == 408 and err["code"] == "request_timeout" and 1.5 < time.monotonic() - start < 10
+        assert raw_http(url, b"", wait=15).startswith(b"HTTP/1.1 408")  # connected, never sent a byte
         # what the pod rejects passes through unchanged (the stub: body is not JSON)
         r = httpx.post(url + "/v1/completions", content=b"{broken", timeout=5)
         assert r.status_code == 400

@@ -1,5 +1,7 @@
-"""A live pod: `fleetserve serve` in its own process, driven over real HTTP by
-the `openai` client and by raw requests for every kind of bad input."""
+"""A live pod: `fleetserve serve` in its own process (both layouts: one process,
+and engine core + frontend), driven over real HTTP by the `openai` client and by
+raw requests for every kind of bad input. Every 4xx and 5xx is an OpenAI error
+object, and the pod keeps serving after each."""
 
 from __future__ import annotations
 
@@ -9,13 +11,14 @@ import time
 import httpx
 import openai
 import pytest
-from serving import running_server
+from serving import MALFORMED_HTTP, error_answer, raw_http, running_server
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir):
+@pytest.fixture(scope="module", params=["0", "1"], ids=["one process", "core + frontend"])
+def server(tiny_model_dir, request):
     with running_server(tiny_model_dir, "--max-num-seqs", "4", "--max-model-len", "128",
-                        "--max-body-bytes", "4096", "--served-model-name", "tiny") as url:
+                        "--max-body-bytes", "4096", "--served-model-name", "tiny", "--frontends", request.param,
+                        "--request-read-timeout", "2") as url:
         yield url
 
 
@@ -106,6 +109,33 @@ BAD_REQUESTS = [
     ("chat bad role type", "/v1/chat/completions", json.dumps({"messages": [{"role": 1}]}).encode(), 400, "role"),
     ("correct wrong type", "/v1/correct", json.dumps({"text": 5}).encode(), 400, "$.text"),
     ("correct too long", "/v1/correct", json.dumps({"text": "word " * 500}).encode(), 400, "too long"),
+    ("correct wrong model", "/v1/correct", json.dumps({"text": "hi", "model": "gpt-9"}).encode(), 404, "gpt-9"),
+    ("correct unknown field", "/v1/correct", json.dumps({"text": "hi", "lang": "en"}).encode(), 400, "`lang`"),
+    ("unknown field", "/v1/completions", json.dumps({"prompt": "hi", "foo": 1}).encode(), 400, "`foo`"),
+    ("JSON 2,000 deep", "/v1/completions", b"{\"prompt\": " + b"[" * 2000 + b"]" * 2000 + b"}", 400,
+     "nested too deeply"),
+    ("seed over 64 bits", "/v1/completions", json.dumps({"prompt": "hi", "seed": 2**70}).encode(), 400, "$.seed"),
+    ("top_k over 64 bits", "/v1/completions", json.dumps({"prompt": "hi", "top_k": 2**70}).encode(), 400, "$.top_k"),
+    ("stop id over 64 bits", "/v1/completions", json.dumps({"prompt": "hi", "stop_token_ids": [2**70]}).encode(),
+     400, "stop_token_ids"),
+    ("stop id outside vocab", "/v1/completions", json.dumps({"prompt": "hi", "stop_token_ids": [10**6]}).encode(),
+     400, "vocabulary"),
+    ("max_tokens over 64 bits", "/v1/completions", json.dumps({"prompt": "hi", "max_tokens": 2**64}).encode(), 400,
+     "max_tokens"),
+    ("temperature beyond float", "/v1/completions", b'{"prompt": "hi", "temperature": 1e999}', 400, "temperature"),
+    ("best_of", "/v1/completions", json.dumps({"prompt": "hi", "best_of": 3}).encode(), 400, "best_of"),
+    ("logit_bias", "/v1/completions", json.dumps({"prompt": "hi", "logit_bias": {"5": 10}}).encode(), 400,
+     "logit_bias"),
+    ("suffix", "/v1/completions", json.dumps({"prompt": "hi", "suffix": "!"}).encode(), 400, "suffix"),
+    ("echo", "/v1/completions", json.dumps({"prompt": "hi", "echo": True}).encode(), 400, "echo"),
+    ("logprobs", "/v1/completions", json.dumps({"prompt": "hi", "logprobs": 2}).encode(), 400, "logprobs"),
+    ("response_format", "/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "hi"}],
+     "response_format": {"type": "json_object"}}).encode(), 400, "response_format"),
+    ("tools", "/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "function", "function": {"name": "f"}}]}).encode(), 400, "tools"),
+    ("top_logprobs", "/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "hi"}],
+     "top_logprobs": 3}).encode(), 400, "top_logprobs"),
+    ("invalid UTF-8 in an ignored field", "/v1/completions", b'{"prompt": "hi", "user": "\xff\xfe"}', 400, "UTF-8"),
 ]
 
 
@@ -117,6 +147,57 @@ def test_bad_input_gets_4xx_and_server_keeps_serving(server, client, name, path,
     assert needle in err["message"] and err["type"]
     ok = client.completions.create(model="tiny", prompt="still alive?", max_tokens=2)
     assert ok.usage.completion_tokens >= 1
+
+
+NEUTRAL_OPENAI_PARAMETERS = {"n": 1, "best_of": 1, "logit_bias": {}, "presence_penalty": 0, "frequency_penalty": 0.0,
+                             "suffix": "", "echo": False, "user": "u-1", "seed": -5, "top_k": -1,
+                             "stream_options": None, "logprobs": None}
+
+
+def test_openai_parameters_at_their_neutral_values_are_accepted(server):
+    body = {"prompt": "hi", "max_tokens": 3, "temperature": 0, "ignore_eos": True, **NEUTRAL_OPENAI_PARAMETERS}
+    r = httpx.post(server + "/v1/completions", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    chat = {"messages": [{"role": "user", "content": "hi", "name": "ann"}], "max_tokens": 2, "tools": [],
+            "tool_choice": "none", "response_format": {"type": "text"}, "top_logprobs": 0, "metadata": {"k": "v"}}
+    r = httpx.post(server + "/v1/chat/completions", json=chat, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("params", [{"temperature": 1e-40}, {"temperature": 5e-324}, {"top_p": 1e-300},
+                                    {"temperature": 1e300, "seed": 1}, {"temperature": 1e-4, "top_k": 10**9}],
+                         ids=["temperature 1e-40", "temperature 5e-324", "top_p 1e-300", "temperature 1e300",
+                              "temperature 1e-4 top_k 1e9"])
+def test_odd_but_valid_sampling_values_are_served(server, params):
+    r = httpx.post(server + "/v1/completions", json={"prompt": "hi", "max_tokens": 4, "ignore_eos": True, **params},
+                   timeout=30)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4, r.text
+    ok = httpx.post(server + "/v1/completions", json={"prompt": "still alive?", "max_tokens": 2}, timeout=30)
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("name,data,status,needle", MALFORMED_HTTP, ids=[m[0] for m in MALFORMED_HTTP])
+def test_malformed_http_gets_an_error_object(server, name, data, status, needle):
+    got, err = error_answer(raw_http(server, data))
+    assert got == status and needle in err["message"], err
+    assert httpx.get(server + "/health").status_code == 200
+
+
+def test_unknown_paths_and_methods_get_error_objects(server):
+    for r, status in ((httpx.get(server + "/v2/nothing"), 404), (httpx.get(server + "/v1/completions"), 405),
+                      (httpx.delete(server + "/v1/models"), 405)):
+        assert r.status_code == status and r.json()["error"]["message"], r.text
+
+
+def test_a_request_sent_too_slowly_gets_408_and_the_connection_closes(server):
+    start = time.monotonic()
+    answer = raw_http(server, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pro",
+                      wait=15)
+    status, err = error_answer(answer)
+    assert status == 408 and err["code"] == "request_timeout" and 1.5 < time.monotonic() - start < 10
+    start = time.monotonic()
+    assert raw_http(server, b"", wait=15).startswith(b"HTTP/1.1 408")  # a connection that never sends
+    assert time.monotonic() - start < 10
 
 
 def test_client_disconnect_mid_stream_frees_the_slot(server):

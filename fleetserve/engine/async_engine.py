@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from fleetserve.engine.engine_core import EngineCore
 from fleetserve.engine.errors import EngineDeadError, RequestRejected
 from fleetserve.engine.ipc import Stats
-from fleetserve.engine.outputs import FinishReason, HeldAnswers, StepOutput
+from fleetserve.engine.outputs import FAILURE_STATUS, HeldAnswers, StepOutput
 from fleetserve.engine.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,8 @@ class AsyncEngine:
         for out in outputs:
             queue = self._queues.get(out.request_id)
             if queue is not None:
-                failed = out.finish_reason is FinishReason.ERROR
-                queue.put_nowait(RequestRejected(500, out.error or "generation failed") if failed else out)
+                status = FAILURE_STATUS.get(out.finish_reason)
+                queue.put_nowait(RequestRejected(status, out.error or "generation failed") if status else out)
 
     def _fail(self, request_id: str, error: BaseException) -> None:
         queue = self._queues.get(request_id)

@@ -26,7 +26,7 @@ import zmq
 
 from fleetserve.engine import ipc
 from fleetserve.engine.engine_core import EngineConfig, EngineCore
-from fleetserve.engine.outputs import FinishReason, HeldAnswers
+from fleetserve.engine.outputs import FAILURE_STATUS, HeldAnswers
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 0.25
@@ -99,8 +99,9 @@ class CoreLoop:
             reason = out.finish_reason.value if out.finish_reason is not None else ""
             if reason:
                 del self.owners[out.request_id]
-            if out.finish_reason is FinishReason.ERROR:
-                self._send(identity, ipc.Rejected(out.request_id, 500, out.error or "generation failed"))
+            status = FAILURE_STATUS.get(out.finish_reason)
+            if status:
+                self._send(identity, ipc.Rejected(out.request_id, status, out.error or "generation failed"))
                 continue
             by_frontend[identity].append((out.request_id, out.new_token_ids, reason))
         for identity, items in by_frontend.items():

@@ -51,6 +51,9 @@ class EngineConfig:
     onednn_linear: bool = True
     # cpu, cuda or cuda:N: where the weights, the KV cache and each step's products live.
     device: str = "cpu"
+    # Seconds a request may wait for a slot; beyond it the engine refuses it (REJECTED, a 429)
+    # rather than hold a queue it cannot serve in time. 0: wait for ever (offline work).
+    max_queue_time: float = 0.0
 
 
 @dataclass
@@ -64,6 +67,7 @@ class EngineStats:
     queue_seconds: float = 0.0  # summed over admitted requests: arrival to admission
     admitted: int = 0
     failed: int = 0  # requests ended by an error in their step
+    refused: int = 0  # requests that waited longer than max_queue_time for a slot
 
 
 class EngineCore:
@@ -123,7 +127,8 @@ class EngineCore:
     def snapshot(self) -> Stats:
         s = self.stats
         return Stats(self.num_waiting, self.num_running, s.steps, s.generated_tokens, s.prefill_tokens,
-                     s.last_step_s, s.last_batch_size, s.step_seconds, s.queue_seconds, s.admitted, s.failed)
+                     s.last_step_s, s.last_batch_size, s.step_seconds, s.queue_seconds, s.admitted, s.failed,
+                     s.refused)
 
     @property
     def num_waiting(self) -> int:
@@ -136,8 +141,24 @@ class EngineCore:
     def step(self) -> list[StepOutput]:
         """Run one step; returns what it produced. With `async_scheduling` the step
         returns the previous step's tokens, having launched the next one first."""
-        if self._worker is not None:
-            return self._step_overlapped()
+        refused = self._refuse_late() if self.config.max_queue_time else []
+        outputs = self._step_overlapped() if self._worker is not None else self._step_plain()
+        return refused + outputs if refused else outputs
+
+    def _refuse_late(self) -> list[StepOutput]:
+        """End the waiting requests that have waited longer than max_queue_time: an
+        overloaded pod answers them 429 at once instead of serving them too late."""
+        limit = self.config.max_queue_time
+        late = self.scheduler.waited_longer(time.monotonic() - limit)
+        for r in late:
+            r.finish_reason = FinishReason.REJECTED
+            self.scheduler.finish(r)
+        self.stats.refused += len(late)
+        return [StepOutput(r.request_id, [], FinishReason.REJECTED,
+                           f"the pod is overloaded: no slot within {limit:g}s (--max-queue-time); retry later")
+                for r in late]
+
+    def _step_plain(self) -> list[StepOutput]:
         batch = self.scheduler.schedule()
         if not batch:
             return []

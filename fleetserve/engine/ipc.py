@@ -90,6 +90,7 @@ class Stats(msgspec.Struct, tag="stats", array_like=True):
     queue_seconds: float = 0.0
     admitted: int = 0
     failed: int = 0
+    refused: int = 0
 
 
 ToFrontend = Welcome | Outputs | Rejected | Stats

@@ -12,6 +12,11 @@ class FinishReason(str, enum.Enum):
     LENGTH = "length"  # max_tokens or the model length
     ABORT = "abort"  # cancelled by the client or the server
     ERROR = "error"  # computing this request's step failed; the others went on
+    REJECTED = "rejected"  # waited for a slot longer than the engine's queue limit: overloaded
+
+
+# Finishes that are failures, with the HTTP status a server answers them with.
+FAILURE_STATUS = {FinishReason.ERROR: 500, FinishReason.REJECTED: 429}
 
 
 @dataclass
@@ -22,7 +27,7 @@ class StepOutput:
     request_id: str
     new_token_ids: list[int]
     finish_reason: FinishReason | None = None
-    error: str | None = None  # why, when finish_reason is ERROR
+    error: str | None = None  # why, when finish_reason is a failure (FAILURE_STATUS)
 
 
 class HeldAnswers:

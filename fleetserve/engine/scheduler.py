@@ -61,6 +61,15 @@ class Scheduler:
             budget -= length
         return batch
 
+    def waited_longer(self, arrived_before: float) -> list[Request]:
+        """Waiting requests that arrived before `arrived_before` (the queue is in arrival order)."""
+        late = []
+        for request in self.waiting:
+            if request.arrival_time >= arrived_before:
+                break
+            late.append(request)
+        return late
+
     def finish(self, request: Request) -> None:
         """Release a finished or aborted request (running or still waiting)."""
         if self._by_id.pop(request.request_id, None) is None:

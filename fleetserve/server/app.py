@@ -93,6 +93,8 @@ class PodServer:
                     lambda: engine.snapshot().queue_seconds, "counter"))
         m.add(Gauge("fleetserve_requests_admitted_total", "Requests given a slot",
                     lambda: engine.snapshot().admitted, "counter"))
+        m.add(Gauge("fleetserve_requests_refused_total", "Requests refused with 429 after waiting longer than "
+                    "--max-queue-time for a slot", lambda: engine.snapshot().refused, "counter"))
         m.add(Gauge("fleetserve_requests_failed_total", "Requests ended by an error while computing their step "
                     "(the others in the step went on)", lambda: engine.snapshot().failed, "counter"))
         m.add(Gauge("fleetserve_process_cpu_seconds_total", "CPU time of this serving process (a frontend's own)",

@@ -44,6 +44,15 @@ def default_frontends() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0)) // 4))
 
 
+def default_threads(frontends: int) -> int:
+    """The engine's intra-op threads when not given: the cores the HTTP side (the frontends,
+    or the event loop of a one-process pod) leaves free, at least one. More would
+    oversubscribe the cores, and an OpenMP step whose threads wait on each other for a
+    CPU slice stalls: on a busy 2-core host two threads ran a pod 5x slower than one
+    (BENCHMARKS.md, "A busy host"), on a quiet one they gained under 10% over HTTP."""
+    return max(1, len(os.sched_getaffinity(0)) - max(frontends, 1))
+
+
 class Pod:
     def __init__(self, model_dir: str | Path, config: EngineConfig, frontend: FrontendConfig, frontends: int):
         self.model_dir, self.config, self.frontend_cfg = str(model_dir), config, frontend
@@ -175,7 +184,8 @@ def serve_pod(model_dir: str | Path, host: str, port: int, config: EngineConfig,
         info = pod.start_core()
         print(f"fleetserve: loaded {info['architecture']} ({info['parameters'] / 1e6:.1f}M parameters) from "
               f"{model_dir} in {time.monotonic() - start:.1f}s; {config.max_num_seqs} slots x "
-              f"{config.max_model_len} tokens; {frontends} frontend process{'es' if frontends > 1 else ''}",
+              f"{config.max_model_len} tokens; {config.threads or 'default'} engine thread(s); {frontends} frontend "
+              f"process{'es' if frontends > 1 else ''}",
               file=sys.stderr)
         for i in range(frontends):
             pod.start_frontend(i)

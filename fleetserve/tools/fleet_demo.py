@@ -7,6 +7,15 @@ issue 8 made explicit.
   pods finish what they hold).
 - `--scenario chaos`: constant load; one ready pod is killed with SIGKILL part way.
   Checks: availability at least 99.9% over the run, and the supervisor replaced it.
+- `--scenario contention`: the main job as a user meets it on a busy machine: the
+  README's `fleetserve up` (default pods) under a ramp of real correction requests
+  (`/v1/correct`, held-out sentences) while busy-loop processes keep every core
+  occupied. Checks: every request answered, 200 or 429 (never a dead pod's 503).
+
+Without `--target-per-pod` or `--target-from`, the ramp's target comes from the
+profile and one measurement: a pod's mean latency at the profile's first rate,
+so that the peak holds about 2.5 pods' worth of requests in flight and the tail
+well under one (the demo must need more pods at the peak on any machine).
 
 Writes the load test's report (JSON, PNG, HTML), the fleet's decisions (one JSON
 line per second) and a plot of pods over time, into `--out`.
@@ -14,16 +23,19 @@ line per second) and a plot of pods over time, into `--out`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fleetserve.fleet.local_fleet import FleetConfig  # the demo keeps its decision interval
+from fleetserve.fleet.local_fleet import FleetConfig, bundled_model  # the demo keeps its decision interval
 from fleetserve.fleet.supervisor import free_port
 from fleetserve.tools.loadtest.profile import parse_profile
 from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
@@ -34,15 +46,22 @@ def _events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def _children_alive(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-            alive.append(pid)
-        except ProcessLookupError:
-            pass
-    return alive
+def _still_running(pids: dict[int, str], seconds: float = 10.0) -> list[str]:
+    """'pid command' of those of `pids` (pid -> its command line when seen) still running
+    after `seconds` (processes that exit slowly on a busy host are not left behind)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = [f"{pid} {cmd}" for pid, cmd in sorted(pids.items()) if _cmdline(pid) == cmd]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def _descendants(pid: int) -> list[int]:
@@ -81,36 +100,89 @@ def plot_pods(events: list[dict[str, Any]], path: Path, load_start: float) -> No
     plt.close(fig)
 
 
+PEAK_PODS = 2.5  # pods' worth of requests in flight at the profile's peak, when the demo sizes the target
+
+
+def calibrate_target(model: str | None, serve_args: str, profile: str, options: dict[str, Any], out: Path,
+                     log) -> tuple[float, str]:
+    """A target per pod from the profile and one measurement: the mean latency of one pod
+    (`fleetserve serve` with the demo's pod options) at the profile's first rate."""
+    prof = parse_profile(profile)
+    low, peak = float(prof.rate_at(0.0)), max(float(prof.rate_at(t / 4)) for t in range(int(prof.duration * 4) + 1))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "fleetserve", "serve", model or bundled_model(), "--port", str(port),
+           "--log-level", "warning", *shlex.split(serve_args)]
+    with open(out / "calibration-pod.log", "w") as logf:
+        pod = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_ready(url, pod, 120, "the calibration pod")
+        rep, _ = run_loadtest(LoadTestOptions(url=url, profile=f"constant:{max(low, 1.0):g}@8s", window=8.0,
+                                              progress=False, **options))
+    finally:
+        pod.terminate()
+        pod.wait(timeout=60)
+    latency = rep["summary"]["overall"]["e2el"]["mean"] / 1000
+    if not latency > 0:
+        raise RuntimeError("the calibration pod answered no request; see calibration-pod.log")
+    target = round(peak * latency / PEAK_PODS, 3)
+    how = (f"profile + measurement: one pod's mean latency {latency * 1000:.0f} ms at {max(low, 1.0):g} req/s; "
+           f"the peak {peak:g} req/s then holds {peak * latency:.2f} in flight = {PEAK_PODS} pods at target {target}")
+    log(f"target_per_pod {target} ({how})")
+    return target, how
+
+
+@contextlib.contextmanager
+def busy_loops(n: int) -> Iterator[None]:
+    """`n` processes that spin on the CPU for as long as the block runs (a busy host)."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_per_pod: float | None,
-             target_from: str | None, min_pods: int, max_pods: int, serve_args: str, scale_down_window: float,
+             target_from: str | None, min_pods: int, max_pods: int | None, serve_args: str, scale_down_window: float,
              scale_down_period: float, kill_at: float = 0.5, endpoint: str = "completions",
              prompts: str | None = None, max_tokens: int = 50, scale_up_window: float = 10.0, vocab_size: int = 1000,
-             quiet: bool = False) -> dict[str, Any]:
+             quiet: bool = False, busy: int = 0) -> dict[str, Any]:
     def log(msg: str) -> None:
         if not quiet:
             print(msg, file=sys.stderr, flush=True)
 
     out.mkdir(parents=True, exist_ok=True)
+    load = dict(endpoint=endpoint, prompts=prompts, max_tokens=max_tokens, vocab_size=vocab_size)
+    target_how = "given"
+    if target_from:
+        target_how = f"from {target_from}"
+    elif target_per_pod is None:
+        if scenario == "ramp":
+            target_per_pod, target_how = calibrate_target(model, serve_args, profile, load, out, log)
+        else:
+            target_per_pod, target_how = 16.0, "fleetserve up's default"
     events_path = out / "fleet-events.jsonl"
     events_path.unlink(missing_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "fleetserve", "up", "--port", str(port), "--min", str(min_pods), "--max",
-           str(max_pods), "--scale-up-window", str(scale_up_window), "--scale-down-window", str(scale_down_window),
-           "--scale-down-period",
-           str(scale_down_period), "--events", str(events_path), "--workdir", str(out / "fleet"), "--no-status",
-           "--serve-args", serve_args]
+    cmd = [sys.executable, "-m", "fleetserve", "up", "--port", str(port), "--min", str(min_pods),
+           *(["--max", str(max_pods)] if max_pods is not None else []), "--scale-up-window", str(scale_up_window),
+           "--scale-down-window", str(scale_down_window), "--scale-down-period", str(scale_down_period),
+           "--events", str(events_path), "--workdir", str(out / "fleet"), "--no-status", "--serve-args", serve_args]
     if model:
         cmd += ["--model", model]
-    cmd += ["--target-from", target_from] if target_from else ["--target-per-pod", str(target_per_pod or 16)]
+    cmd += ["--target-from", target_from] if target_from else ["--target-per-pod", str(target_per_pod)]
     log("$ " + " ".join(cmd[2:]))
     fleet = subprocess.Popen(cmd, stdout=open(out / "fleet.log", "w"), stderr=subprocess.STDOUT)
-    result: dict[str, Any] = {"scenario": scenario, "profile": profile, "command": "fleetserve " + " ".join(cmd[3:])}
+    result: dict[str, Any] = {"scenario": scenario, "profile": profile, "command": "fleetserve " + " ".join(cmd[3:]),
+                              "target_per_pod": target_per_pod, "target_how": target_how, "busy_loops": busy}
     killed: dict[str, Any] = {}
-    fleet_pids: set[int] = set()
+    fleet_pids: dict[int, str] = {}
     try:
         wait_ready(url, fleet, 120, "fleetserve up")
-        fleet_pids.update(_descendants(fleet.pid))
+        fleet_pids.update((p, _cmdline(p)) for p in _descendants(fleet.pid))
         t_load = time.monotonic()
         t_up = _events(events_path)[-1]["t"] if _events(events_path) else 0.0
         if scenario == "chaos":
@@ -129,15 +201,15 @@ def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_p
             import threading
 
             threading.Thread(target=chaos, daemon=True).start()
-        log(f"load test: {profile}")
-        rep, _ = run_loadtest(LoadTestOptions(url=url, profile=profile, window=5.0, progress=not quiet,
-                                              endpoint=endpoint, prompts=prompts, max_tokens=max_tokens,
-                                              vocab_size=vocab_size,
-                                              json_path=str(out / "report.json"), png_path=str(out / "report.png"),
-                                              html_path=str(out / "report.html")))
+        log(f"load test: {profile}" + (f", with {busy} busy-loop processes" if busy else ""))
+        with busy_loops(busy):
+            rep, _ = run_loadtest(LoadTestOptions(url=url, profile=profile, window=5.0, progress=not quiet,
+                                                  json_path=str(out / "report.json"),
+                                                  png_path=str(out / "report.png"),
+                                                  html_path=str(out / "report.html"), **load))
         time.sleep(scale_down_window + 2 * scale_down_period + 5 if scenario == "ramp" else 2)
     finally:
-        fleet_pids.update(_descendants(fleet.pid))  # every router and pod process alive now
+        fleet_pids.update((p, _cmdline(p)) for p in _descendants(fleet.pid))  # every router and pod process now
         if fleet.poll() is None:
             fleet.send_signal(signal.SIGTERM)
         try:
@@ -145,8 +217,7 @@ def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_p
         except subprocess.TimeoutExpired:
             fleet.kill()
             result["fleet_exit"] = fleet.wait()
-    time.sleep(0.5)
-    result["left_running"] = _children_alive(sorted(fleet_pids))
+    result["left_running"] = _still_running(fleet_pids)
     events = _events(events_path)
     o = rep["summary"]["overall"]
     result.update(sent=o["sent_requests"], completed=o["completed_requests"], errors=o["errors"],
@@ -171,6 +242,9 @@ def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_p
             all(t + load_t0 >= peak_end + scale_down_window - FleetConfig.interval for t in downs)
         checks["pods removed after the load fell"] = bool(downs)
         checks["no errors seen by the load test"] = not o["errors"]
+    elif scenario == "contention":
+        checks["every request answered 200 or 429"] = o["completed_requests"] + o["errors"].get("http_429", 0) \
+            == o["sent_requests"] and set(o["errors"]) <= {"http_429"}
     else:
         checks["a pod was killed"] = bool(killed)
         checks["availability >= 99.9%"] = o["availability"] >= 0.999
@@ -193,28 +267,52 @@ def _last_peak(profile: str) -> float:
     return max(t for t, r in zip(steps, rates) if r >= top - 1e-9)
 
 
+ONE_CORE_PODS = "--frontends 0 --threads 1 --max-num-seqs 16"
+SCENARIOS = {  # profile, endpoint, pod options, most pods (None: fleetserve up's default), busy loops (None: a core each)
+    "ramp": ("ramp:2..18@60s+constant:18@30s+constant:2@90s", "completions", ONE_CORE_PODS, 3, 0),
+    "chaos": ("constant:8@60s", "completions", ONE_CORE_PODS, 3, 0),
+    "contention": ("ramp:1..20@20s+constant:20@40s", "correct", "", None, None),
+}
+
+
 def add_arguments(p) -> None:
-    p.add_argument("--scenario", choices=["ramp", "chaos"], default="ramp")
+    p.add_argument("--scenario", choices=list(SCENARIOS), default="ramp")
     p.add_argument("--out", default="build/demo-fleet", help="where reports go (default %(default)s)")
     p.add_argument("--model", default=None, help="default: the bundled model")
     p.add_argument("--profile", default=None,
-                   help="load profile (default: ramp 2..18/s over 60 s, hold 30 s, 2/s for 90 s; chaos: 8/s for 60 s)")
-    p.add_argument("--target-per-pod", type=float, default=None)
+                   help="load profile (default: ramp 2..18/s over 60 s, hold 30 s, 2/s for 90 s; chaos: 8/s for 60 s; "
+                        "contention: ramp 1..20/s over 20 s, hold 40 s)")
+    p.add_argument("--target-per-pod", type=float, default=None,
+                   help="default: ramp, sized so that the profile's peak holds 2.5 pods' worth in flight, from one "
+                        "pod's latency measured at the profile's first rate; others, fleetserve up's default (16)")
     p.add_argument("--target-from", default=None, metavar="FILE", help="a saved fleetserve bench-slo result")
     p.add_argument("--min", type=int, default=1, dest="min_pods")
-    p.add_argument("--max", type=int, default=3, dest="max_pods")
-    p.add_argument("--serve-args", default="--frontends 0 --threads 1 --max-num-seqs 16",
-                   help="pod options (default %(default)s: one core per pod, so pods add capacity on a small machine)")
+    p.add_argument("--max", type=int, default=None, dest="max_pods",
+                   help="most pods (default: ramp and chaos 3; contention: fleetserve up's default)")
+    p.add_argument("--serve-args", default=None,
+                   help="pod options (default: ramp and chaos '--frontends 0 --threads 1 --max-num-seqs 16', one core "
+                        "per pod, so pods add capacity on a small machine; contention: none, the main job's pods)")
     p.add_argument("--scale-down-window", type=float, default=30.0)
     p.add_argument("--scale-down-period", type=float, default=10.0)
-    p.add_argument("--endpoint", choices=["completions", "chat", "correct"], default="completions")
-    p.add_argument("--prompts", default=None)
+    p.add_argument("--endpoint", choices=["completions", "chat", "correct"], default=None,
+                   help="default: completions (ramp, chaos), correct (contention)")
+    p.add_argument("--prompts", default=None,
+                   help="one prompt per line (default: the reference workload; contention: the bundled model's "
+                        "held-out sentences)")
+    p.add_argument("--busy", type=int, default=None,
+                   help="busy-loop processes running during the load test (default: 0; contention: one per core)")
 
 
 def run_cli(a) -> None:
-    profile = a.profile or ("ramp:2..18@60s+constant:18@30s+constant:2@90s" if a.scenario == "ramp"
-                            else "constant:8@60s")
-    r = run_demo(a.scenario, Path(a.out), a.model, profile, a.target_per_pod, a.target_from, a.min_pods, a.max_pods,
-                 a.serve_args, a.scale_down_window, a.scale_down_period, endpoint=a.endpoint, prompts=a.prompts)
+    profile, endpoint, serve_args, max_pods, busy = SCENARIOS[a.scenario]
+    if busy is None:
+        busy = len(os.sched_getaffinity(0))
+    prompts = a.prompts
+    if prompts is None and a.scenario == "contention":
+        prompts = str(Path(a.model or bundled_model()) / "heldout.txt")
+    r = run_demo(a.scenario, Path(a.out), a.model, a.profile or profile, a.target_per_pod, a.target_from, a.min_pods,
+                 a.max_pods or max_pods, serve_args if a.serve_args is None else a.serve_args, a.scale_down_window,
+                 a.scale_down_period, endpoint=a.endpoint or endpoint, prompts=prompts,
+                 busy=busy if a.busy is None else a.busy)
     print(json.dumps(r, indent=1))
     sys.exit(0 if r["passed"] else 1)
