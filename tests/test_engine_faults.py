@@ -211,3 +211,25 @@ def test_the_one_process_pod_exits_1_when_its_step_loop_crashes(tiny_model_dir):
     assert r.status_code == 503 and r.json()["error"]["code"] == "engine_dead"
     thread.join(timeout=30)
     assert not thread.is_alive() and runner.exit_status == 1
+
+
+def test_requests_that_wait_too_long_for_a_slot_are_refused(tiny_model_dir):
+    """An overloaded engine refuses (REJECTED, a 429 in the pod) what has waited longer than
+    max_queue_time, oldest first, and serves the rest as before."""
+    from fleetserve.engine.engine_core import EngineConfig, EngineCore
+
+    core = EngineCore(tiny_model_dir, EngineConfig(max_num_seqs=1, max_model_len=64, max_queue_time=5.0))
+    params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+    for i in range(4):
+        core.add_request(f"r{i}", [10 + i, 11, 12], params)
+    core.step()  # r0 takes the only slot
+    now = time.monotonic()
+    core.scheduler.get("r1").arrival_time = now - 6.0
+    core.scheduler.get("r2").arrival_time = now - 5.5
+    refused = [o for o in core.step() if o.finish_reason is not None and not o.new_token_ids]
+    assert [o.request_id for o in refused] == ["r1", "r2"]
+    assert all(o.finish_reason.value == "rejected" and "--max-queue-time" in o.error for o in refused)
+    finished = set()
+    while core.has_unfinished():
+        finished |= {o.request_id for o in core.step() if o.finish_reason is not None}
+    assert finished == {"r0", "r3"} and core.snapshot().refused == 2
