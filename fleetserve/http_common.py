@@ -22,6 +22,37 @@ REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not All
            503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
+class TooLarge(Exception):
+    """Raised from an HTTP parser's callback when a request passes a size limit; the parser
+    then fails with it as the cause (see `refusal`)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def check_url(url: bytes) -> None:
+    if len(url) > MAX_URL_BYTES:
+        raise TooLarge(414, f"the URL is over {MAX_URL_BYTES} bytes")
+
+
+def count_header(total: int, name: bytes, value: bytes) -> int:
+    """The request's header bytes so far, with this header; TooLarge past the limit."""
+    total += len(name) + len(value)
+    if total > MAX_HEADER_BYTES:
+        raise TooLarge(431, f"the request headers are over {MAX_HEADER_BYTES} bytes")
+    return total
+
+
+def refusal(parse_error: Exception) -> tuple[int, str]:
+    """Status and message for a request the HTTP parser refused: a size limit when one of our
+    callbacks raised TooLarge (httptools wraps it), else 400 with the parser's reason."""
+    cause = parse_error.__context__
+    if isinstance(cause, TooLarge):
+        return cause.status, str(cause)
+    return 400, f"malformed HTTP request: {parse_error}"
+
+
 def error_type(status: int) -> str:
     return _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
 

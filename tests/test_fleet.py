@@ -101,7 +101,10 @@ def test_fleet_replaces_a_pod_that_is_alive_but_sick(tiny_model_dir, tmp_path):
             assert time.monotonic() < deadline, f"the sick pod was not replaced: {last}"
             time.sleep(0.5)
         assert pod not in _descendants(proc.pid)
-        assert httpx.post(url + "/v1/completions", json=body, timeout=30).status_code == 200
+        deadline = time.monotonic() + 10  # the router follows the endpoint file within a second or two
+        while httpx.post(url + "/v1/completions", json=body, timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "the replacement pod does not serve through the router"
+            time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=90)[0].decode()

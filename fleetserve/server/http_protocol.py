@@ -3,7 +3,7 @@ answers itself, before any request reaches the application:
 
 - a malformed request (bad Content-Length, bad chunking, garbage) gets a 400
   with an OpenAI-style error object saying what the parser objected to;
-- a URL over MAX_URL_BYTES gets 414 and headers over MAX_HEADER_BYTES get 431,
+- a URL over 8 KiB gets 414 and headers over 64 KiB get 431 (fleetserve.http_common),
   so a client cannot make the server buffer without end;
 - a client has `read_timeout` seconds to send a whole request (headers and body)
   from its first byte, and a new connection as long to send its first byte;
@@ -20,13 +20,7 @@ import asyncio
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from fleetserve.http_common import MAX_HEADER_BYTES, MAX_URL_BYTES, error_message
-
-
-class _TooLarge(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+from fleetserve.http_common import check_url, count_header, error_message, refusal
 
 
 class PodHttpProtocol(HttpToolsProtocol):
@@ -82,13 +76,10 @@ class PodHttpProtocol(HttpToolsProtocol):
     # --- size limits and malformed requests ---------------------------------------------------
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
-        if len(self.url) > MAX_URL_BYTES:
-            raise _TooLarge(414, f"the URL is over {MAX_URL_BYTES} bytes")
+        check_url(self.url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > MAX_HEADER_BYTES:
-            raise _TooLarge(431, f"the request headers are over {MAX_HEADER_BYTES} bytes")
+        self._header_bytes = count_header(self._header_bytes, name, value)
         super().on_header(name, value)
 
     def data_received(self, data: bytes) -> None:
@@ -101,13 +92,7 @@ class PodHttpProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
         except httptools.HttpParserError as e:
-            cause = e.__context__ if isinstance(e.__context__, _TooLarge) else e
-            if isinstance(cause, _TooLarge):
-                self._reject(cause.status, str(cause))
-            else:
-                self._reject(400, f"malformed HTTP request: {e}")
-        except _TooLarge as e:
-            self._reject(e.status, str(e))
+            self._reject(*refusal(e))
 
     def send_400_response(self, msg: str) -> None:
         self._reject(400, f"malformed HTTP request: {msg}")

@@ -21,7 +21,7 @@ import logging
 
 import httptools
 
-from fleetserve.http_common import MAX_HEADER_BYTES, MAX_URL_BYTES, REASONS, error_body, error_message
+from fleetserve.http_common import REASONS, check_url, count_header, error_body, error_message, refusal
 from fleetserve.fleet.balancer import Balancer, Choice, Endpoint
 from fleetserve.fleet.discovery import Snapshot, host_port
 from fleetserve.fleet.outlier import OutlierDetector
@@ -66,12 +66,6 @@ class Exchange:
             transport.write(data)
 
 
-class _TooLarge(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
 class ClientConn(asyncio.Protocol):
     """One client connection; requests on it are served one at a time, in order.
 
@@ -113,13 +107,7 @@ class ClientConn(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self.reply(error_message(400, "protocol upgrades are not supported"), close=True)
         except httptools.HttpParserError as e:
-            cause = e if isinstance(e, _TooLarge) else e.__context__
-            if isinstance(cause, _TooLarge):
-                self.reply(error_message(cause.status, str(cause)), close=True)
-            else:
-                self.reply(error_message(400, f"malformed HTTP request: {e}"), close=True)
-        except _TooLarge as e:
-            self.reply(error_message(e.status, str(e)), close=True)
+            self.reply(error_message(*refusal(e)), close=True)
 
     def _arm(self, seconds: float, then) -> None:
         if self.timer is not None:
@@ -151,13 +139,10 @@ class ClientConn(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        if len(self.url) > MAX_URL_BYTES:
-            raise _TooLarge(414, f"the URL is over {MAX_URL_BYTES} bytes")
+        check_url(self.url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value)
-        if self.header_bytes > MAX_HEADER_BYTES:
-            raise _TooLarge(431, f"the request headers are over {MAX_HEADER_BYTES} bytes")
+        self.header_bytes = count_header(self.header_bytes, name, value)
         self.headers.append((name, value))
         if name.lower() == b"expect" and value.lower() == b"100-continue":
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits for it before a large body
