@@ -171,6 +171,8 @@ def run_pod_bench(model: str, frontends: list[int], rate: float | None, seconds:
     the median of each layout's per-round ratios: on a shared host the speed of the
     machine drifts between minutes, so each ratio is taken against the offline figure
     measured minutes before it, and the median discards a round that a neighbour spoiled."""
+    import torch
+
     from fleetserve.model.config import ModelConfig
 
     if rounds < 1:
@@ -183,6 +185,9 @@ def run_pod_bench(model: str, frontends: list[int], rate: float | None, seconds:
     engine_args: dict[str, Any] = {"max_num_seqs": max_num_seqs}
     if "dummy" in extra:  # random weights at the config's shape, offline as over HTTP
         engine_args["load_format"] = "dummy"
+    # Like for like: the pod's engine gets the offline engine's threads (torch's default), not
+    # serve's own default, unless the caller sets them.
+    same_threads = [] if "--threads" in extra else ["--threads", str(torch.get_num_threads())]
     out: dict[str, Any] = {"model": model, "max_num_seqs": max_num_seqs, "seconds": seconds,
                            "cores": len(os.sched_getaffinity(0)), "rounds": []}
     for i in range(rounds):
@@ -199,7 +204,8 @@ def run_pod_bench(model: str, frontends: list[int], rate: float | None, seconds:
         for n, overlap in plan:
             name = f"frontends={n}" + (" async" if overlap else "")
             args = ["--frontends", str(n), "--max-num-seqs", str(max_num_seqs), "--max-waiting", "0",
-                    "--request-timeout", "0", "--async-scheduling" if overlap else "--no-async-scheduling", *extra]
+                    "--max-queue-time", "0", "--request-timeout", "0",
+                    "--async-scheduling" if overlap else "--no-async-scheduling", *same_threads, *extra]
             tag = name.replace("=", "").replace(" ", "-")
             r = _measure_layout(model, args, rate, seconds, warmup, vocab, tag,
                                 profile_dir if i == 0 else None, log)
