@@ -67,14 +67,13 @@ def cmd_serve(a: argparse.Namespace) -> None:
     from fleetserve.server.options import ServerOptions
 
     if (a.frontends is not None and a.frontends < 0) or a.max_waiting < 0 or a.drain_timeout < 0 \
-            or a.request_timeout < 0 or a.engine_stall_timeout < 0 or a.request_read_timeout < 0:
-        raise ValueError("--frontends, --max-waiting and the timeouts must not be negative")
+            or a.request_timeout < 0 or a.engine_stall_timeout < 0 or a.request_read_timeout < 0 \
+            or a.max_queue_time < 0:
+        raise ValueError("--frontends, --max-waiting, --max-queue-time and the timeouts must not be negative")
     if a.max_body_bytes < 1:
         raise ValueError("--max-body-bytes must be positive")
     options = ServerOptions(a.served_model_name, a.max_body_bytes, a.request_timeout or None, a.max_waiting,
                             a.drain_timeout, a.log_level, a.engine_stall_timeout, a.request_read_timeout)
-    if a.max_queue_time < 0:
-        raise ValueError("--max-queue-time must not be negative")
     from fleetserve.server.pod import default_frontends, default_threads
 
     config = _engine_config(a)

@@ -61,7 +61,7 @@ class AsyncEngine:
         return self.alive
 
     def stalled_for(self) -> float:
-        """Seconds since the step loop last turned (0 when it is idle and waiting)."""
+        """Seconds since the step loop last turned (an idle loop turns every 0.5 s)."""
         return time.monotonic() - self.progress
 
     def start(self) -> None:

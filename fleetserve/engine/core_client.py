@@ -178,7 +178,7 @@ class CoreClient:
             silent = time.monotonic() - self._last_seen
             if silent <= STALE_AFTER_S or self._pending(self._beats) or self._pending(self._sock):
                 continue
-            if process_gone(self.welcome.pid):
+            if self.welcome.pid and process_gone(self.welcome.pid):
                 self.error = EngineDeadError(f"the engine core (pid {self.welcome.pid}) has exited")
                 log.error("%s; failing %d requests in flight", self.error, len(self._queues))
                 for q in self._queues.values():
@@ -195,20 +195,12 @@ class CoreClient:
 
 
 def process_gone(pid: int) -> bool:
-    """True when no process `pid` runs (exited, or a zombie waiting to be reaped)."""
-    if pid <= 0:
-        return False
+    """True when no process `pid` runs: it has exited, or is a zombie its parent has not
+    reaped yet (Linux /proc; the pod's processes are siblings, so kill(pid, 0) would
+    still find a zombie)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+    except FileNotFoundError:
         return True
-    except OSError:  # no /proc: ask the kernel instead
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            pass
-        return False
     return state in (b"Z", b"X")

@@ -201,32 +201,34 @@ class EngineCore:
         """The batched pass failed: run each request alone, so that only the requests
         whose own computation fails are failed and the others get their token."""
         requests = batch.decode + batch.prefill
-        log.error("a step of %d request(s) failed (%s: %s)%s", len(requests), type(error).__name__, error,
-                  "; running each alone to find which" if len(requests) > 1 else "",
-                  exc_info=len(requests) == 1)
-        tokens: list[int] = []
-        failed: dict[str, str] = {}
-        for r, alone in zip(requests, self.runner.split(*inputs) if len(requests) > 1 else [inputs]):
-            try:
-                dec_logits, pre_logits = self.runner.run(*alone) if len(requests) > 1 else (None, None)
-                if dec_logits is None and pre_logits is None:
-                    raise error
-                (token,), why = sample(dec_logits if dec_logits is not None else pre_logits, [r])
-            except Exception as e:
-                if e is not error:
-                    log.exception("request %s failed on its own", r.request_id)
-                token, why = -1, {0: f"{type(e).__name__}: {e}"}
-            if why:
-                failed[r.request_id] = why[0]
-            tokens.append(token)
+        if len(requests) == 1:  # nothing to narrow down
+            log.error("a step of one request failed", exc_info=error)
+            outcomes = [(-1, f"{type(error).__name__}: {error}")]
+        else:
+            log.error("a step of %d requests failed (%s: %s); running each alone to find which", len(requests),
+                      type(error).__name__, error)
+            outcomes = [self._run_alone(r, alone) for r, alone in zip(requests, self.runner.split(*inputs))]
+        failed = {r.request_id: why for r, (_, why) in zip(requests, outcomes) if why is not None}
+        tokens = [token for token, _ in outcomes]
         n = len(batch.decode)
         return tokens[:n], tokens[n:], failed
+
+    def _run_alone(self, request: Request, inputs) -> tuple[int, str | None]:
+        """(token, None), or (-1, why) when this request's own step fails."""
+        try:
+            dec_logits, pre_logits = self.runner.run(*inputs)
+            (token,), failed = sample(dec_logits if dec_logits is not None else pre_logits, [request])
+        except Exception as e:
+            log.exception("request %s failed on its own", request.request_id)
+            return -1, f"{type(e).__name__}: {e}"
+        return token, failed.get(0)
 
     def _finish_step(self, batch: ScheduledBatch, decoded: list[int], prefilled: list[int],
                      failed: dict[str, str]) -> list[StepOutput]:
         """Append the step's tokens, apply the stops, free finished slots and end the
         requests that failed."""
         outputs = []
+        failures = 0  # outputs that carry no token
         if batch.prefill:
             now = time.monotonic()
             for r in batch.prefill:
@@ -235,11 +237,15 @@ class EngineCore:
         for r, t in zip(batch.decode + batch.prefill, decoded + prefilled):
             if r.finished:  # aborted while the step ran
                 continue
-            why = failed.get(r.request_id)
-            outputs.append(self._append(r, t) if why is None else self._fail(r, why))
+            why = failed.get(r.request_id) if failed else None
+            if why is None:
+                outputs.append(self._append(r, t))
+            else:
+                outputs.append(self._fail(r, why))
+                failures += 1
         s = self.stats
         s.steps += 1
-        s.generated_tokens += sum(1 for o in outputs if o.new_token_ids)
+        s.generated_tokens += len(outputs) - failures
         s.last_batch_size = len(outputs)
         return outputs
 

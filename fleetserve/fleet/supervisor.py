@@ -146,8 +146,7 @@ class Supervisor:
                     log.info("pod on port %d drained and exited (%d)", pod.port, code)
                 else:
                     log.warning("pod on port %d died (exit %s) while %s; replacing it", pod.port, code, pod.state)
-                    self.replaced += 1
-                    self._start()
+                    self._replace()
                 continue
             if pod.port in healths and self._sick(pod, healths[pod.port], now):
                 continue
@@ -194,10 +193,13 @@ class Supervisor:
         except ProcessLookupError:
             pass
         pod.proc.wait()
-        self.replaced += 1
         self.sick += 1
-        self._start()
+        self._replace()
         return True
+
+    def _replace(self) -> None:
+        self.replaced += 1
+        self._start()
 
     async def stop(self, timeout: float = 60.0) -> None:
         """Drain every pod and wait for them all to exit (SIGKILL what is left after `timeout`)."""

@@ -24,7 +24,7 @@ from fleetserve.http_common import check_url, count_header, error_message, refus
 
 
 class PodHttpProtocol(HttpToolsProtocol):
-    read_timeout: float = 30.0  # set per server by `pod_http_protocol`
+    read_timeout: float = 30.0  # set per server by `with_read_timeout`
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

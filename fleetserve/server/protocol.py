@@ -90,10 +90,9 @@ class _Sampling(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def sampling(self, default_max_tokens: int, defaults: SamplingDefaults = SamplingDefaults()) -> SamplingParams:
         """Raise ValueError naming the parameter if it is unsupported or out of range.
         Unset values come from the model's `defaults`, then the route's `default_max_tokens`."""
-        for name in self.__struct_fields__:
-            allowed = _NEUTRAL.get(name)
-            value = getattr(self, name)
-            if allowed is not None and not any(_same(value, a) for a in allowed):
+        for name, allowed in _NEUTRAL.items():
+            value = getattr(self, name, None)  # None too where this request kind has no such field
+            if value is not None and not any(_same(value, a) for a in allowed):
                 shown = repr(value)
                 shown = shown if len(shown) <= 60 else shown[:57] + "..."
                 raise ValueError(f"{name}: not supported by this server (got {shown}); leave it out")

@@ -39,7 +39,7 @@ from fleetserve.fleet.local_fleet import FleetConfig, bundled_model  # the demo 
 from fleetserve.fleet.supervisor import free_port
 from fleetserve.tools.loadtest.profile import parse_profile
 from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
-from fleetserve.tools.procs import wait_ready
+from fleetserve.tools.procs import pod, wait_ready
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
@@ -103,30 +103,20 @@ def plot_pods(events: list[dict[str, Any]], path: Path, load_start: float) -> No
 PEAK_PODS = 2.5  # pods' worth of requests in flight at the profile's peak, when the demo sizes the target
 
 
-def calibrate_target(model: str | None, serve_args: str, profile: str, options: dict[str, Any], out: Path,
-                     log) -> tuple[float, str]:
+def calibrate_target(model: str | None, serve_args: str, profile: str, options: dict[str, Any], log
+                     ) -> tuple[float, str]:
     """A target per pod from the profile and one measurement: the mean latency of one pod
     (`fleetserve serve` with the demo's pod options) at the profile's first rate."""
-    prof = parse_profile(profile)
-    low, peak = float(prof.rate_at(0.0)), max(float(prof.rate_at(t / 4)) for t in range(int(prof.duration * 4) + 1))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "fleetserve", "serve", model or bundled_model(), "--port", str(port),
-           "--log-level", "warning", *shlex.split(serve_args)]
-    with open(out / "calibration-pod.log", "w") as logf:
-        pod = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_ready(url, pod, 120, "the calibration pod")
-        rep, _ = run_loadtest(LoadTestOptions(url=url, profile=f"constant:{max(low, 1.0):g}@8s", window=8.0,
-                                              progress=False, **options))
-    finally:
-        pod.terminate()
-        pod.wait(timeout=60)
+    rates = _sampled_rates(profile)
+    low, peak = max(rates[0][1], 1.0), max(r for _, r in rates)
+    with pod(model or bundled_model(), shlex.split(serve_args)) as (url, _):
+        rep, _ = run_loadtest(LoadTestOptions(url=url, profile=f"constant:{low:g}@8s", window=8.0, progress=False,
+                                              **options))
     latency = rep["summary"]["overall"]["e2el"]["mean"] / 1000
     if not latency > 0:
-        raise RuntimeError("the calibration pod answered no request; see calibration-pod.log")
+        raise RuntimeError(f"the calibration pod answered no request: {rep['summary']['overall']['errors']}")
     target = round(peak * latency / PEAK_PODS, 3)
-    how = (f"profile + measurement: one pod's mean latency {latency * 1000:.0f} ms at {max(low, 1.0):g} req/s; "
+    how = (f"profile + measurement: one pod's mean latency {latency * 1000:.0f} ms at {low:g} req/s; "
            f"the peak {peak:g} req/s then holds {peak * latency:.2f} in flight = {PEAK_PODS} pods at target {target}")
     log(f"target_per_pod {target} ({how})")
     return target, how
@@ -160,7 +150,7 @@ def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_p
         target_how = f"from {target_from}"
     elif target_per_pod is None:
         if scenario == "ramp":
-            target_per_pod, target_how = calibrate_target(model, serve_args, profile, load, out, log)
+            target_per_pod, target_how = calibrate_target(model, serve_args, profile, load, log)
         else:
             target_per_pod, target_how = 16.0, "fleetserve up's default"
     events_path = out / "fleet-events.jsonl"
@@ -258,13 +248,17 @@ def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_p
     return result
 
 
+def _sampled_rates(profile: str) -> list[tuple[float, float]]:
+    """(seconds into the profile, offered rate) every 0.25 s."""
+    prof = parse_profile(profile)
+    return [(i * 0.25, float(prof.rate_at(i * 0.25))) for i in range(int(prof.duration / 0.25) + 1)]
+
+
 def _last_peak(profile: str) -> float:
     """Seconds into the profile when its highest rate was last offered."""
-    prof = parse_profile(profile)
-    steps = [i * 0.25 for i in range(int(prof.duration / 0.25) + 1)]
-    rates = [float(prof.rate_at(t)) for t in steps]
-    top = max(rates)
-    return max(t for t, r in zip(steps, rates) if r >= top - 1e-9)
+    rates = _sampled_rates(profile)
+    top = max(r for _, r in rates)
+    return max(t for t, r in rates if r >= top - 1e-9)
 
 
 ONE_CORE_PODS = "--frontends 0 --threads 1 --max-num-seqs 16"

@@ -11,41 +11,18 @@ to the offline one measured in the same run.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fleetserve.fleet.supervisor import free_port
 from fleetserve.tools import cpu_profile
 from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
-from fleetserve.tools.procs import wait_ready
-
-
-@contextlib.contextmanager
-def pod(model: str, args: list[str], timeout: float = 120) -> Iterator[tuple[str, int]]:
-    """A `fleetserve serve` process on a free port: yields (URL, pid) once it is ready."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "serve", model, "--port", str(port),
-                             "--log-level", "warning", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_ready(url, proc, timeout, "the pod")
-        except RuntimeError as e:
-            if proc.poll() is None:
-                proc.kill()
-            raise RuntimeError(f"{e}: {proc.stderr.read().decode()[-2000:]}") from None
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+from fleetserve.tools.procs import pod
 
 
 def offline(model: str, engine_args: dict[str, Any], requests: int, vocab: int) -> float:

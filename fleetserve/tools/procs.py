@@ -1,13 +1,18 @@
-"""Child processes for benchmarks: started pinned to a core, ready when they say where they listen."""
+"""Child processes for benchmarks and demos: started pinned to a core, ready when they say where
+they listen, or a pod on a free port."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+
+from fleetserve.fleet.supervisor import free_port
 
 
 def start_announcing(args: list[str], core: int | None = None,
@@ -50,3 +55,23 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float, what: str = "th
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} at {url} was not ready within {timeout:.0f}s")
         time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def pod(model: str, args: list[str], timeout: float = 120) -> Iterator[tuple[str, int]]:
+    """A `fleetserve serve` process on a free port: yields (URL, pid) once it is ready."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "serve", model, "--port", str(port),
+                             "--log-level", "warning", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_ready(url, proc, timeout, "the pod")
+        except RuntimeError as e:
+            if proc.poll() is None:
+                proc.kill()
+            raise RuntimeError(f"{e}: {proc.stderr.read().decode()[-2000:]}") from None
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

@@ -72,7 +72,9 @@ class ClientConn(asyncio.Protocol):
     A client has `request_read_timeout` seconds to send a whole request from its
     first byte (a new connection, to send its first byte): then 408 and close. An
     idle keep-alive connection closes after `idle_timeout`. URLs and headers are
-    bounded (414, 431), so no client makes the router buffer without end."""
+    bounded (414, 431), so no client makes the router buffer without end. The
+    deadlines are plain timestamps that `Router.sweep_timeouts` checks, not a timer
+    per request on the hot path."""
 
     def __init__(self, router: Router):
         self.router = router
@@ -86,15 +88,16 @@ class ClientConn(asyncio.Protocol):
         self.queue: list[tuple[bytes, bytes, list, bytes, bool, bool]] = []
         self.current: Exchange | None = None
         self.closing = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None  # when to give up waiting on the client (None: not waiting)
+        self.reading = False  # the deadline is for a request being read (408), else for an idle connection
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.router.clients.add(self)
-        self._arm(self.router.cfg.request_read_timeout, self._read_timed_out)
+        self._wait_for_request(self.router.cfg.request_read_timeout, reading=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._arm(0, None)
+        self.deadline = None
         self.router.clients.discard(self)
         self.transport = None
         ex, self.current = self.current, None
@@ -109,33 +112,29 @@ class ClientConn(asyncio.Protocol):
         except httptools.HttpParserError as e:
             self.reply(error_message(*refusal(e)), close=True)
 
-    def _arm(self, seconds: float, then) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if seconds and then is not None:
-            self.timer = self.router.loop.call_later(seconds, then)
+    def _wait_for_request(self, seconds: float, reading: bool) -> None:
+        self.deadline = self.router.loop.time() + seconds if seconds else None
+        self.reading = reading
 
-    def _read_timed_out(self) -> None:
-        self.timer = None
-        if self.current is None and not self.queue:
+    def timed_out(self) -> None:
+        """The deadline passed: 408 to a request still being read, or only a close when an
+        answer is being relayed on this connection (a second one would corrupt it); an idle
+        connection just closes."""
+        self.deadline = None
+        if self.transport is None:
+            return
+        if self.reading and self.current is None and not self.queue:
             timeout = self.router.cfg.request_read_timeout
             self.reply(error_message(408, f"the request was not received within {timeout:g}s", "request_timeout"),
                        close=True)
-        elif self.transport is not None:  # an answer is being relayed: a second one would corrupt it
-            self.closing = True
-            self.transport.close()
-
-    def _idle_timed_out(self) -> None:
-        self.timer = None
-        if self.transport is not None and self.current is None:
+        elif self.reading or self.current is None:
             self.closing = True
             self.transport.close()
 
     # httptools callbacks
     def on_message_begin(self) -> None:
         self.url, self.headers, self.body, self.too_big, self.header_bytes = b"", [], bytearray(), False, 0
-        self._arm(self.router.cfg.request_read_timeout, self._read_timed_out)
+        self._wait_for_request(self.router.cfg.request_read_timeout, reading=True)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -156,7 +155,7 @@ class ClientConn(asyncio.Protocol):
             self.body = bytearray()
 
     def on_message_complete(self) -> None:
-        self._arm(0, None)
+        self.deadline = None
         item = (self.parser.get_method(), self.url, self.headers, bytes(self.body),
                 self.parser.should_keep_alive(), self.too_big)
         if self.current is None and not self.queue:
@@ -182,8 +181,8 @@ class ClientConn(asyncio.Protocol):
             if not self.queue:
                 self.transport.resume_reading()
             self.router.handle(self, *item)
-        elif self.timer is None and not self.closing:  # answered, nothing more begun: idle
-            self._arm(self.router.cfg.idle_timeout, self._idle_timed_out)
+        elif self.deadline is None and not self.closing:  # answered, nothing more begun: idle
+            self._wait_for_request(self.router.cfg.idle_timeout, reading=False)
 
 
 class Router:
@@ -375,13 +374,17 @@ class Router:
 
     # --- timeouts and shutdown ---------------------------------------------------------
     async def sweep_timeouts(self) -> None:
-        """Fail attempts whose upstream has been silent for longer than the read timeout."""
+        """Fail attempts whose upstream has been silent for longer than the read timeout, and
+        give up on clients past their deadline (a request sent too slowly, an idle connection)."""
         period = min(0.25, self.cfg.read_timeout / 4)
         while True:
             await asyncio.sleep(period)
-            limit = self.loop.time() - self.cfg.read_timeout
+            now = self.loop.time()
+            limit = now - self.cfg.read_timeout
             for conn in [c for c in self.busy if c.ex is not None and c.ex.last < limit]:
                 conn.time_out()
+            for client in [c for c in self.clients if c.deadline is not None and c.deadline < now]:
+                client.timed_out()
 
     async def drain(self) -> None:
         """Stop taking requests and wait for those in flight (up to the drain timeout)."""
