@@ -7,7 +7,11 @@ activations (one token) is quantized on the fly with its own scale, so a token's
 result never depends on which other requests share its batch.
 
 - int8: `torch._int_mm` (int8 x int8 -> int32) on CPU, the fastest of the stock
-  PyTorch 2.13 paths measured (BENCHMARKS.md, "Quantization").
+  PyTorch 2.13 paths measured (BENCHMARKS.md, "Quantization"), where a trial
+  product at start-up shows it exact. oneDNN's kernels for CPUs without VNNI
+  multiply u8 x s8 pairs into saturating 16-bit sums (vpmaddubsw), wrong by
+  thousands for full-range operands; there the same 8-bit values are multiplied
+  in float32 instead (correct, not fast: issue 22 looks for a fast 8-bit path).
 - fp8 (float8 e4m3): `torch._scaled_mm` with row-wise scales on a CUDA device
   that has it (Hopper); elsewhere the same numbers are computed in float32 from
   the 8-bit values (emulated), so CPU tests cover the fp8 numerics.
@@ -21,12 +25,16 @@ result never depends on which other requests share its batch.
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 SCHEMES = ("int8", "fp8", "fp8-weight")
 WEIGHT_ONLY = {"fp8-weight": "fp8"}  # scheme -> the 8-bit type of its weights; activations stay float
@@ -112,8 +120,30 @@ def quantize_tokens(x: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.T
 def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """x [rows, in] (float) times the int8 weight q [out, in] with scales [out]: float32 [rows, out]."""
     xq, xs = quantize_tokens(x, "int8")
+    if x.is_cpu and not int8_product_exact():
+        product = xq.float() @ q.float().t()  # the same 8-bit values, exact up to float32 rounding
+    else:
+        product = torch._int_mm(xq, q.t())
     # int32 x float32 promotes within the one pass; the weight scales then go in place
-    return torch.mul(torch._int_mm(xq, q.t()), xs).mul_(scale)
+    return torch.mul(product, xs).mul_(scale)
+
+
+@functools.cache
+def int8_product_exact() -> bool:
+    """Whether this CPU's `torch._int_mm` gives the exact int32 product of full-range int8
+    operands: found by one trial product, never assumed from the CPU's flags."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(-127, 128, (32, 64), dtype=torch.int8, generator=g)
+    b = torch.randint(-127, 128, (64, 96), dtype=torch.int8, generator=g)
+    try:
+        exact = torch.equal(torch._int_mm(a, b), a.int() @ b.int())
+        why = "results differ from the exact product (saturating 16-bit sums, as without VNNI)"
+    except RuntimeError as e:
+        exact, why = False, str(e).splitlines()[0]
+    if not exact:
+        log.warning("this CPU's 8-bit matrix product (torch._int_mm) is not usable: %s; int8 layers multiply "
+                    "their 8-bit values in float32 instead (same numbers, slower)", why)
+    return exact
 
 
 def fp8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
