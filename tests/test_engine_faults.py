@@ -13,8 +13,10 @@ import torch
 import zmq
 
 from fleetserve.engine import ipc
-from fleetserve.engine.core_process import CoreLoop
+from fleetserve.engine.core_process import CoreTransport
+from fleetserve.engine.engine_loop import EngineLoop
 from fleetserve.engine.llm import LLM
+from fleetserve.engine.outputs import FAILURE_STATUS, FinishReason, StepOutput
 from fleetserve.engine.request import Request
 from fleetserve.engine.sampler import sample
 from fleetserve.engine.sampling_params import SamplingParams
@@ -112,36 +114,36 @@ def test_a_request_whose_step_fails_fails_alone(tiny_model_dir, async_scheduling
 
 
 def test_the_core_process_loop_answers_a_failed_request_with_a_500(tiny_model_dir):
-    """The multi-process pod's loop (CoreLoop) over a real ZeroMQ socket pair: the
-    failed request gets a Rejected 500, the other its tokens, and the loop goes on."""
+    """The multi-process pod's loop (EngineLoop driven by CoreTransport) over a real ZeroMQ
+    socket pair: the failed request gets a 500 failure, the other its tokens, and the loop goes on."""
     llm = LLM(tiny_model_dir, max_num_seqs=4, max_model_len=64)
     _poison(llm, 77)
     ctx = zmq.Context()
     router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
     router.bind("inproc://core")
     dealer.connect("inproc://core")
-    loop = CoreLoop(llm.engine, router)
-    params = ipc.Params(max_tokens=3, temperature=0.0, ignore_eos=True)
+    loop = EngineLoop(llm.engine)
+    transport = CoreTransport(loop, router)
+    params = SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)
     for rid, prompt in (("bad", [5, 77, 9]), ("good", [5, 6, 9])):
         dealer.send(ipc.to_core_encoder.encode(ipc.Add(rid, prompt, params, whole=True)))
-    got: dict[str, object] = {}
-    for _ in range(50):
-        loop._receive(10)
-        if llm.engine.has_unfinished():
-            loop._step()
+    got: dict[str, StepOutput] = {}
+    turns = iter(range(200))
+
+    def stop() -> bool:
         while dealer.poll(0):
             msg = ipc.to_frontend_decoder.decode(dealer.recv())
-            if isinstance(msg, ipc.Rejected):
-                got[msg.request_id] = msg
-            elif isinstance(msg, ipc.Outputs):
-                got.update((rid, tokens) for rid, tokens, reason in msg.items if reason)
-        if len(got) == 2:
-            break
+            if isinstance(msg, ipc.Outputs):
+                got.update((out.request_id, out) for out in msg.items if out.finish_reason)
+        return len(got) == 2 or next(turns, None) is None
+
+    loop.run(transport.receive, transport.send, stop)
     router.close()
     dealer.close()
     ctx.term()
-    assert isinstance(got["bad"], ipc.Rejected) and got["bad"].status == 500 and "token 77" in got["bad"].message
-    assert isinstance(got["good"], list) and len(got["good"]) == 3
+    bad, good = got["bad"], got["good"]
+    assert FAILURE_STATUS.get(bad.finish_reason) == 500 and "token 77" in bad.error
+    assert good.finish_reason == FinishReason.LENGTH and len(good.new_token_ids) == 3
 
 
 def test_sampling_stays_finite_for_a_tiny_temperature_above_the_greedy_cut():

@@ -1,6 +1,4 @@
-"""A frontend's handle on the pod's engine-core process, with the same face as
-`AsyncEngine` (generate, check_request, snapshot, alive), so the HTTP server
-does not care whether the engine runs in its own process or another one.
+"""A frontend's client of the pod's engine-core process, over ZeroMQ.
 
 One DEALER socket carries this frontend's adds and aborts out and the core's
 per-step outputs back; a reader task fans outputs out to the waiting requests.
@@ -20,38 +18,38 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
 
 import zmq
 import zmq.asyncio
 
 from fleetserve.engine import ipc
-from fleetserve.engine.checks import check_request
-from fleetserve.engine.errors import EngineDeadError, RequestRejected
-from fleetserve.engine.outputs import FinishReason, StepOutput
-from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.engine.client import EngineClient
+from fleetserve.engine.errors import EngineDeadError
+from fleetserve.engine.outputs import EngineStats
 
 log = logging.getLogger(__name__)
 
 STALE_AFTER_S = 2.0  # eight missed heartbeats: not ready until they resume
 
 
-class CoreClient:
+class CoreClient(EngineClient):
     def __init__(self, address: str, limits: ipc.Welcome, connect_timeout: float = 60.0):
         """`limits`: the engine's shape as the supervisor configured it (the core confirms it on connect)."""
+        super().__init__()
         self.address = address
         self.connect_timeout = connect_timeout
-        self.limits = limits
+        self._limits(limits)
         self.welcome: ipc.Welcome | None = None
-        self.stats = ipc.Stats(0, 0, 0, 0, 0, 0.0, 0)
-        self.error: BaseException | None = None
+        self.stats = EngineStats()
         self.stalled = False  # no heartbeat for STALE_AFTER_S: not ready, but nothing is failed
-        self._queues: dict[str, asyncio.Queue] = {}
         self._last_seen = 0.0
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
         self._beats: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task] = []
+
+    def _limits(self, w: ipc.Welcome) -> None:
+        self.max_model_len, self.max_num_seqs, self.vocab_size = w.max_model_len, w.max_num_seqs, w.vocab_size
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -72,7 +70,8 @@ class CoreClient:
         msg = ipc.to_frontend_decoder.decode(await self._sock.recv())
         if not isinstance(msg, ipc.Welcome):
             raise EngineDeadError(f"unexpected first message from the engine core: {msg!r}")
-        self.welcome = self.limits = msg
+        self.welcome = msg
+        self._limits(msg)
         self._last_seen = time.monotonic()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._read()), loop.create_task(self._read_beats()),
@@ -95,51 +94,19 @@ class CoreClient:
     def ready(self) -> bool:
         return self.alive and not self.stalled
 
-    # ---- the AsyncEngine face ---------------------------------------------------------------------
-
-    @property
-    def max_model_len(self) -> int:
-        return self.limits.max_model_len
-
-    @property
-    def max_num_seqs(self) -> int:
-        return self.limits.max_num_seqs
-
-    def check_request(self, prompt_ids: list[int], params: SamplingParams) -> None:
-        check_request(prompt_ids, params, self.limits.max_model_len, self.limits.vocab_size)
-
-    def snapshot(self) -> ipc.Stats:
+    def snapshot(self) -> EngineStats:
         return self.stats
 
-    async def generate(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
-                       whole: bool = False) -> AsyncIterator[StepOutput]:
-        """Yield this request's step outputs until it finishes; leaving early aborts it in the core.
-        `whole`: one output with every token, when the request ends."""
-        if not self.alive:
-            raise EngineDeadError(f"engine core is not running: {self.error!r}")
-        self.check_request(prompt_ids, params)
-        queue: asyncio.Queue = asyncio.Queue()
-        self._queues[request_id] = queue
-        finished = False
+    def _submit(self, msg: ipc.Add | ipc.Abort) -> None:
+        # No high-water mark, so the send is done at once; pyzmq reports a failure
+        # through the returned future, not by raising.
         try:
-            await self._sock.send(ipc.to_core_encoder.encode(ipc.Add(request_id, list(prompt_ids),
-                                                                     ipc.Params.of(params), whole)))
-            while True:
-                out = await queue.get()
-                if isinstance(out, BaseException):
-                    finished = True  # the core holds nothing of it: no abort to send
-                    raise out
-                finished = out.finish_reason is not None
-                yield out
-                if finished:
-                    return
-        finally:
-            self._queues.pop(request_id, None)
-            if not finished and self.error is None:  # given up here (timeout, client gone): free its slot there
-                try:
-                    self._sock.send(ipc.to_core_encoder.encode(ipc.Abort([request_id])), zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass
+            done = self._sock.send(ipc.to_core_encoder.encode(msg), zmq.NOBLOCK)
+            error = done.exception() if done.done() else None
+        except zmq.ZMQError as e:
+            error = e
+        if error is not None and isinstance(msg, ipc.Add):
+            raise EngineDeadError(f"cannot reach the engine core: {error}")
 
     # ---- background tasks ---------------------------------------------------------------------
 
@@ -149,21 +116,14 @@ class CoreClient:
             msg = decode(await self._sock.recv())
             self._heard()
             if isinstance(msg, ipc.Outputs):
-                for rid, tokens, reason in msg.items:
-                    q = self._queues.get(rid)
-                    if q is not None:
-                        q.put_nowait(StepOutput(rid, tokens, FinishReason(reason) if reason else None))
-            elif isinstance(msg, ipc.Rejected):
-                q = self._queues.get(msg.request_id)
-                if q is not None:
-                    q.put_nowait(RequestRejected(msg.status, msg.message))
+                self._deliver(msg.items)
 
     async def _read_beats(self) -> None:
         decode = ipc.to_frontend_decoder.decode
         while True:
             msg = decode(await self._beats.recv())
             self._heard()
-            if isinstance(msg, ipc.Stats):
+            if isinstance(msg, EngineStats):
                 self.stats = msg
 
     def _heard(self) -> None:
@@ -181,8 +141,7 @@ class CoreClient:
             if self.welcome.pid and process_gone(self.welcome.pid):
                 self.error = EngineDeadError(f"the engine core (pid {self.welcome.pid}) has exited")
                 log.error("%s; failing %d requests in flight", self.error, len(self._queues))
-                for q in self._queues.values():
-                    q.put_nowait(self.error)
+                self._fail_all(self.error)
             elif not self.stalled:
                 self.stalled = True
                 log.warning("no heartbeat from the engine core for %.1fs; not ready until it answers "

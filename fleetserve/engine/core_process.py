@@ -18,7 +18,6 @@ import os
 import signal
 import threading
 import time
-from collections import defaultdict
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -26,102 +25,61 @@ import zmq
 
 from fleetserve.engine import ipc
 from fleetserve.engine.engine_core import EngineConfig, EngineCore
-from fleetserve.engine.outputs import FAILURE_STATUS, HeldAnswers
+from fleetserve.engine.engine_loop import EngineLoop
+from fleetserve.engine.outputs import StepOutput
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 0.25
 
 
-class CoreLoop:
-    def __init__(self, core: EngineCore, sock: zmq.Socket, max_waiting: int = 0, progress=None):
-        """`progress`: a shared double (multiprocessing.Value) stamped with time.monotonic()
-        at every loop turn, or None."""
-        self.core, self.sock, self.max_waiting, self.progress = core, sock, max_waiting, progress
-        self.owners: dict[str, bytes] = {}  # request id -> frontend identity
-        self.frontends: set[bytes] = set()
-        self.held = HeldAnswers()
-        self.stopping = False
+class CoreTransport:
+    """Drives the engine loop from the core's ROUTER socket: what arrives from the
+    frontends goes in, each step's outputs go back as one message per frontend."""
 
-    def _send(self, identity: bytes, msg) -> None:
-        self.sock.send_multipart([identity, ipc.to_frontend_encoder.encode(msg)], copy=False)
+    def __init__(self, loop: EngineLoop, sock: zmq.Socket, parent_pid: int | None = None):
+        self.loop, self.sock, self.parent_pid = loop, sock, parent_pid
+        self._checked = 0.0
 
-    def handle(self, identity: bytes, msg) -> None:
-        core = self.core
-        if isinstance(msg, ipc.Add):
-            if self.max_waiting and core.num_waiting >= self.max_waiting:
-                self._send(identity, ipc.Rejected(msg.request_id, 429,
-                                                  f"the pod's waiting queue is full ({self.max_waiting} requests); "
-                                                  "retry later"))
-                return
-            try:
-                core.add_request(msg.request_id, msg.prompt_ids, msg.params.sampling())
-            except ValueError as e:
-                self._send(identity, ipc.Rejected(msg.request_id, 400, str(e)))
-                return
-            self.owners[msg.request_id] = identity
-            if msg.whole:
-                self.held.hold(msg.request_id)
-        elif isinstance(msg, ipc.Abort):
-            for rid in msg.request_ids:
-                core.abort_request(rid)
-                self.owners.pop(rid, None)
-                self.held.drop(rid)
-        elif isinstance(msg, ipc.Hello):
-            self.frontends.add(identity)
-            cfg = core.config
-            self._send(identity, ipc.Welcome(cfg.max_model_len, cfg.max_num_seqs, core.model_config.vocab_size,
-                                             os.getpid()))
-
-    def _receive(self, timeout_ms: int) -> None:
-        if not self.sock.poll(timeout_ms):
-            return
+    def receive(self, timeout_s: float) -> list[tuple[bytes, ipc.Add | ipc.Abort]]:
+        if not self.sock.poll(int(timeout_s * 1000)):
+            return []
+        arrived = []
         while True:
             try:
                 identity, payload = self.sock.recv_multipart(zmq.NOBLOCK, copy=True)
             except zmq.Again:
-                return
+                return arrived
             try:
                 msg = ipc.to_core_decoder.decode(payload)
             except Exception:  # a bad message must not take the pod down
                 log.exception("undecodable message from a frontend")
                 continue
-            self.handle(identity, msg)
+            if isinstance(msg, ipc.Hello):
+                core = self.loop.core
+                self.send_msg(identity, ipc.Welcome(core.config.max_model_len, core.config.max_num_seqs,
+                                                    core.model_config.vocab_size, os.getpid()))
+            else:
+                arrived.append((identity, msg))
 
-    def _step(self) -> None:
-        outputs = self.held.filter(self.core.step())
-        if not outputs:
-            return
-        by_frontend: dict[bytes, list] = defaultdict(list)
-        for out in outputs:
-            identity = self.owners.get(out.request_id)
-            if identity is None:  # aborted in the meantime
-                continue
-            reason = out.finish_reason.value if out.finish_reason is not None else ""
-            if reason:
-                del self.owners[out.request_id]
-            status = FAILURE_STATUS.get(out.finish_reason)
-            if status:
-                self._send(identity, ipc.Rejected(out.request_id, status, out.error or "generation failed"))
-                continue
-            by_frontend[identity].append((out.request_id, out.new_token_ids, reason))
-        for identity, items in by_frontend.items():
-            self._send(identity, ipc.Outputs(items))
+    def send(self, identity: bytes, outputs: list[StepOutput]) -> None:
+        self.send_msg(identity, ipc.Outputs(outputs))
 
-    def run(self, parent_pid: int | None = None) -> None:
-        last_check = 0.0
-        while not self.stopping:
-            now = time.monotonic()
-            if self.progress is not None:
-                self.progress.value = now
-            busy = self.core.has_unfinished()
-            self._receive(0 if busy else int(HEARTBEAT_S * 1000))
-            if self.core.has_unfinished():
-                self._step()
-            if now - last_check >= HEARTBEAT_S:
-                last_check = now
-                if parent_pid is not None and os.getppid() != parent_pid:
-                    log.error("the pod supervisor is gone; stopping the engine core")
-                    return
+    def send_msg(self, identity: bytes, msg) -> None:
+        self.sock.send_multipart([identity, ipc.to_frontend_encoder.encode(msg)], copy=False)
+
+    def orphaned(self) -> bool:
+        """True once the pod supervisor is gone (checked every HEARTBEAT_S)."""
+        now = time.monotonic()
+        if self.parent_pid is None or now - self._checked < HEARTBEAT_S:
+            return False
+        self._checked = now
+        if os.getppid() != self.parent_pid:
+            log.error("the pod supervisor is gone; stopping the engine core")
+            return True
+        return False
+
+    def run(self) -> None:
+        self.loop.run(self.receive, self.send, self.orphaned)
 
 
 class Heartbeat(threading.Thread):
@@ -148,7 +106,7 @@ class Heartbeat(threading.Thread):
 def run_core_process(model_dir: str | Path, config: EngineConfig, address: str, max_waiting: int,
                      ready: Connection, log_level: str = "warning", progress=None) -> None:
     """Entry point of the engine-core process. Reports ("ready", info) or ("error",
-    message) through `ready`, then serves until SIGTERM, stamping `progress` (see CoreLoop)."""
+    message) through `ready`, then serves until SIGTERM, stamping `progress` (see EngineLoop)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s engine-core: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
     parent = os.getppid()
@@ -172,7 +130,8 @@ def run_core_process(model_dir: str | Path, config: EngineConfig, address: str, 
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.bind(address)
-    loop = CoreLoop(core, sock, max_waiting, progress)
+    loop = EngineLoop(core, max_waiting, progress)
+    transport = CoreTransport(loop, sock, parent)
     heartbeat = Heartbeat(core, ctx, ipc.beats_address(address))
     heartbeat.start()
 
@@ -183,7 +142,7 @@ def run_core_process(model_dir: str | Path, config: EngineConfig, address: str, 
     mc = core.model_config
     ready.send(("ready", {"architecture": mc.architecture, "parameters": mc.num_parameters}))
     try:
-        loop.run(parent)
+        transport.run()
     finally:
         heartbeat.done.set()
         heartbeat.join(timeout=2)

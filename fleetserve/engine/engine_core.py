@@ -11,13 +11,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import torch
 
 from fleetserve.engine.checks import check_request
-from fleetserve.engine.ipc import Stats
 from fleetserve.engine.memory import keep_freed_memory
 from fleetserve.engine.model_runner import ModelRunner
-from fleetserve.engine.request import FinishReason, Request, StepOutput
+from fleetserve.engine.outputs import EngineStats, FinishReason, StepOutput
+from fleetserve.engine.request import Request
 from fleetserve.engine.sampler import sample
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.scheduler import ScheduledBatch, Scheduler
@@ -54,20 +55,6 @@ class EngineConfig:
     # Seconds a request may wait for a slot; beyond it the engine refuses it (REJECTED, a 429)
     # rather than hold a queue it cannot serve in time. 0: wait for ever (offline work).
     max_queue_time: float = 0.0
-
-
-@dataclass
-class EngineStats:
-    steps: int = 0
-    prefill_tokens: int = 0
-    generated_tokens: int = 0
-    last_step_s: float = 0.0
-    last_batch_size: int = 0
-    step_seconds: float = 0.0  # summed over steps
-    queue_seconds: float = 0.0  # summed over admitted requests: arrival to admission
-    admitted: int = 0
-    failed: int = 0  # requests ended by an error in their step
-    refused: int = 0  # requests that waited longer than max_queue_time for a slot
 
 
 class EngineCore:
@@ -107,8 +94,12 @@ class EngineCore:
         """Raise ValueError if this request can never run on this engine."""
         check_request(prompt_ids, params, self.config.max_model_len, self.model_config.vocab_size)
 
-    def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> Request:
-        self.check_request(prompt_ids, params)
+    def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
+                    checked: bool = False) -> Request:
+        """`checked`: the caller ran check_request already (the serving clients do, before
+        anything crosses to the engine)."""
+        if not checked:
+            self.check_request(prompt_ids, params)
         request = Request(request_id, list(prompt_ids), params)
         self.scheduler.add(request)
         return request
@@ -124,11 +115,9 @@ class EngineCore:
     def has_unfinished(self) -> bool:
         return self.scheduler.num_unfinished > 0 or self._inflight is not None
 
-    def snapshot(self) -> Stats:
-        s = self.stats
-        return Stats(self.num_waiting, self.num_running, s.steps, s.generated_tokens, s.prefill_tokens,
-                     s.last_step_s, s.last_batch_size, s.step_seconds, s.queue_seconds, s.admitted, s.failed,
-                     s.refused)
+    def snapshot(self) -> EngineStats:
+        """A copy of the counters with the current queue lengths."""
+        return msgspec.structs.replace(self.stats, waiting=self.num_waiting, running=self.num_running)
 
     @property
     def num_waiting(self) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fleetserve.engine.detokenizer import IncrementalDetokenizer
 from fleetserve.engine.engine_core import EngineConfig, EngineCore
-from fleetserve.engine.request import FinishReason
+from fleetserve.engine.outputs import FinishReason
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.generation_config import SamplingDefaults

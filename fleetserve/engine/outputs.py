@@ -1,10 +1,12 @@
-"""What the engine reports per request and step. No torch here: the pod's
-frontends import this without loading the model's libraries."""
+"""What the engine reports per request and step, and its counters: the same
+structs in the engine, on the wire between a pod's processes and in the server.
+No torch here: the pod's frontends import this without loading the model's libraries."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+
+import msgspec
 
 
 class FinishReason(str, enum.Enum):
@@ -12,15 +14,15 @@ class FinishReason(str, enum.Enum):
     LENGTH = "length"  # max_tokens or the model length
     ABORT = "abort"  # cancelled by the client or the server
     ERROR = "error"  # computing this request's step failed; the others went on
-    REJECTED = "rejected"  # waited for a slot longer than the engine's queue limit: overloaded
+    REJECTED = "rejected"  # the waiting queue was full, or the request waited longer than the queue limit
+    INVALID = "invalid"  # the engine cannot run this request (its client checks first, so only a race)
 
 
 # Finishes that are failures, with the HTTP status a server answers them with.
-FAILURE_STATUS = {FinishReason.ERROR: 500, FinishReason.REJECTED: 429}
+FAILURE_STATUS = {FinishReason.ERROR: 500, FinishReason.REJECTED: 429, FinishReason.INVALID: 400}
 
 
-@dataclass
-class StepOutput:
+class StepOutput(msgspec.Struct, array_like=True, omit_defaults=True):
     """What one engine step produced for one request: the new token and, when it
     ended, why. The engine sends only these deltas, never whole sequences."""
 
@@ -28,6 +30,23 @@ class StepOutput:
     new_token_ids: list[int]
     finish_reason: FinishReason | None = None
     error: str | None = None  # why, when finish_reason is a failure (FAILURE_STATUS)
+
+
+class EngineStats(msgspec.Struct, tag="stats", array_like=True):
+    """The engine's counters. The core process publishes them with every heartbeat."""
+
+    waiting: int = 0
+    running: int = 0
+    steps: int = 0
+    generated_tokens: int = 0
+    prefill_tokens: int = 0
+    last_step_s: float = 0.0
+    last_batch_size: int = 0
+    step_seconds: float = 0.0  # summed over steps
+    queue_seconds: float = 0.0  # summed over admitted requests: arrival to admission
+    admitted: int = 0
+    failed: int = 0  # requests ended by an error in their step
+    refused: int = 0  # requests that waited longer than the queue limit for a slot
 
 
 class HeldAnswers:

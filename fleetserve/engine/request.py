@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fleetserve.engine.outputs import FinishReason, StepOutput  # noqa: F401  (re-exported)
+from fleetserve.engine.outputs import FinishReason
 from fleetserve.engine.sampling_params import SamplingParams
 
 

@@ -1,9 +1,12 @@
-"""Per-request generation settings, validated once when a request arrives."""
+"""Per-request generation settings: the one form of a request's settings, from the
+HTTP schema's conversion to the engine's scheduler, and on the wire between a
+pod's processes (a msgspec struct). Validated once, by `checks.check_request`."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+
+import msgspec
 
 # Below this temperature sampling is greedy (as vLLM does): dividing logits by a
 # vanishing temperature only overflows, and the distribution is already one-hot.
@@ -12,8 +15,7 @@ SAMPLING_EPS = 1e-5
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
-@dataclass
-class SamplingParams:
+class SamplingParams(msgspec.Struct, array_like=True, omit_defaults=True):
     """temperature 0 (or below SAMPLING_EPS) means greedy; top_k 0 (or -1) and top_p 1
     mean no truncation."""
 
@@ -22,8 +24,8 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    stop_token_ids: list[int] = field(default_factory=list)
+    stop: list[str] = []  # stop strings: watched by the frontend, which sees text
+    stop_token_ids: list[int] = []
     ignore_eos: bool = False
     skip_special_tokens: bool = True
 

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import msgspec
 from starlette.applications import Starlette
@@ -25,8 +24,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from fleetserve.engine.errors import EngineDeadError, RequestRejected
+from fleetserve.engine.client import EngineClient
 from fleetserve.engine.detokenizer import IncrementalDetokenizer
+from fleetserve.engine.errors import EngineDeadError, RequestRejected
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.model.generation_config import SamplingDefaults
 from fleetserve.model.tokenizer import Tokenizer
@@ -36,10 +36,8 @@ from fleetserve.server.metrics import Counter, Gauge, Histogram, Registry
 from fleetserve.server.options import ServerOptions
 from fleetserve.server.protocol import ChatCompletionRequest, CompletionRequest, CorrectRequest
 
-if TYPE_CHECKING:  # the in-process engine imports torch; a frontend process never needs it
-    from fleetserve.engine.async_engine import AsyncEngine
-    from fleetserve.engine.core_client import CoreClient
-
+# The pod's requests in its engine (waiting and running), the same whichever frontend
+# answers: the engine's own count, as of its latest heartbeat in a multi-process pod.
 IN_FLIGHT_HEADER = "x-fleetserve-in-flight"
 log = logging.getLogger(__name__)
 
@@ -55,7 +53,7 @@ class Generation:
 class PodServer:
     def __init__(
         self,
-        engine: AsyncEngine | CoreClient,
+        engine: EngineClient,
         tokenizer: Tokenizer,
         model_dir: str | Path,
         options: ServerOptions = ServerOptions(),
@@ -117,9 +115,7 @@ class PodServer:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
-        started = self.engine.start()  # AsyncEngine starts a thread; CoreClient connects to the core
-        if started is not None:
-            await started
+        await self.engine.start()
         yield
         self.engine.stop()
 
@@ -150,7 +146,8 @@ class PodServer:
                     log.exception("%s %s failed", request.method, request.url.path)
                     response = error_response(500, f"internal error: {type(e).__name__}: {e}", "internal_error")
             self.m_requests.inc(1, request.url.path, str(response.status_code))
-            response.headers[IN_FLIGHT_HEADER] = str(self.in_flight)  # a router learns the load for free
+            stats = self.engine.snapshot()
+            response.headers[IN_FLIGHT_HEADER] = str(stats.waiting + stats.running)
             return response
 
         return endpoint
@@ -246,7 +243,6 @@ class PodServer:
         """Server-sent events; `chunk(text, finish_reason)` shapes each event. The first
         token is awaited before the 200 starts, so a request the engine turns away
         (full queue, dead engine) still gets a proper HTTP status."""
-        self.engine.check_request(prompt_ids, params)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout if self.request_timeout else None
         tokens = self._tokens(prompt_ids, params, request_id)

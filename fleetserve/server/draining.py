@@ -38,7 +38,7 @@ class DrainingServer(uvicorn.Server):
                  signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT), parent_pid: int | None = None,
                  stall_timeout: float | None = None):
         """`parent_pid`: a supervisor whose death should drain this server too.
-        `stall_timeout`: watch the in-process engine (AsyncEngine) with this limit."""
+        `stall_timeout`: watch the in-process engine (InProcessClient) with this limit."""
         super().__init__(config)
         self.pod, self.drain_timeout, self.signals = pod, drain_timeout, signals
         self.parent_pid = parent_pid

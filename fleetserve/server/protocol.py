@@ -88,8 +88,8 @@ class _Sampling(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     response_format: Any = None
 
     def sampling(self, default_max_tokens: int, defaults: SamplingDefaults = SamplingDefaults()) -> SamplingParams:
-        """Raise ValueError naming the parameter if it is unsupported or out of range.
-        Unset values come from the model's `defaults`, then the route's `default_max_tokens`."""
+        """Raise ValueError naming the parameter if it is unsupported (ranges are checked
+        with the prompt, by checks.check_request). Unset values come from the model's `defaults`, then the route's `default_max_tokens`."""
         for name, allowed in _NEUTRAL.items():
             value = getattr(self, name, None)  # None too where this request kind has no such field
             if value is not None and not any(_same(value, a) for a in allowed):
@@ -107,8 +107,7 @@ class _Sampling(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             ignore_eos=self.ignore_eos,
             skip_special_tokens=self.skip_special_tokens,
         )
-        params.validate()
-        return params
+        return params  # validated with the prompt, by the engine client (checks.check_request)
 
 
 def _first(*values):

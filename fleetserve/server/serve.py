@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from fleetserve.engine.async_engine import AsyncEngine
 from fleetserve.engine.engine_core import EngineConfig, EngineCore
+from fleetserve.engine.inproc_client import InProcessClient
 from fleetserve.http_common import check_port_free
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.tokenizer import Tokenizer
@@ -21,7 +21,7 @@ def build_server(model_dir: str | Path, config: EngineConfig, options: ServerOpt
     model_config = ModelConfig.from_dir(model_dir)  # the most basic problems first, before the tokenizer's
     tokenizer = Tokenizer(model_dir)
     core = EngineCore(model_dir, config, tokenizer.eos_token_ids, model_config)
-    return PodServer(AsyncEngine(core, options.max_waiting), tokenizer, model_dir, options)
+    return PodServer(InProcessClient(core, options.max_waiting), tokenizer, model_dir, options)
 
 
 def serve(model_dir: str | Path, host: str, port: int, config: EngineConfig,
