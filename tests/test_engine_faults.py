@@ -73,19 +73,14 @@ def _poison(llm: LLM, token: int) -> None:
 def _poison_core(core, token: int) -> None:
     """Make the model raise whenever `token` is among a pass's input tokens (a stand-in
     for a kernel that fails on one request's data)."""
-    model = core.runner.model
+    step = core.runner._step
 
-    def guard(fn, *where: int):
-        def run(*args):
-            if any(bool((args[i] == token).any()) for i in where):
-                raise RuntimeError(f"kernel failed on token {token}")
-            return fn(*args)
-        return run
+    def run(inputs):
+        if bool((inputs.tokens == token).any()):
+            raise RuntimeError(f"kernel failed on token {token}")
+        return step(inputs)
 
-    model.prefill = guard(model.prefill, 0)  # (prompts, slots, last)
-    model.decode = guard(model.decode, 0)  # (tokens, positions, kv_len)
-    model.step = guard(model.step, 0, 3)  # (tokens, positions, kv_len, prompts, slots, last)
-    core.runner._decode = model.decode
+    core.runner._step = run
 
 
 @pytest.mark.parametrize("async_scheduling", [False, True], ids=["plain loop", "overlapped loop"])

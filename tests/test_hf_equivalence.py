@@ -65,27 +65,60 @@ def test_sharded_checkpoint_matches_transformers(tmp_path):
     assert [o.token_ids for o in outs] == [hf_greedy(hf, p) for p in batch]
 
 
-def test_one_pass_step_equals_separate_decode_and_prefill(hf_checkpoint):
-    """The engine runs decoding slots and new prompts through the model in one pass
-    (`Transformer.step`); its logits and KV cache must equal two separate passes."""
+def _runners(path, n: int):
+    from fleetserve.engine.model_runner import ModelRunner
     from fleetserve.model.config import ModelConfig
     from fleetserve.model.loader import load_model
 
-    path, _ = hf_checkpoint
     cfg = ModelConfig.from_dir(path)
-    models = [load_model(path, cfg, "auto", "float32", 0) for _ in range(2)]
-    for m in models:
-        m.setup_cache(6, 64)
-    history = torch.tensor(prompts(2, [13] * 4))  # 4 slots already hold 13 tokens each
-    for m in models:
-        m.prefill(history, torch.arange(4), torch.full((4,), 12))
-    tokens, positions = torch.tensor([7, 8, 9, 10]), torch.tensor([13, 13, 13, 13])
-    new = torch.tensor(prompts(3, [11, 11]))
-    slots, last = torch.tensor([4, 5]), torch.tensor([10, 6])  # the second prompt is padded after 7 tokens
-    one, two = models
-    dec, pre = one.step(tokens, positions, 32, new, slots, last)
-    assert torch.allclose(dec, two.decode(tokens, positions, 32), atol=1e-5)
-    assert torch.allclose(pre, two.prefill(new, slots, last), atol=1e-5)
-    for a, b in zip(one.layers, two.layers):
+    return [ModelRunner(load_model(path, cfg, "auto", "float32", 0), 6, 64) for _ in range(n)]
+
+
+def _requests(token_lists, first_slot: int):
+    from fleetserve.engine.request import Request
+
+    reqs = [Request(str(first_slot + i), ids, SamplingParams()) for i, ids in enumerate(token_lists)]
+    for i, r in enumerate(reqs):
+        r.slot = first_slot + i
+    return reqs
+
+
+def test_one_pass_step_equals_separate_decode_and_prefill(hf_checkpoint):
+    """The engine runs decoding slots and new prompts through the model in one pass
+    (`Transformer.step`); its logits and KV cache must equal two separate passes."""
+    path, _ = hf_checkpoint
+    runners = _runners(path, 2)
+    history = _requests(prompts(2, [13] * 4), 0)  # 4 slots already hold 13 tokens each
+    for runner in runners:
+        runner.run(runner.prepare([], history))
+    for i, r in enumerate(history):
+        r.output_ids.append(7 + i)
+    new = _requests(prompts(3, [11, 7]), 4)
+    one, two = runners
+    both = one.run(one.prepare(history, new))
+    assert torch.allclose(both[:4], two.run(two.prepare(history, [])), atol=1e-5)
+    assert torch.allclose(both[4:], two.run(two.prepare([], new)), atol=1e-5)
+    for a, b in zip(one.model.layers, two.model.layers):
         assert torch.allclose(a.self_attn.k_cache, b.self_attn.k_cache, atol=1e-5)
         assert torch.allclose(a.self_attn.v_cache, b.self_attn.v_cache, atol=1e-5)
+
+
+def test_several_query_tokens_of_a_slot_equal_one_token_steps(hf_checkpoint):
+    """A step may give a running sequence several query tokens past its prompt (draft
+    tokens to verify): their logits and K/V equal those of one-token steps run in turn,
+    with other slots decoding in the same pass."""
+    from fleetserve.engine.model_runner import Sequence
+
+    path, _ = hf_checkpoint
+    one, two = _runners(path, 2)
+    history = _requests(prompts(5, [13, 9]), 0)
+    for runner in (one, two):
+        runner.run(runner.prepare([], history))
+    drafts = [5, 17, 2, 30]
+    several = one.run(one.build([(0, 63), (3, 9)], [1], [Sequence(0, drafts, 13, logits=4)]))
+    steps = [two.run(two.build([(0, 63), (3, 9)] if i == 0 else [], [1] if i == 0 else [], [Sequence(0, [t], 13 + i)]))
+             for i, t in enumerate(drafts)]
+    assert torch.allclose(several[0], steps[0][0], atol=1e-5)  # slot 1's next token
+    assert torch.allclose(several[1:], torch.cat([s[-1:] for s in steps]), atol=1e-5)
+    for a, b in zip(one.model.layers, two.model.layers):
+        assert torch.allclose(a.self_attn.k_cache[:2, :, :17], b.self_attn.k_cache[:2, :, :17], atol=1e-5)

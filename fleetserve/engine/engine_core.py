@@ -16,7 +16,7 @@ import torch
 
 from fleetserve.engine.checks import check_request
 from fleetserve.engine.memory import keep_freed_memory
-from fleetserve.engine.model_runner import ModelRunner
+from fleetserve.engine.model_runner import ModelRunner, PreparedStep
 from fleetserve.engine.outputs import EngineStats, FinishReason, StepOutput
 from fleetserve.engine.request import Request
 from fleetserve.engine.sampler import sample
@@ -153,7 +153,7 @@ class EngineCore:
             return []
         start = time.perf_counter()
         self._admitted(batch)
-        outputs = self._finish_step(batch, *self._run(batch, self._inputs(batch, {})))
+        outputs = self._finish_step(batch, *self._run(batch, self._prepare(batch, {})))
         self._timed(start)
         return outputs
 
@@ -168,52 +168,46 @@ class EngineCore:
         self.stats.last_step_s = elapsed
         self.stats.step_seconds += elapsed
 
-    def _inputs(self, batch: ScheduledBatch, pending: dict[int, int]):
-        return (self.runner.decode_inputs(batch.decode, pending) if batch.decode else None,
-                self.runner.prefill_inputs(batch.prefill) if batch.prefill else None)
+    def _prepare(self, batch: ScheduledBatch, pending: dict[int, int]) -> PreparedStep:
+        return self.runner.prepare(batch.decode, batch.prefill, pending)
 
-    def _run(self, batch: ScheduledBatch, inputs) -> tuple[list[int], list[int], dict[str, str]]:
+    def _run(self, batch: ScheduledBatch, step: PreparedStep) -> tuple[list[int], dict[str, str]]:
         """The model and the sampler: the part that may run on the worker thread. It reads
         only the prepared inputs and each request's sampling settings and generator.
-        Returns the decoded and prefilled tokens, and the requests that failed (id -> why)."""
+        Returns a token per request (decoding ones, then new ones) and the requests that
+        failed (id -> why)."""
+        requests = batch.decode + batch.prefill
         try:
-            dec_logits, pre_logits = self.runner.run(*inputs)
+            logits = self.runner.run(step)
         except Exception as e:
-            return self._run_each(batch, inputs, e)
-        decoded, dec_failed = sample(dec_logits, batch.decode) if dec_logits is not None else ([], {})
-        prefilled, pre_failed = sample(pre_logits, batch.prefill) if pre_logits is not None else ([], {})
-        failed = {batch.decode[i].request_id: why for i, why in dec_failed.items()}
-        failed.update((batch.prefill[i].request_id, why) for i, why in pre_failed.items())
-        return decoded, prefilled, failed
+            return self._run_each(requests, step, e)
+        tokens, failed = sample(logits, requests)
+        return tokens, {requests[i].request_id: why for i, why in failed.items()}
 
-    def _run_each(self, batch: ScheduledBatch, inputs, error: Exception) -> tuple[list[int], list[int], dict[str, str]]:
+    def _run_each(self, requests: list[Request], step: PreparedStep, error: Exception
+                  ) -> tuple[list[int], dict[str, str]]:
         """The batched pass failed: run each request alone, so that only the requests
         whose own computation fails are failed and the others get their token."""
-        requests = batch.decode + batch.prefill
         if len(requests) == 1:  # nothing to narrow down
             log.error("a step of one request failed", exc_info=error)
             outcomes = [(-1, f"{type(error).__name__}: {error}")]
         else:
             log.error("a step of %d requests failed (%s: %s); running each alone to find which", len(requests),
                       type(error).__name__, error)
-            outcomes = [self._run_alone(r, alone) for r, alone in zip(requests, self.runner.split(*inputs))]
+            outcomes = [self._run_alone(r, alone) for r, alone in zip(requests, self.runner.split(step))]
         failed = {r.request_id: why for r, (_, why) in zip(requests, outcomes) if why is not None}
-        tokens = [token for token, _ in outcomes]
-        n = len(batch.decode)
-        return tokens[:n], tokens[n:], failed
+        return [token for token, _ in outcomes], failed
 
-    def _run_alone(self, request: Request, inputs) -> tuple[int, str | None]:
+    def _run_alone(self, request: Request, step: PreparedStep) -> tuple[int, str | None]:
         """(token, None), or (-1, why) when this request's own step fails."""
         try:
-            dec_logits, pre_logits = self.runner.run(*inputs)
-            (token,), failed = sample(dec_logits if dec_logits is not None else pre_logits, [request])
+            (token,), failed = sample(self.runner.run(step), [request])
         except Exception as e:
             log.exception("request %s failed on its own", request.request_id)
             return -1, f"{type(e).__name__}: {e}"
         return token, failed.get(0)
 
-    def _finish_step(self, batch: ScheduledBatch, decoded: list[int], prefilled: list[int],
-                     failed: dict[str, str]) -> list[StepOutput]:
+    def _finish_step(self, batch: ScheduledBatch, tokens: list[int], failed: dict[str, str]) -> list[StepOutput]:
         """Append the step's tokens, apply the stops, free finished slots and end the
         requests that failed."""
         outputs = []
@@ -223,7 +217,7 @@ class EngineCore:
             for r in batch.prefill:
                 r.first_token_time = now
             self.stats.prefill_tokens += sum(len(r.prompt_ids) for r in batch.prefill)
-        for r, t in zip(batch.decode + batch.prefill, decoded + prefilled):
+        for r, t in zip(batch.decode + batch.prefill, tokens):
             if r.finished:  # aborted while the step ran
                 continue
             why = failed.get(r.request_id) if failed else None
@@ -256,8 +250,8 @@ class EngineCore:
         pending: dict[int, int] = {}
         ending: set[str] = set()
         if done is not None:
-            batch, decoded, prefilled, failed = done
-            for r, t in zip(batch.decode + batch.prefill, decoded + prefilled):
+            batch, tokens, failed = done
+            for r, t in zip(batch.decode + batch.prefill, tokens):
                 if r.finished:
                     continue
                 if r.request_id in failed or self._finish_reason(r, t, appended=False) is not None:
@@ -267,8 +261,8 @@ class EngineCore:
         following = self.scheduler.schedule(skip=ending)
         self._admitted(following)
         if following:
-            inputs = self._inputs(following, pending)
-            self._inflight = (following, self._worker.submit(self._run, following, inputs))
+            step = self._prepare(following, pending)
+            self._inflight = (following, self._worker.submit(self._run, following, step))
         if done is None:
             return []
         outputs = self._finish_step(*done)

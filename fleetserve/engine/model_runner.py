@@ -1,8 +1,10 @@
-"""Runs the model for a scheduled batch: builds input tensors, owns the KV cache.
+"""Runs the model for a scheduled batch: builds the step's input tensors, owns the KV cache.
 
 Mechanism only: the scheduler decides who runs; this turns that into tensors.
-Decode shapes are bucketed (batch to a power of two, attention length to a
-multiple of KV_BLOCK) so a compiled decode step sees few distinct shapes.
+Decoding slots run as slots 0..B-1 (B a power of two, empty slots included), so
+their cache reads are views, never gathers; prompts (and any sequence of several
+query tokens) run as a second attention group. Attention lengths are rounded up
+to a multiple of KV_BLOCK so that a compiled step sees few distinct shapes.
 """
 
 from __future__ import annotations
@@ -13,24 +15,27 @@ from dataclasses import dataclass
 import torch
 
 from fleetserve.engine.request import Request
-from fleetserve.model.llama import Transformer
+from fleetserve.model.llama import AttentionGroup, StepInputs, Transformer
 
 KV_BLOCK = 32
 
 
 @dataclass
-class PrefillInputs:
-    tokens: torch.Tensor  # [N, longest prompt], right-padded
-    slots: torch.Tensor
-    last: torch.Tensor  # index of each prompt's last token
+class Sequence:
+    """Query tokens of one sequence: `tokens` at positions start.. in cache slot `slot`;
+    the logits of its last `logits` tokens are returned (several to verify draft tokens)."""
+    slot: int
+    tokens: list[int]
+    start: int
+    logits: int = 1
 
 
 @dataclass
-class DecodeInputs:
-    tokens: torch.Tensor  # [bucket] one token per slot 0..bucket-1
-    positions: torch.Tensor
-    kv_len: int
-    select: torch.Tensor | None  # rows of the running requests, when the bucket has empty slots
+class PreparedStep:
+    """A step's tensors and, to cut them into one step per sequence, where each sequence's
+    rows are (slot, first row, rows, rows with logits) in the order of the returned logits."""
+    inputs: StepInputs
+    seqs: list[tuple[int, int, int, int]]
 
 
 def _buckets(limit: int) -> list[int]:
@@ -47,100 +52,99 @@ class ModelRunner:
         self.device = model.embed_tokens.weight.device
         self.max_num_seqs = max_num_seqs
         self.max_model_len = max_model_len
+        self.window = model.cfg.sliding_window
+        self.heads_per_kv = model.cfg.num_heads // model.cfg.num_kv_heads
         model.setup_cache(max_num_seqs, max_model_len)
         self.batch_buckets = _buckets(max_num_seqs)
-        self._decode = model.decode
+        self._step = model.step
         self.compiled = compile
         if compile:
             # Compiled code cannot write into inference-mode tensors (the KV cache), so the
             # compiled step runs the undecorated function under no_grad instead.
-            compiled = torch.compile(functools.partial(type(model).decode.__wrapped__, model), dynamic=True)
-            self._decode = torch.no_grad()(compiled)
+            compiled = torch.compile(functools.partial(type(model).step.__wrapped__, model), dynamic=True)
+            self._step = torch.no_grad()(compiled)
 
     def check(self) -> None:
         """One token through the model (K/V written at slot 0, position 0, which any request
         there overwrites): a path this machine cannot run fails here, at start-up."""
-        self.run(None, PrefillInputs(self._ids([[0]]), self._ids([0]), self._ids([0])))
+        self.run(self.build([], [], [Sequence(0, [0], 0)]))
 
-    def _batch_bucket(self, n: int) -> int:
-        return next(b for b in self.batch_buckets if b >= n)
+    def prepare(self, decode: list[Request], prefill: list[Request], pending: dict[int, int] | None = None
+                ) -> PreparedStep:
+        """The step of `decode` (running requests, one token each) and `prefill` (newly
+        admitted ones, their whole prompt); logits come back in that order. `pending`:
+        slot -> a token sampled but not yet appended to its request (the overlapped step
+        loop launches the next step before it appends the last one's)."""
+        pending = pending or {}
+        bucket: list[tuple[int, int]] = []
+        if decode:
+            # Empty slots in 0..b-1 compute a throwaway token whose K/V lands at the
+            # last cache position, which any later request there overwrites before reading.
+            b = next(size for size in self.batch_buckets if size > max(r.slot for r in decode))
+            bucket = [(0, self.max_model_len - 1)] * b
+            for r in decode:
+                if r.slot in pending:
+                    bucket[r.slot] = (pending[r.slot], r.num_tokens)
+                else:
+                    bucket[r.slot] = (r.output_ids[-1], r.num_tokens - 1)
+        return self.build(bucket, [r.slot for r in decode], [Sequence(r.slot, r.prompt_ids, 0) for r in prefill])
 
-    def prefill_inputs(self, requests: list[Request]) -> PrefillInputs:
-        longest = max(len(r.prompt_ids) for r in requests)
-        rows = [r.prompt_ids + [0] * (longest - len(r.prompt_ids)) for r in requests]
-        return PrefillInputs(self._ids(rows), self._ids([r.slot for r in requests]),
-                             self._ids([len(r.prompt_ids) - 1 for r in requests]))
+    def build(self, bucket: list[tuple[int, int]], live: list[int], seqs: list[Sequence]) -> PreparedStep:
+        """`bucket`: (token, position) of slots 0..b-1, of which `live` have their logits
+        returned (in that order); `seqs`: sequences in their own slots, logits of each last token."""
+        tokens = [t for t, _ in bucket]
+        positions = [p for _, p in bucket]
+        slots = list(range(len(bucket)))
+        groups: list[AttentionGroup] = []
+        if bucket:
+            seen = max(positions[slot] for slot in live) + 1 if live else 1
+            groups.append(self._group(slice(0, len(bucket)), positions[:], [1] * len(bucket), None, seen))
+        if seqs:
+            first = len(tokens)
+            for s in seqs:
+                tokens += s.tokens
+                positions += range(s.start, s.start + len(s.tokens))
+                slots += [s.slot] * len(s.tokens)
+            groups.append(self._group(slice(first, len(tokens)), [s.start for s in seqs],
+                                      [len(s.tokens) for s in seqs], self._ids([s.slot for s in seqs]),
+                                      max(s.start + len(s.tokens) for s in seqs)))
+        row = len(bucket)
+        layout = [(slot, slot, 1, 1) for slot in live]
+        for s in seqs:
+            layout.append((s.slot, row, len(s.tokens), s.logits))
+            row += len(s.tokens)
+        ends = [r for _, first, n, k in layout for r in range(first + n - k, first + n)]
+        inputs = StepInputs(self._ids(tokens), self._ids(positions), self._ids(slots), groups, self._ids(ends))
+        return PreparedStep(inputs, layout)
+
+    def _group(self, rows: slice, starts: list[int], lengths: list[int], slots: torch.Tensor | None,
+               seen: int) -> AttentionGroup:
+        """`seen`: cache positions the live queries read (the attention length, rounded up)."""
+        t = max(lengths)
+        kv_len = min(self.max_model_len, -(-seen // KV_BLOCK) * KV_BLOCK)
+        query = torch.tensor(starts)[:, None] + torch.arange(t)[None, :]  # [S, t] each query's position
+        key = torch.arange(kv_len)
+        mask = key[None, None, :] <= query[:, :, None]
+        if self.window is not None:
+            mask &= key[None, None, :] > query[:, :, None] - self.window
+        mask = mask[:, None].repeat(1, 1, self.heads_per_kv, 1).to(self.device)  # [S, 1, group * t, kv_len]
+        pad = None
+        if any(n != t for n in lengths):
+            pad = self._ids([i * t + j for i, n in enumerate(lengths) for j in range(n)])
+        return AttentionGroup(rows, len(lengths), t, slots, pad, mask)
 
     def _ids(self, values: list) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long, device=self.device)
 
-    def run_prefill(self, inputs: PrefillInputs) -> torch.Tensor:
-        """Logits [N, vocab] at each new request's last prompt token."""
-        return self.model.prefill(inputs.tokens, inputs.slots, inputs.last)
+    def run(self, step: PreparedStep) -> torch.Tensor:
+        """Logits [rows, vocab] of the next token of each sequence (of each of its `logits`
+        last tokens), in `prepare`'s order."""
+        return self._step(step.inputs)
 
-    def prefill(self, requests: list[Request]) -> torch.Tensor:
-        return self.run_prefill(self.prefill_inputs(requests))
-
-    def decode_inputs(self, requests: list[Request], pending: dict[int, int] | None = None) -> DecodeInputs:
-        """`pending`: slot -> a token sampled but not yet appended to its request (the
-        overlapped step loop launches the next step before it appends the last one's)."""
-        pending = pending or {}
-        top_slot = max(r.slot for r in requests)
-        b = self._batch_bucket(top_slot + 1)
-        # Empty slots in 0..b-1 compute a throwaway token whose K/V lands at the
-        # last cache position, which any later request there overwrites before reading.
-        tokens = [0] * b
-        positions = [self.max_model_len - 1] * b
-        longest = 0
-        for r in requests:
-            n = r.num_tokens
-            if r.slot in pending:
-                tokens[r.slot] = pending[r.slot]
-                n += 1
-            else:
-                tokens[r.slot] = r.output_ids[-1]
-            positions[r.slot] = n - 1
-            longest = max(longest, n)
-        kv_len = min(self.max_model_len, -(-longest // KV_BLOCK) * KV_BLOCK)
-        select = None if len(requests) == b else self._ids([r.slot for r in requests])
-        return DecodeInputs(self._ids(tokens), self._ids(positions), kv_len, select)
-
-    def run_decode(self, inputs: DecodeInputs) -> torch.Tensor:
-        """Logits [len(requests), vocab] for the next token of each running request."""
-        logits = self._decode(inputs.tokens, inputs.positions, inputs.kv_len)
-        return logits if inputs.select is None else logits[inputs.select]
-
-    def decode(self, requests: list[Request]) -> torch.Tensor:
-        return self.run_decode(self.decode_inputs(requests))
-
-    def split(self, dec: DecodeInputs | None, pre: PrefillInputs | None
-              ) -> list[tuple[DecodeInputs | None, PrefillInputs | None]]:
-        """A step's inputs as one step per request (decoding slots first, then prompts),
-        cut from the prepared tensors, never rebuilt from the requests (which the
-        overlapped loop may be changing meanwhile). A decoding slot runs alone as a
-        decode over slots 0..s where the others are empty slots (token 0 at the last
-        position, whose K/V nobody reads)."""
-        out: list[tuple[DecodeInputs | None, PrefillInputs | None]] = []
-        if dec is not None:
-            rows = range(len(dec.tokens)) if dec.select is None else dec.select.tolist()
-            for s in rows:
-                tokens = torch.zeros_like(dec.tokens[:s + 1])  # the other slots as empty ones
-                positions = torch.full_like(dec.positions[:s + 1], self.max_model_len - 1)
-                tokens[s], positions[s] = dec.tokens[s], dec.positions[s]
-                out.append((DecodeInputs(tokens, positions, dec.kv_len, self._ids([s])), None))
-        if pre is not None:
-            out += [(None, PrefillInputs(pre.tokens[i:i + 1], pre.slots[i:i + 1], pre.last[i:i + 1]))
-                    for i in range(len(pre.slots))]
-        return out
-
-    def run(self, dec: DecodeInputs | None, pre: PrefillInputs | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Logits of a step's decoding and newly admitted requests. Both kinds go through
-        the model in one pass (uncompiled), since a second pass for a prompt or two costs
-        about as much in fixed per-layer work as the prompt itself."""
-        if dec is None or pre is None:
-            return (self.run_decode(dec) if dec is not None else None,
-                    self.run_prefill(pre) if pre is not None else None)
-        if self.compiled:  # the compiled decode step stays its own pass
-            return self.run_decode(dec), self.run_prefill(pre)
-        dec_logits, pre_logits = self.model.step(dec.tokens, dec.positions, dec.kv_len, pre.tokens, pre.slots, pre.last)
-        return (dec_logits if dec.select is None else dec_logits[dec.select]), pre_logits
+    def split(self, step: PreparedStep) -> list[PreparedStep]:
+        """The step as one step per sequence, in the order of its logits, cut from the
+        prepared tensors, never rebuilt from the requests (which the overlapped loop may
+        be changing meanwhile)."""
+        tokens, positions = step.inputs.tokens.tolist(), step.inputs.positions.tolist()
+        return [self.build([], [], [Sequence(slot, tokens[first:first + n], positions[first], k)])
+                for slot, first, n, k in step.seqs]

@@ -1,14 +1,17 @@
 """The Llama-family decoder (Llama, Mistral, Qwen2) with a static per-slot KV cache.
 
 One file, in the style of gpt-fast: q/k/v and gate/up are fused into single
-matrix products (fewer, larger calls matter on a small model), the KV cache is
-preallocated per slot, and there are exactly two entry points the engine calls:
-`prefill` (new requests, positions 0..T-1, any slots) and `decode` (one token
-for each of the slots 0..B-1, so cache reads are views, never gathers).
-`forward` (whole sequences, no cache) is for training and scoring.
+matrix products (fewer, larger calls matter on a small model) and the KV cache is
+preallocated per slot. One layer loop serves two entry points: `step`, the
+engine's, runs any mix of sequences, each with one or more query tokens at any
+position (a new prompt, a decoding slot's next token, several draft tokens to
+verify) against the KV cache (see `StepInputs`); `forward` (whole sequences, no
+cache) is for training and scoring.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +81,37 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+@dataclass
+class AttentionGroup:
+    """Sequences whose queries attend to the KV cache in one call: `num_seqs` sequences
+    of at most `q_len` query tokens, rows `rows` of the step. `slots`: their cache slots,
+    or None for slots 0..num_seqs-1 (read as views of the cache, never gathered). `pad`:
+    where each row goes in the padded [num_seqs * q_len] layout (None when every
+    sequence has exactly q_len tokens). `mask` [num_seqs, 1, heads per KV head * q_len,
+    kv_len]: the cache positions each query row sees (query head g of a KV head, token t
+    at row g * q_len + t)."""
+
+    rows: slice
+    num_seqs: int
+    q_len: int
+    slots: torch.Tensor | None
+    pad: torch.Tensor | None
+    mask: torch.Tensor
+
+
+@dataclass
+class StepInputs:
+    """One serving step: R query tokens, grouped (see AttentionGroup). Each row's K/V is
+    written to the cache at (its slot, its position) before the attention reads the cache.
+    `logit_rows`: the rows whose next-token logits the step returns, in the caller's order."""
+
+    tokens: torch.Tensor  # [R]
+    positions: torch.Tensor  # [R]
+    slots: torch.Tensor  # [R] the cache slot of each row
+    groups: list[AttentionGroup]
+    logit_rows: torch.Tensor  # [M]
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -89,68 +123,73 @@ class Attention(nn.Module):
         self.k_cache: torch.Tensor | None = None  # [slots, kv_heads, max_len, head_dim]
         self.v_cache: torch.Tensor | None = None
 
-    def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        b, t, _ = x.shape
-        return self._split_rope(self.qkv_proj(x), b, t, cos, sin)
+    def forward(self, x: torch.Tensor, ctx: StepContext | WholeSequences) -> torch.Tensor:
+        """x [..., hidden] -> [..., hidden]: project, rotate, attend as `ctx` says, project back."""
+        lead = x.shape[:-1]
+        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.reshape(*lead, self.num_heads, self.head_dim)
+        k = k.reshape(*lead, self.num_kv_heads, self.head_dim)
+        v = v.reshape(*lead, self.num_kv_heads, self.head_dim)
+        q = q * ctx.cos + rotate_half(q) * ctx.sin
+        k = k * ctx.cos + rotate_half(k) * ctx.sin
+        return self.o_proj(ctx.attend(self, q, k, v).reshape(*lead, self.q_size))
 
-    def _split_rope(self, qkv: torch.Tensor, b: int, t: int, cos: torch.Tensor, sin: torch.Tensor):
-        """Projected rows [b*t, q+2kv] (or [b, t, ...]) -> q, k, v [b, heads, t, head_dim] with rope applied."""
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k = k.reshape(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.reshape(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        return q, k, v
 
-    def forward(self, x, cos, sin, mask: torch.Tensor | None, slots: torch.Tensor | None = None) -> torch.Tensor:
-        """Causal attention over the whole sequence; with `slots`, K/V also go to those cache slots."""
-        b, t, _ = x.shape
-        q, k, v = self._qkv(x, cos, sin)
-        return self.o_proj(self._attend_prompt(q, k, v, mask, slots).reshape(b, t, self.q_size))
+class WholeSequences:
+    """Attention context of `Transformer.forward`: whole sequences [N, T], causal, no cache."""
 
-    def _attend_prompt(self, q, k, v, mask: torch.Tensor | None, slots: torch.Tensor | None) -> torch.Tensor:
-        """Attention of whole prompts [b, heads, t, d] -> [b, t, heads, d]."""
-        t = q.shape[2]
-        if slots is not None:
-            self.k_cache[slots, :, :t] = k
-            self.v_cache[slots, :, :t] = v
-        if mask is None:
+    def __init__(self, cfg: ModelConfig, t: int, dtype: torch.dtype, device):
+        cos, sin = rope_tables(cfg, t, dtype, device)
+        self.cos, self.sin = cos[None, :, None], sin[None, :, None]  # against [N, T, heads, D]
+        self.mask = None
+        if cfg.sliding_window is not None and t > cfg.sliding_window:
+            i = torch.arange(t, device=device)
+            d = i[:, None] - i[None, :]
+            self.mask = (d >= 0) & (d < cfg.sliding_window)
+
+    def attend(self, attn: Attention, q, k, v) -> torch.Tensor:
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if self.mask is None:
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, enable_gqa=True)
         return o.transpose(1, 2)
 
-    def decode(self, x, cos, sin, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        q, k, v = self._qkv(x, cos, sin)
-        return self.o_proj(self._attend_cached(q, k, v, positions, mask).reshape(b, 1, self.q_size))
 
-    def _attend_cached(self, q, k, v, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One new token per slot 0..b-1 [b, heads, 1, d] against the cache -> [b, heads, 1, d]."""
-        b = q.shape[0]
-        kv_len = mask.shape[-1]
-        rows = torch.arange(b, device=q.device)
-        self.k_cache[rows, :, positions] = k[:, :, 0]
-        self.v_cache[rows, :, positions] = v[:, :, 0]
-        keys = self.k_cache[:b, :, :kv_len]
-        values = self.v_cache[:b, :, :kv_len]
-        # Grouped-query attention without repeating K/V: the query heads that share
-        # one KV head become that head's "query positions".
-        group = self.num_heads // self.num_kv_heads
-        q = q.view(b, self.num_kv_heads, group, self.head_dim)
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+class StepContext:
+    """Attention context of `Transformer.step`: flat rows against the KV cache."""
 
-    def mixed(self, x: torch.Tensor, b: int, n: int, t: int, dec_rope, pre_rope, positions: torch.Tensor,
-              dec_mask: torch.Tensor, pre_mask: torch.Tensor | None, slots: torch.Tensor) -> torch.Tensor:
-        """Rows [b + n*t, hidden]: b decoding slots then n prompts of t tokens. One
-        projection for all rows; attention per kind."""
-        qkv = self.qkv_proj(x)
-        dq, dk, dv = self._split_rope(qkv[:b], b, 1, *dec_rope)
-        pq, pk, pv = self._split_rope(qkv[b:], n, t, *pre_rope)
-        o = torch.cat([self._attend_cached(dq, dk, dv, positions, dec_mask).reshape(b, self.q_size),
-                       self._attend_prompt(pq, pk, pv, pre_mask, slots).reshape(n * t, self.q_size)])
-        return self.o_proj(o)
+    def __init__(self, model: Transformer, inputs: StepInputs):
+        self.inputs = inputs
+        self.cos = model.cos[inputs.positions][:, None]  # against [R, heads, D]
+        self.sin = model.sin[inputs.positions][:, None]
+
+    def attend(self, attn: Attention, q, k, v) -> torch.Tensor:
+        """q [R, heads, D], k and v [R, kv_heads, D] -> [R, heads, D]."""
+        x = self.inputs
+        attn.k_cache[x.slots, :, x.positions] = k
+        attn.v_cache[x.slots, :, x.positions] = v
+        kv_heads, d = attn.num_kv_heads, attn.head_dim
+        group = attn.num_heads // kv_heads
+        outs = []
+        for g in x.groups:
+            s, t, kv_len = g.num_seqs, g.q_len, g.mask.shape[-1]
+            qg = q[g.rows]
+            if g.pad is not None:
+                padded = qg.new_zeros(s * t, attn.num_heads, d)
+                padded[g.pad] = qg
+                qg = padded
+            if g.slots is None:
+                keys, values = attn.k_cache[:s, :, :kv_len], attn.v_cache[:s, :, :kv_len]
+            else:
+                keys, values = attn.k_cache[g.slots, :, :kv_len], attn.v_cache[g.slots, :, :kv_len]
+            # Grouped-query attention without repeating K/V: the query heads that share
+            # one KV head become that head's query rows.
+            qg = qg.view(s, t, kv_heads, group, d).permute(0, 2, 3, 1, 4).reshape(s, kv_heads, group * t, d)
+            o = F.scaled_dot_product_attention(qg, keys, values, attn_mask=g.mask)
+            o = o.view(s, kv_heads, group, t, d).permute(0, 3, 1, 2, 4).reshape(s * t, attn.num_heads, d)
+            outs.append(o if g.pad is None else o[g.pad])
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 class MLP(nn.Module):
@@ -216,20 +255,9 @@ class Transformer(nn.Module):
         self.cos, self.sin = rope_tables(c, max_len, dtype, device)
         self.max_len = max_len
 
-    def _logits(self, h: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(self.norm(h)).float()
-
-    def _causal_mask(self, t: int, device) -> torch.Tensor | None:
-        """None means plain causal attention; a boolean mask only for a sliding window."""
-        if self.cfg.sliding_window is None or t <= self.cfg.sliding_window:
-            return None
-        i = torch.arange(t, device=device)
-        d = i[:, None] - i[None, :]
-        return (d >= 0) & (d < self.cfg.sliding_window)
-
-    def _layers(self, h, cos, sin, mask, slots=None) -> torch.Tensor:
+    def _layers(self, h: torch.Tensor, ctx: StepContext | WholeSequences) -> torch.Tensor:
         for layer in self.layers:
-            h = h + layer.self_attn(layer.input_layernorm(h), cos, sin, mask, slots)
+            h = h + layer.self_attn(layer.input_layernorm(h), ctx)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return h
 
@@ -237,59 +265,14 @@ class Transformer(nn.Module):
         """Training and scoring, no KV cache: logits of every position [N, T, vocab], or with
         `keep` (a boolean [N, T]) of the kept positions only [K, vocab]. A correction pair's loss
         counts only its target half, so `keep` spares the vocabulary product for the prompt half."""
-        t = tokens.shape[1]
-        cos, sin = rope_tables(self.cfg, t, self.embed_tokens.weight.dtype, tokens.device)
-        h = self._layers(self.embed_tokens(tokens), cos[None, None], sin[None, None], self._causal_mask(t, tokens.device))
+        ctx = WholeSequences(self.cfg, tokens.shape[1], self.embed_tokens.weight.dtype, tokens.device)
+        h = self._layers(self.embed_tokens(tokens), ctx)
         return self.lm_head(self.norm(h if keep is None else h[keep]))
 
     @torch.inference_mode()
-    def prefill(self, tokens: torch.Tensor, slots: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """tokens [N, T] right-padded prompts, slots [N], last [N] index of each
-        prompt's final token. Writes K/V of positions 0..T-1 into those slots and
-        returns the logits of each prompt's final token [N, vocab] (float32)."""
-        n, t = tokens.shape
-        cos = self.cos[:t][None, None]
-        sin = self.sin[:t][None, None]
-        h = self._layers(self.embed_tokens(tokens), cos, sin, self._causal_mask(t, tokens.device), slots)
-        h = h[torch.arange(n, device=tokens.device), last]
-        return self._logits(h)
-
-    @torch.inference_mode()
-    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
-        """One step for slots 0..B-1: tokens [B] at positions [B]; attention reads
-        the first kv_len cache positions (kv_len > every position). Returns [B, vocab]."""
-        (cos, sin), mask = self._decode_rope_mask(positions, kv_len)
-        h = self.embed_tokens(tokens[:, None])
-        for layer in self.layers:
-            h = h + layer.self_attn.decode(layer.input_layernorm(h), cos, sin, positions, mask)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
-        return self._logits(h[:, 0])
-
-    def _decode_rope_mask(self, positions: torch.Tensor, kv_len: int):
-        cos = self.cos[positions][:, None, None]
-        sin = self.sin[positions][:, None, None]
-        k = torch.arange(kv_len, device=positions.device)
-        allowed = k[None, :] <= positions[:, None]
-        if self.cfg.sliding_window is not None:
-            allowed &= k[None, :] > positions[:, None] - self.cfg.sliding_window
-        return (cos, sin), allowed[:, None, None, :]
-
-    @torch.inference_mode()
-    def step(self, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int, prompts: torch.Tensor,
-             slots: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`decode` for slots 0..B-1 and `prefill` of N new prompts in one pass: every
-        projection and MLP runs once over all B + N*T rows, so a step that admits one
-        request pays for its prompt's rows, not for a second pass through the model.
-        Returns (decode logits [B, vocab], prefill logits [N, vocab])."""
-        b, (n, t) = tokens.shape[0], prompts.shape
-        dec_rope, dec_mask = self._decode_rope_mask(positions, kv_len)
-        pre_rope = (self.cos[:t][None, None], self.sin[:t][None, None])
-        pre_mask = self._causal_mask(t, tokens.device)
-        h = self.embed_tokens(torch.cat([tokens, prompts.reshape(-1)]))
-        for layer in self.layers:
-            h = h + layer.self_attn.mixed(layer.input_layernorm(h), b, n, t, dec_rope, pre_rope, positions,
-                                          dec_mask, pre_mask, slots)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
-        last_rows = b + torch.arange(n, device=tokens.device) * t + last
-        logits = self._logits(torch.cat([h[:b], h[last_rows]]))
-        return logits[:b], logits[b:]
+    def step(self, inputs: StepInputs) -> torch.Tensor:
+        """The engine's one pass: writes the K/V of every row into the cache and returns the
+        logits of `inputs.logit_rows` [M, vocab] (float32). Every projection and MLP runs once
+        over all rows, whatever mix of prompts and decoding slots they come from."""
+        h = self._layers(self.embed_tokens(inputs.tokens), StepContext(self, inputs))
+        return self.lm_head(self.norm(h[inputs.logit_rows])).float()
