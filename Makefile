@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 MODEL ?= models/correct-6m
 PORT ?= 8100
 
-.PHONY: run test bench-small bench-0.5b demo-model eval clean
+.PHONY: run test test-quick bench-small bench-0.5b demo-model eval clean
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ run: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q
+
+# The inner loop: every test not marked slow (no processes, servers or training).
+test-quick: $(VENV)/.dev
+	$(PY) -m pytest -q -m "not slow"
 
 bench-small: $(VENV)/.dev
 	$(VENV)/bin/fleetserve init-model --preset 5m --out build/bench-5m

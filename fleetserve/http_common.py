@@ -70,6 +70,13 @@ def error_message(status: int, message: str, code: str | None = None, extra: byt
             % (status, REASONS.get(status, "").encode(), len(body), extra)) + body
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the kernel's pick), for a process about to be started."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def check_port_free(host: str, port: int) -> None:
     """Raise ValueError, in one line, when something already listens on host:port; called
     before the model loads, so that a taken port fails at once. (Binding without

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fleetserve.tools.init_model import init_model, write_tokenizer
+from fleetserve.training.init_model import init_model, write_tokenizer
 
 HF_VARIANTS = {
     # Llama with llama3 rope scaling and untied embeddings.

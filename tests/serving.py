@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from fleetserve.fleet.supervisor import free_port
-from fleetserve.tools.procs import wait_ready
+from fleetserve.http_common import free_port
+from fleetserve.benchmarks.procs import wait_ready
 
 
 def _ready_or_fail(url: str, proc: subprocess.Popen, timeout: float, what: str) -> None:

@@ -182,7 +182,7 @@ def test_the_one_process_pod_exits_1_when_its_step_loop_crashes(tiny_model_dir):
     import httpx
 
     from fleetserve.engine.engine_core import EngineConfig
-    from fleetserve.fleet.supervisor import free_port
+    from fleetserve.http_common import free_port
     from fleetserve.server.draining import DrainingServer, uvicorn_config
     from fleetserve.server.options import ServerOptions
     from fleetserve.server.serve import build_server

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fleetserve.fleet.local_fleet import target_from_file
-from fleetserve.tools.fleet_demo import run_demo
+from fleetserve.benchmarks.fleet_demo import run_demo
 
 POD = "--frontends 0 --threads 1 --max-num-seqs 4"
 
@@ -47,7 +47,7 @@ def test_target_from_a_bench_slo_result(tmp_path):
 def test_bench_slo_finds_the_knee_of_a_stand_in_pod():
     """A stub server with 2 slots and 50 ms per request can take 40 req/s; p99 < 300 ms holds
     until the queue starts to grow."""
-    from fleetserve.tools.slo_bench import run_slo_bench
+    from fleetserve.benchmarks.slo import run_slo_bench
     from serving import stub
 
     with stub("--delay", "50ms", "--concurrency", "2") as url:
@@ -75,9 +75,9 @@ def test_fleet_replaces_a_pod_that_is_alive_but_sick(tiny_model_dir, tmp_path):
 
     import httpx
 
-    from fleetserve.fleet.supervisor import free_port
-    from fleetserve.tools.fleet_demo import _descendants
-    from fleetserve.tools.procs import wait_ready
+    from fleetserve.http_common import free_port
+    from fleetserve.benchmarks.fleet_demo import _descendants
+    from fleetserve.benchmarks.procs import wait_ready
     from test_pod import cmdline, pod_children
 
     port, events = free_port(), tmp_path / "events.jsonl"

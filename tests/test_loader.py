@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from fleetserve.engine.llm import LLM
 from fleetserve.model.config import ModelConfig, ModelLoadError
 from fleetserve.model.loader import load_model
-from fleetserve.tools.init_model import init_model
+from fleetserve.training.init_model import init_model
 
 
 @pytest.fixture()

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from fleetserve.tools.loadtest.profile import parse_duration, parse_profile, parse_rate
-from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
-from fleetserve.tools.loadtest.slo import check, goodput_thresholds, parse_slo
-from fleetserve.tools.loadtest.stub_server import parse_delay
+from fleetserve.loadtest.profile import parse_duration, parse_profile, parse_rate
+from fleetserve.loadtest.runner import LoadTestOptions, run_loadtest
+from fleetserve.loadtest.slo import check, goodput_thresholds, parse_slo
+from fleetserve.loadtest.stub_server import parse_delay
 from serving import free_port, stats, stub
 
 
@@ -201,7 +201,7 @@ def test_against_fleetserve_serve_with_the_bundled_model(tmp_path):
 
 
 def test_knee_is_the_last_window_before_latency_breaks():
-    from fleetserve.tools.loadtest.metrics import knee
+    from fleetserve.loadtest.metrics import knee
 
     def w(start, offered, achieved, p99, errors=0.0):
         return {"start_s": start, "sent_requests": 10, "offered_rate": offered, "request_throughput": achieved,

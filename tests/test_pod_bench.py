@@ -7,8 +7,8 @@ import json
 import subprocess
 import sys
 
-from fleetserve.tools.cpu_profile import format_summary, summarize
-from fleetserve.tools.pod_bench import _summarize_rounds
+from fleetserve.benchmarks.cpu_profile import format_summary, summarize
+from fleetserve.benchmarks.pod import _summarize_rounds
 
 RAW = """\
 process 9:"python -m fleetserve serve";process 10:"spawn_main";<module> (<string>:1);run_core_process (fleetserve/engine/core_process.py:147);CoreLoop.run (fleetserve/engine/core_process.py:105);Linear.forward (torch/nn/modules/linear.py:134) 60

@@ -23,7 +23,7 @@ from fleetserve.model.config import ModelConfig, ModelLoadError
 from fleetserve.model.loader import load_model
 from fleetserve.model.quantization import (QMAX, QuantLinear, QuantSpec, dequantize_weight, linear_reference,
                                            parse_groups, quantize_tokens, quantize_weight)
-from fleetserve.tools.quantize import write_quantized
+from fleetserve.model.saver import write_quantized
 from tests.conftest import make_hf_checkpoint
 
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "correct-6m"

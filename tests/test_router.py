@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from fleetserve.fleet.discovery.file import write_endpoint_file
-from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
+from fleetserve.loadtest.runner import LoadTestOptions, run_loadtest
 from serving import (MALFORMED_HTTP, announcing_process, error_answer, free_port, raw_http, running_server, stats,
                      stub, stub_process)
 
@@ -90,6 +90,8 @@ def test_killed_endpoint_is_ejected_and_no_request_is_lost():
             for _ in range(20):
                 assert post(url).status_code == 200
             assert stats(a)["requests"] + stats(b)["requests"] == before + 20
+            # every attempt, retried or failed, released its endpoint's in-flight count exactly once
+            assert wait_for(lambda: metric(url, "fleetserve_router_endpoint_inflight") == 0, 2.0)
 
 
 def slow_share(policy: str) -> float:
@@ -134,6 +136,7 @@ def test_draining_endpoint_503_is_retried_elsewhere():
             assert all(post(url).status_code == 200 for _ in range(20))
             assert stats(draining)["requests"] >= 5
             assert metric(url, "fleetserve_router_retries_total") == stats(draining)["requests"]
+            assert metric(url, "fleetserve_router_endpoint_inflight") == 0
         # a 500 is not retried: the pod may have done the work
         with stub("--error-rate", "1") as broken, router("--endpoints", broken, "--health-interval", "0") as (url, _):
             r = post(url)
@@ -235,6 +238,7 @@ def test_read_timeout_gives_504_and_is_not_retried():
             assert time.monotonic() - t0 < 2.5
             assert metric(url, "fleetserve_router_retries_total") == 0
             assert stats(a)["requests"] + stats(b)["requests"] == 1
+            assert metric(url, "fleetserve_router_endpoint_inflight") == 0
 
 
 def test_router_follows_kubernetes_endpointslices_from_a_fake_api_server(tmp_path):

@@ -1,7 +1,7 @@
 """`fleetserve bench-router` end to end, short: real proxies and stub servers as processes
 (HAProxy left out here: installing it is the benchmark's job, not the test suite's)."""
 
-from fleetserve.tools.router_bench import haproxy_config, run_router_bench
+from fleetserve.benchmarks.router import haproxy_config, run_router_bench
 
 
 def test_bench_router_runs_and_reports_every_figure():

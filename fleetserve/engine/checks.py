@@ -1,5 +1,5 @@
-"""Can this request ever run on this engine? Shared by the engine and the pod's
-frontends, which check before anything crosses to the engine process. No torch here."""
+"""Can this request ever run on this engine? The one validation of a request: the engine
+clients run it before anything crosses to the engine, the offline engine on add. No torch here."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from fleetserve.engine.sampling_params import SamplingParams
 
 def check_request(prompt_ids: list[int], params: SamplingParams, max_model_len: int, vocab_size: int) -> None:
     """Raise ValueError, with a message a client can act on, if the request can never
-    run on an engine of this length and vocabulary. Shared by the engine and the
-    pod's frontends, which check before anything crosses to the engine process."""
+    run on an engine of this length and vocabulary."""
     params.validate()
     n = len(prompt_ids)
     if n == 0:

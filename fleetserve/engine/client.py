@@ -28,30 +28,26 @@ class EngineClient:
         self.error: BaseException | None = None  # set when the engine is gone for good
         self._queues: dict[str, asyncio.Queue] = {}
 
-    # ---- what each implementation provides ----------------------------------------------------
+    # ---- what each implementation provides: start() (on the server's event loop), stop(),
+    # alive (False once no request can complete), ready (alive and answering just now),
+    # snapshot() (the engine's EngineStats) and _submit(add or abort) (without waiting) ----------
 
     async def start(self) -> None:
-        """Start or connect to the engine; called on the server's event loop."""
         raise NotImplementedError
 
     def stop(self) -> None:
         raise NotImplementedError
 
-    @property
-    def alive(self) -> bool:
-        """False once no request can complete (the engine crashed or is gone)."""
-        raise NotImplementedError
+    alive: bool
 
     @property
     def ready(self) -> bool:
-        """Alive and answering (not paused or starved of CPU just now)."""
-        raise NotImplementedError
+        return self.alive
 
     def snapshot(self) -> EngineStats:
         raise NotImplementedError
 
     def _submit(self, msg: Add | Abort) -> None:
-        """Hand an add or an abort to the engine, without waiting."""
         raise NotImplementedError
 
     # ---- shared -------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ class CoreClient(EngineClient):
         super().__init__()
         self.address = address
         self.connect_timeout = connect_timeout
-        self._limits(limits)
+        self.max_model_len, self.max_num_seqs, self.vocab_size = (limits.max_model_len, limits.max_num_seqs,
+                                                                  limits.vocab_size)
         self.welcome: ipc.Welcome | None = None
         self.stats = EngineStats()
         self.stalled = False  # no heartbeat for STALE_AFTER_S: not ready, but nothing is failed
@@ -47,9 +48,6 @@ class CoreClient(EngineClient):
         self._sock: zmq.asyncio.Socket | None = None
         self._beats: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task] = []
-
-    def _limits(self, w: ipc.Welcome) -> None:
-        self.max_model_len, self.max_num_seqs, self.vocab_size = w.max_model_len, w.max_num_seqs, w.vocab_size
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -71,7 +69,7 @@ class CoreClient(EngineClient):
         if not isinstance(msg, ipc.Welcome):
             raise EngineDeadError(f"unexpected first message from the engine core: {msg!r}")
         self.welcome = msg
-        self._limits(msg)
+        self.max_model_len, self.max_num_seqs, self.vocab_size = msg.max_model_len, msg.max_num_seqs, msg.vocab_size
         self._last_seen = time.monotonic()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._read()), loop.create_task(self._read_beats()),

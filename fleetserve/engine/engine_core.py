@@ -90,16 +90,12 @@ class EngineCore:
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="engine-step") if config.async_scheduling else None
         self._inflight: tuple[ScheduledBatch, Future] | None = None
 
-    def check_request(self, prompt_ids: list[int], params: SamplingParams) -> None:
-        """Raise ValueError if this request can never run on this engine."""
-        check_request(prompt_ids, params, self.config.max_model_len, self.model_config.vocab_size)
-
     def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
                     checked: bool = False) -> Request:
         """`checked`: the caller ran check_request already (the serving clients do, before
         anything crosses to the engine)."""
         if not checked:
-            self.check_request(prompt_ids, params)
+            check_request(prompt_ids, params, self.config.max_model_len, self.model_config.vocab_size)
         request = Request(request_id, list(prompt_ids), params)
         self.scheduler.add(request)
         return request

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from fleetserve.engine.ipc import Abort, Add
@@ -24,21 +25,14 @@ if TYPE_CHECKING:
 IDLE_WAIT_S = 0.25  # an idle loop still turns this often (progress stamp, stop checks)
 
 
-class Stamp:
-    """A progress stamp for a loop in this process (the core process passes a
-    multiprocessing.Value instead, which its supervisor reads)."""
-
-    def __init__(self) -> None:
-        self.value = time.monotonic()
-
-
 class EngineLoop:
     def __init__(self, core: EngineCore, max_waiting: int = 0, progress=None):
         """`max_waiting`: requests waiting for a slot beyond which new ones are refused
-        (0: no bound). `progress`: anything with a float `.value`, stamped with
-        time.monotonic() at every turn."""
+        (0: no bound). `progress`: anything with a float `.value` (default: a new one), stamped with
+        time.monotonic() at every turn: the core process passes a multiprocessing.Value,
+        which its supervisor reads)."""
         self.core, self.max_waiting = core, max_waiting
-        self.progress = progress if progress is not None else Stamp()
+        self.progress = progress if progress is not None else SimpleNamespace(value=time.monotonic())
         self.owners: dict[str, Hashable] = {}  # request id -> whoever gets its outputs
         self.held = HeldAnswers()
         self.stopping = False

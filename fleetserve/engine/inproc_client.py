@@ -52,10 +52,6 @@ class InProcessClient(EngineClient):
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self.error is None
 
-    @property
-    def ready(self) -> bool:
-        return self.alive
-
     def snapshot(self) -> EngineStats:
         return self.core.snapshot()
 

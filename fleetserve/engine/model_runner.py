@@ -57,7 +57,6 @@ class ModelRunner:
         model.setup_cache(max_num_seqs, max_model_len)
         self.batch_buckets = _buckets(max_num_seqs)
         self._step = model.step
-        self.compiled = compile
         if compile:
             # Compiled code cannot write into inference-mode tensors (the KV cache), so the
             # compiled step runs the undecorated function under no_grad instead.

@@ -21,7 +21,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,14 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetserve.fleet.discovery.file import write_endpoint_file
+from fleetserve.http_common import free_port
 
 log = logging.getLogger("fleetserve.supervisor")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @dataclass

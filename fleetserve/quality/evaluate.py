@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.quality.gleu import gleu
 from fleetserve.quality.text import detokenize, tokenize
 
@@ -70,7 +71,7 @@ class ModelCorrector:
 
     def __init__(self, model_dir: str | Path, max_num_seqs: int = 64, max_model_len: int = 256, **engine_args):
         from fleetserve.engine.llm import LLM
-        from fleetserve.server.correct import CorrectionPrompt
+        from fleetserve.model.correction_prompt import CorrectionPrompt
 
         self.name = str(model_dir)
         self.max_model_len = max_model_len
@@ -82,11 +83,11 @@ class ModelCorrector:
         prompts, params, where = [], [], []
         for i, text in enumerate(texts):
             try:
-                ids, p = self.prompt.request(text, self.max_model_len)
+                ids, max_tokens = self.prompt.request(text, self.max_model_len)
             except ValueError:
                 continue
             prompts.append(ids)
-            params.append(p)
+            params.append(SamplingParams(max_tokens=max_tokens, temperature=0.0))
             where.append(i)
         for i, g in zip(where, self.llm.generate(prompts, params, progress=progress)):
             outputs[i] = g.text.strip()

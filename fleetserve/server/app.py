@@ -28,9 +28,10 @@ from fleetserve.engine.client import EngineClient
 from fleetserve.engine.detokenizer import IncrementalDetokenizer
 from fleetserve.engine.errors import EngineDeadError, RequestRejected
 from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.model.correction_prompt import CorrectionPrompt
 from fleetserve.model.generation_config import SamplingDefaults
 from fleetserve.model.tokenizer import Tokenizer
-from fleetserve.server.correct import CorrectionPrompt, char_edits
+from fleetserve.server.correct import char_edits
 from fleetserve.server.errors import APIError, error_response
 from fleetserve.server.metrics import Counter, Gauge, Histogram, Registry
 from fleetserve.server.options import ServerOptions
@@ -351,9 +352,10 @@ class PodServer:
         if not req.text.strip():
             return JSONResponse({"text": req.text, "edits": []})
         try:
-            ids, params = self.correction.request(req.text, self.max_model_len)
+            ids, max_tokens = self.correction.request(req.text, self.max_model_len)
         except ValueError as e:
             raise APIError(400, str(e), param="text") from e
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
         g = await self._generate(request, ids, params, f"corr-{uuid.uuid4().hex}")
         corrected = g.text.strip()
         return JSONResponse({"text": corrected, "edits": char_edits(req.text, corrected)})

@@ -46,12 +46,13 @@ def response(status: int, body: bytes, ctype: bytes = b"application/json", extra
 class Exchange:
     """One client request and its attempts upstream."""
 
-    __slots__ = ("client", "request", "endpoint", "upstream", "attempts", "resent", "sent_bytes", "finished",
-                 "start", "last", "keep_alive")
+    __slots__ = ("client", "request", "endpoint", "counted", "upstream", "attempts", "resent", "sent_bytes",
+                 "finished", "start", "last", "keep_alive")
 
     def __init__(self, client: ClientConn, request: bytes, keep_alive: bool, start: float):
         self.client, self.request, self.keep_alive, self.start = client, request, keep_alive, start
-        self.endpoint: Endpoint | None = None
+        self.endpoint: Endpoint | None = None  # of the current (or last) attempt
+        self.counted = False  # the attempt is in its endpoint's in-flight count (Router._take/_release)
         self.upstream: UpstreamConn | None = None
         self.attempts = 0
         self.resent = False  # sent again after a stale keep-alive connection (not a retry)
@@ -250,9 +251,7 @@ class Router:
         pool = self.pools.get(ep.url)
         if pool is None:  # removed by discovery between the pick and now (cannot happen in one step)
             pool = self.pools[ep.url] = UpstreamPool(self, ep.url, *host_port(ep.url))
-        ex.endpoint = ep
-        ex.attempts += 1
-        self.balancer.start(ep)
+        self._take(ex, ep)
         self.metrics.by_endpoint[ep.url] += 1
         pool.send(ex)
 
@@ -262,12 +261,11 @@ class Router:
     def upstream_done(self, ex: Exchange, status: int, keep_alive: bool) -> None:
         """The whole answer was relayed."""
         ep = ex.endpoint
-        self.balancer.finish(ep)
+        self._finish(ex)
         if status >= 500:
             self._failure(ep, f"http_{status}")
         else:
             self.outlier.success(ep.url)
-        self._finish(ex)
         self.metrics.observe(status, self.loop.time() - ex.start)
         client = ex.client
         if client.current is ex:
@@ -285,7 +283,7 @@ class Router:
         if ex.finished:  # its client left; client_gone settled the counts
             return
         ep = ex.endpoint
-        self.balancer.finish(ep)
+        self._release(ex)
         self._failure(ep, kind)
         if self.cfg.retry and ex.attempts == 1 and kind != "timeout" and ex.client.transport is not None:
             self.metrics.retries += 1
@@ -302,10 +300,8 @@ class Router:
     def upstream_broke(self, ex: Exchange) -> None:
         """The upstream failed part-way through an answer: the client gets what was relayed
         and a closed connection (its parser reports the truncation)."""
-        ep = ex.endpoint
-        self.balancer.finish(ep)
-        self._failure(ep, "reset")
         self._finish(ex)
+        self._failure(ex.endpoint, "reset")
         self.metrics.observe(502, self.loop.time() - ex.start)
         client = ex.client
         client.current = None
@@ -319,11 +315,7 @@ class Router:
         conn = ex.upstream
         if conn is not None and conn.ex is ex:
             conn.abort()
-            self.balancer.finish(ex.endpoint)
-        elif ex.endpoint is not None and not ex.finished:
-            # still connecting: the connect task sees `finished` and parks the connection
-            self.balancer.finish(ex.endpoint)
-            ex.endpoint = None
+        # (still connecting: the connect task sees `finished` and parks the connection)
         self._finish(ex)
 
     def _failure(self, ep: Endpoint, kind: str) -> None:
@@ -335,7 +327,20 @@ class Router:
                         ep.url, until - now, kind)
             self.balancer.eject(ep.url, until, now)
 
+    # The two counts of a request, each taken in one place and released in one:
+    # the router's (handle .. _finish) and its current attempt's endpoint's (_take .. _release).
+    def _take(self, ex: Exchange, ep: Endpoint) -> None:
+        ex.endpoint, ex.counted = ep, True
+        ex.attempts += 1
+        self.balancer.start(ep)
+
+    def _release(self, ex: Exchange) -> None:
+        if ex.counted:
+            ex.counted = False
+            self.balancer.finish(ex.endpoint)
+
     def _finish(self, ex: Exchange) -> None:
+        self._release(ex)
         if not ex.finished:
             ex.finished = True
             self.inflight -= 1

@@ -44,8 +44,14 @@ class UpstreamConn(asyncio.Protocol):
         self.used += 1
         self.status, self.head_done, self.complete, self.held = 0, False, False, b""
         ex.last = self.pool.router.loop.time()
-        self.pool.router.busy.add(self)
+        self.pool.router.busy.add(self)  # taken here, released in _detach only
         self.transport.write(ex.request)
+
+    def _detach(self) -> Exchange | None:
+        """This connection is done with its request (answered, failed or dropped)."""
+        ex, self.ex = self.ex, None
+        self.pool.router.busy.discard(self)
+        return ex
 
     # httptools callbacks: only note what happened; data_received acts on it
     def on_headers_complete(self) -> None:
@@ -75,8 +81,7 @@ class UpstreamConn(asyncio.Protocol):
             data = self.held + data if self.held else data
             self.held = b""
             if router.should_retry_status(ex, self.status):
-                self.ex = None
-                router.busy.discard(self)
+                self._detach()
                 self.transport.close()
                 router.upstream_failed(ex, f"http_{self.status}")
                 return
@@ -89,8 +94,7 @@ class UpstreamConn(asyncio.Protocol):
                 self._fail("protocol")
                 return
         if self.complete:
-            self.ex = None
-            router.busy.discard(self)
+            self._detach()
             keep = self.keep
             router.upstream_done(ex, self.status, keep)
             if keep:
@@ -101,11 +105,10 @@ class UpstreamConn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.lost(self)
-        ex, self.ex = self.ex, None
+        ex = self._detach()
         if ex is None:
             return
         router = self.pool.router
-        router.busy.discard(self)
         if ex.sent_bytes:
             router.upstream_broke(ex)
         elif self.used > 1 and not self.head_done and not ex.resent:
@@ -117,8 +120,7 @@ class UpstreamConn(asyncio.Protocol):
             router.upstream_failed(ex, "reset")
 
     def _fail(self, kind: str) -> None:
-        ex, self.ex = self.ex, None
-        self.pool.router.busy.discard(self)
+        ex = self._detach()
         self.transport.abort()
         if ex is not None:
             if ex.sent_bytes:
@@ -131,8 +133,7 @@ class UpstreamConn(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the request (its client left): closing the connection is how HTTP/1.1 cancels."""
-        self.ex = None
-        self.pool.router.busy.discard(self)
+        self._detach()
         if self.transport is not None:
             self.transport.abort()
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from fleetserve.tools.loadtest.workload import answer_text, event_delta
+from fleetserve.loadtest.workload import answer_text, event_delta
 
 now = time.perf_counter
 

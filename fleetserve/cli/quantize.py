@@ -9,42 +9,17 @@ them), so serving the written checkpoint and quantizing on the fly agree exactly
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 
+HELP = ('write a compressed-tensors checkpoint with 8-bit channel-wise '
+        'weights; --gate refuses one that corrects worse than the original')
+
 SCHEMES = {"int8-channel": "int8", "fp8-channel": "fp8", "fp8-weight-channel": "fp8-weight"}
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
-def write_quantized(in_dir: Path, out_dir: Path, scheme: str, groups: frozenset[str]) -> Path:
-    """Quantize `in_dir` into `out_dir` (created; must not exist or be empty). Returns out_dir."""
-    from fleetserve.model import compressed_tensors
-    from fleetserve.model.config import ModelConfig
-    from fleetserve.model.loader import DTYPES, load_model
-    from fleetserve.model.quantization import QuantSpec
-    from fleetserve.model.saver import save_model
-
-    cfg = ModelConfig.from_dir(in_dir)
-    if cfg.quantization_config:
-        raise ValueError(f"{in_dir} is already quantized; quantize its float original")
-    spec = QuantSpec(scheme, groups)
-    # Unquantized tensors (embeddings, norms, any group left out) keep the checkpoint's dtype.
-    dtype = cfg.torch_dtype if cfg.torch_dtype in DTYPES else "auto"
-    model = load_model(in_dir, cfg, dtype=dtype, quantization=scheme, quantize_groups=tuple(groups))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, out_dir)
-    raw = json.loads((in_dir / "config.json").read_text())
-    raw["quantization_config"] = compressed_tensors.quantization_config(spec)
-    (out_dir / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
-    for f in in_dir.iterdir():  # tokenizer, generation config, chat template, model card
-        if f.is_file() and f.name not in (*WEIGHT_FILES, "config.json") and not f.name.startswith("."):
-            shutil.copy2(f, out_dir / f.name)
-    return out_dir
-
-
-def run_quantize(a: argparse.Namespace) -> int:
+def run(a: argparse.Namespace) -> int:
     """Returns the exit status: 1 when the gate fails (and nothing is left at OUT_DIR)."""
     from fleetserve.model.quantization import parse_groups
 
@@ -61,6 +36,8 @@ def run_quantize(a: argparse.Namespace) -> int:
     shutil.rmtree(work, ignore_errors=True)
     print(f"quantizing {in_dir} -> {out_dir}: {a.scheme}, groups {','.join(sorted(groups))}", file=sys.stderr)
     try:
+        from fleetserve.model.saver import write_quantized
+
         write_quantized(in_dir, work, SCHEMES[a.scheme], groups)
         if a.gate and not _gate(work, in_dir, a):
             shutil.rmtree(work, ignore_errors=True)

@@ -3,7 +3,7 @@ the same P2C choice), used only by `fleetserve bench-router` as the comparison
 point that decided the router's HTTP stack. Not for serving: no retries, no
 streaming, no health checks.
 
-    python -m fleetserve.tools.aiohttp_proxy PORT URL [URL ...]
+    python -m fleetserve.benchmarks.aiohttp_proxy PORT URL [URL ...]
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
-from fleetserve.tools.procs import start_announcing
+from fleetserve.loadtest.runner import LoadTestOptions, run_loadtest
+from fleetserve.benchmarks.procs import start_announcing
 
 LATE_LIMIT = 0.01  # share of requests sent late that still counts as sustained
 
@@ -42,8 +42,8 @@ async def _httpx_open_loop(url: str, rate: float, seconds: float) -> dict[str, A
     """The baseline: what one would write by hand with a popular async client."""
     import httpx
 
-    from fleetserve.tools.loadtest.profile import parse_profile
-    from fleetserve.tools.loadtest.workload import Workload, reference_prompts
+    from fleetserve.loadtest.profile import parse_profile
+    from fleetserve.loadtest.workload import Workload, reference_prompts
 
     due = parse_profile(f"constant:{rate:g}@{seconds:g}s").arrivals("poisson", 0)
     bodies = Workload("completions", tuple(reference_prompts(64)), "stub").bodies()

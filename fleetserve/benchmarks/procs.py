@@ -12,7 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
-from fleetserve.fleet.supervisor import free_port
+from fleetserve.http_common import free_port
 
 
 def start_announcing(args: list[str], core: int | None = None,

@@ -12,14 +12,12 @@ FILE` reads `target_per_pod` from the saved JSON.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
-from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
-from fleetserve.tools.loadtest.slo import parse_slo
+from fleetserve.loadtest.runner import LoadTestOptions, run_loadtest
+from fleetserve.loadtest.slo import parse_slo
 
 
 def step(url: str, rate: float, seconds: float, base: dict[str, Any]) -> dict[str, Any]:
@@ -68,28 +66,3 @@ def run_slo_bench(url: str, slo: str, start_rate: float = 2.0, growth: float = 1
             "p99_e2el_ms_at_max": best["p99_e2el_ms"] if best else None,
             # the concurrency held while meeting the SLO, rounded down so a fleet sized on it keeps the margin
             "target_per_pod": math.floor(best["concurrency"] * 10) / 10 if best else 0.0}
-
-
-def add_arguments(p) -> None:
-    p.add_argument("url", help="a pod's base URL, e.g. http://127.0.0.1:8100")
-    p.add_argument("--slo", default="p99_e2el<1s", help="objectives every step must meet (default %(default)s)")
-    p.add_argument("--start-rate", type=float, default=2.0, help="first step's requests/s (default %(default)s)")
-    p.add_argument("--growth", type=float, default=1.25, help="each step's rate over the last (default %(default)s)")
-    p.add_argument("--max-rate", type=float, default=10_000.0)
-    p.add_argument("--step-seconds", type=float, default=10.0, help="seconds per step (default %(default)s)")
-    p.add_argument("--endpoint", choices=["completions", "chat", "correct"], default="completions")
-    p.add_argument("--prompts", default=None, help="one prompt per line (default: the reference workload)")
-    p.add_argument("--max-tokens", type=int, default=50)
-    p.add_argument("--json", default=None, help="save the result here (fleetserve up --target-from reads it)")
-
-
-def run_cli(a) -> None:
-    base = {"endpoint": a.endpoint, "prompts": a.prompts, "max_tokens": a.max_tokens}
-    out = run_slo_bench(a.url, a.slo, a.start_rate, a.growth, a.max_rate, a.step_seconds, base)
-    text = json.dumps(out, indent=1)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(text + "\n")
-    print(f"highest rate meeting {a.slo}: {out['max_rate']:g}/s with {out['target_per_pod']:g} in flight "
-          f"(target_per_pod)", file=sys.stderr)
-    print(text)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fleetserve.tools.loadtest.client import Call
+from fleetserve.loadtest.client import Call
 
 
 @dataclass

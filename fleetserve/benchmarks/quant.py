@@ -28,7 +28,7 @@ from fleetserve.engine.memory import keep_freed_memory
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.quantization import int8_matmul, quantize_weight
-from fleetserve.tools.loadtest.workload import reference_prompts
+from fleetserve.loadtest.workload import reference_prompts
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "float32": {},

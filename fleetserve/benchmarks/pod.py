@@ -19,15 +19,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from fleetserve.tools import cpu_profile
-from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
-from fleetserve.tools.procs import pod
+from fleetserve.benchmarks import cpu_profile
+from fleetserve.loadtest.runner import LoadTestOptions, run_loadtest
+from fleetserve.benchmarks.procs import pod
 
 
 def offline(model: str, engine_args: dict[str, Any], requests: int, vocab: int) -> float:
     from fleetserve.engine.llm import LLM
     from fleetserve.engine.sampling_params import SamplingParams
-    from fleetserve.tools.loadtest.workload import reference_prompts
+    from fleetserve.loadtest.workload import reference_prompts
 
     llm = LLM(model, **engine_args)
     prompts = [list(p) for p in reference_prompts(requests, 50, vocab)]

@@ -11,6 +11,8 @@ from fleetserve.quality.evaluate import EvalResult, copy_source, corrector_for, 
 from fleetserve.quality.gate import check, disagreements
 from fleetserve.shared_data import default_eval_set
 
+HELP = 'score a correction model or server (GLEU on JFLEG dev); with --baseline, the quality gate'
+
 
 def _line(label: str, r: EvalResult) -> str:
     speed = f", {r.sentences / r.seconds:.1f} sentences/s" if r.seconds else ""
@@ -18,7 +20,7 @@ def _line(label: str, r: EvalResult) -> str:
             f"unchanged {r.unchanged:6.1%}  {r.seconds:.0f} s{speed}  [{r.system}]")
 
 
-def run_eval(a: argparse.Namespace) -> int:
+def run(a: argparse.Namespace) -> int:
     """Returns the exit status: 1 when a gate objective fails."""
     from fleetserve.model.quantization import parse_groups  # torch: not at argument-parsing time
 

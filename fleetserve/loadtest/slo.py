@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from fleetserve.tools.loadtest.metrics import LATENCIES
-from fleetserve.tools.loadtest.profile import parse_duration
+from fleetserve.loadtest.metrics import LATENCIES
+from fleetserve.loadtest.profile import parse_duration
 
 _STATS = {"mean": "mean", "median": "median", "p50": "median", "p90": "p90", "p99": "p99",
           "p99.9": "p99.9", "p999": "p99.9"}

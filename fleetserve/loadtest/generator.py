@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import uvloop
 
-from fleetserve.tools.loadtest.client import Call, Pool, now
-from fleetserve.tools.loadtest.records import Records
-from fleetserve.tools.loadtest.workload import Workload
+from fleetserve.loadtest.client import Call, Pool, now
+from fleetserve.loadtest.records import Records
+from fleetserve.loadtest.workload import Workload
 
 Publish = Callable[[int, int, int], None]  # (sent, done, errors) so far, for the progress line
 

@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from fleetserve.fleet.supervisor import free_port
-from fleetserve.tools.loadtest.client import Call, Pool
-from fleetserve.tools.loadtest.runner import LoadTestOptions, run_loadtest
-from fleetserve.tools.loadtest.workload import Workload, reference_prompts
-from fleetserve.tools.procs import start_announcing, stop
+from fleetserve.http_common import free_port
+from fleetserve.loadtest.client import Call, Pool
+from fleetserve.loadtest.runner import LoadTestOptions, run_loadtest
+from fleetserve.loadtest.workload import Workload, reference_prompts
+from fleetserve.benchmarks.procs import start_announcing, stop
 
 STACKS = ("fleetserve", "aiohttp", "haproxy")
 
@@ -157,7 +157,7 @@ def start_proxy(stack: str, upstreams: list[str], core: int | None, haproxy: str
     port = free_port()
     pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
     if stack == "aiohttp":
-        return start_announcing([str(port), *upstreams], core, module="fleetserve.tools.aiohttp_proxy")
+        return start_announcing([str(port), *upstreams], core, module="fleetserve.benchmarks.aiohttp_proxy")
     cfg = workdir / "haproxy.cfg"
     cfg.write_text(haproxy_config(port, upstreams))
     proc = subprocess.Popen([haproxy, "-f", str(cfg), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -406,31 +406,3 @@ def run_router_bench(stacks: list[str], seconds: float = 8.0, concurrency: int =
         if load_core is not None:
             os.sched_setaffinity(0, set(cores))
     return out
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--stacks", default=",".join(STACKS),
-                   help="proxies compared in part (a), comma-separated (default %(default)s)")
-    p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per point in (a) (default %(default)s)")
-    p.add_argument("--concurrency", type=int, default=64, help="closed-loop requests outstanding (default %(default)s)")
-    p.add_argument("--cpu-cap", type=float, default=0.4,
-                   help="also measure each proxy held to this share of a core (a cgroup CFS quota), so it "
-                        "saturates below what the load side offers; 0: skip (default %(default)s)")
-    p.add_argument("--latency-rounds", type=int, default=3,
-                   help="alternating runs per rate of the added-latency part; medians are reported (default %(default)s)")
-    p.add_argument("--no-tail", action="store_true", help="skip part (b)")
-    p.add_argument("--tail-seconds", type=float, default=20.0, help="seconds per policy in (b) (default %(default)s)")
-    p.add_argument("--json", default=None, help="write all figures as JSON here")
-
-
-def run_cli(a) -> None:
-    import json
-
-    out = run_router_bench([s.strip() for s in a.stacks.split(",") if s.strip()], seconds=a.seconds,
-                           concurrency=a.concurrency, tail=not a.no_tail, tail_seconds=a.tail_seconds,
-                           cpu_cap=a.cpu_cap or None, latency_rounds=a.latency_rounds)
-    text = json.dumps(out, indent=1)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(text + "\n")
-    print(text)

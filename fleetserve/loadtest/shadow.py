@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from fleetserve.tools.loadtest.metrics import latency_stats
-from fleetserve.tools.loadtest.records import Records
+from fleetserve.loadtest.metrics import latency_stats
+from fleetserve.loadtest.records import Records
 
 
 def compare(primary: Records, candidate: Records, prompts: list, examples: int = 5) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Benchmarks of record: each measures fleetserve against a baseline in the same run (BENCHMARKS.md)."""

@@ -1,0 +1,61 @@
+"""The engine's options, shared by the commands that run an engine (serve, bench)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the engine imports torch: only the commands that run it pay for that
+    from fleetserve.engine.engine_core import EngineConfig
+
+
+def add_engine_arguments(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> None:
+    g = p.add_argument_group("engine")
+    g.add_argument("--max-num-seqs", type=int, default=max_num_seqs, help="slots: requests decoded together (default %(default)s)")
+    g.add_argument("--max-model-len", type=int, default=256, help="prompt + completion tokens per slot (default %(default)s)")
+    g.add_argument("--max-prefill-tokens", type=int, default=4096, help="prompt tokens admitted per step (default %(default)s)")
+    g.add_argument("--load-format", choices=["auto", "safetensors", "dummy"], default="auto",
+                   help="'dummy': random weights at the config's shape, no checkpoint needed")
+    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="weights and activations (auto: float32 on CPU, bfloat16 on a GPU)")
+    g.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda or cuda:N: where the weights, KV cache and products live")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the decode step (see BENCHMARKS.md for when it helps)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's choice; fleetserve serve: the cores its HTTP processes "
+                        "leave free, at least 1)")
+    g.add_argument("--onednn-linear", action=argparse.BooleanOptionalAction, default=True,
+                   help="float linear weights reordered once into oneDNN's layout (CPU; faster, see BENCHMARKS.md)")
+    g.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=False,
+                   help="launch each step before the previous one's bookkeeping, on a worker thread "
+                        "(same outputs; see BENCHMARKS.md for when it pays)")
+    g.add_argument("--seed", type=int, default=0, help="seed for dummy weights")
+    add_quantization_arguments(g)
+
+
+def add_quantization_arguments(g, prefix: str = "", what: str = "") -> None:
+    g.add_argument(f"--{prefix}quantization", choices=["auto", "none", "int8", "fp8", "fp8-weight"], default="auto",
+                   help=f"{what}8-bit weights with one scale per output channel: int8 (CPU) or fp8 (GPU; emulated "
+                        "on CPU) with activations quantized per token, or fp8-weight (float8 weights only, "
+                        "activations unquantized) quantize a float checkpoint as it loads; auto serves the "
+                        "checkpoint as stored (default %(default)s)")
+    g.add_argument(f"--{prefix}quantize-groups", default="attention,mlp", metavar="GROUPS",
+                   help=f"{what}layer groups to quantize with --{prefix}quantization: attention, mlp, lm_head, "
+                        "comma-separated (default %(default)s; embeddings and the KV cache never are)")
+
+
+def engine_config(a: argparse.Namespace) -> EngineConfig:
+    from fleetserve.engine.engine_core import EngineConfig
+
+    return EngineConfig(max_num_seqs=a.max_num_seqs, max_model_len=a.max_model_len,
+                        max_prefill_tokens=a.max_prefill_tokens, load_format=a.load_format, dtype=a.dtype,
+                        compile=a.compile, seed=a.seed, threads=a.threads, async_scheduling=a.async_scheduling,
+                        quantization=a.quantization, quantize_groups=quantize_groups(a.quantize_groups),
+                        onednn_linear=a.onednn_linear, device=a.device)
+
+
+def quantize_groups(text: str) -> tuple[str, ...]:
+    from fleetserve.model.quantization import parse_groups
+
+    return tuple(sorted(parse_groups(text)))

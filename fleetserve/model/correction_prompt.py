@@ -1,0 +1,42 @@
+"""The correction prompt: how a text to correct becomes the model's prompt.
+
+The prompt format belongs to the model: `generation_config.json`
+may hold `"correction_prompt"` (a template with `{text}`); otherwise the model's
+chat template is used with the instruction below as the user turn.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fleetserve.model.tokenizer import Tokenizer
+
+DEFAULT_INSTRUCTION = "Correct the grammar and spelling of this text. Reply with the corrected text only.\n\n{text}"
+
+
+class CorrectionPrompt:
+    def __init__(self, model_dir: str | Path, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        path = Path(model_dir) / "generation_config.json"
+        config = json.loads(path.read_text()) if path.is_file() else {}
+        self.template: str | None = config.get("correction_prompt")
+        # Tokens the format adds around the text: the text's own length is then
+        # known without tokenizing it a second time.
+        self.overhead = len(self.encode(""))
+
+    def encode(self, text: str) -> list[int]:
+        if self.template is not None:
+            return self.tokenizer.encode(self.template.replace("{text}", text))
+        return self.tokenizer.encode_chat([{"role": "user", "content": DEFAULT_INSTRUCTION.replace("{text}", text)}])
+
+    def request(self, text: str, max_model_len: int) -> tuple[list[int], int]:
+        """Prompt ids and max_tokens, with room for a correction up to twice the text's
+        length (decoded greedily); ValueError when the prompt leaves no room in the context."""
+        ids = self.encode(text)
+        room = max_model_len - len(ids)
+        if room < 1:
+            raise ValueError(f"text is too long: its prompt is {len(ids)} tokens and this model's "
+                             f"maximum context length is {max_model_len}")
+        budget = 2 * max(len(ids) - self.overhead, 1) + 16
+        return ids, min(room, budget)
