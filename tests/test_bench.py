@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts processes or servers (make test-quick skips it)
+
 
 def test_bench_reports_engine_baseline_and_decode_step(tiny_model_dir, tmp_path):
     out = tmp_path / "bench.json"

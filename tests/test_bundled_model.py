@@ -4,6 +4,8 @@ deliberately degraded copy."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import shutil
 import subprocess
@@ -16,6 +18,8 @@ from safetensors.torch import load_file, save_file
 from serving import running_fleet
 
 from fleetserve.quality.evaluate import ModelCorrector, ServerCorrector, evaluate, load_eval_set
+
+pytestmark = pytest.mark.slow  # starts processes or servers (make test-quick skips it)
 
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "correct-6m"
 

@@ -15,17 +15,20 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fleetserve", *args], capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_serve_missing_directory_fails_fast(tmp_path):
     r = run("serve", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and "nowhere does not exist" in r.stderr
 
 
+@pytest.mark.slow
 def test_serve_without_weights_names_the_fix(tmp_path):
     assert run("init-model", "--preset", "tiny-llama", "--no-weights", "--out", str(tmp_path)).returncode == 0
     r = run("serve", str(tmp_path))
     assert r.returncode == 2 and "no model.safetensors" in r.stderr and "--load-format dummy" in r.stderr
 
 
+@pytest.mark.slow
 def test_max_model_len_beyond_the_model_is_refused(tmp_path):
     run("init-model", "--preset", "tiny-llama", "--no-weights", "--out", str(tmp_path))
     r = run("serve", str(tmp_path), "--load-format", "dummy", "--max-model-len", "100000")
@@ -35,6 +38,7 @@ def test_max_model_len_beyond_the_model_is_refused(tmp_path):
 @pytest.mark.parametrize("command", [["serve", BUNDLED, "--frontends", "0"], ["serve", BUNDLED, "--frontends", "1"],
                                      ["router", "--endpoints", "http://127.0.0.1:9"], ["up"]],
                          ids=["serve one process", "serve core + frontend", "router", "up"])
+@pytest.mark.slow
 def test_a_port_in_use_fails_at_once_in_one_line(command):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

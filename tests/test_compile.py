@@ -1,7 +1,10 @@
+import pytest
 """The compiled decode step (torch.compile, off by default) gives eager's tokens."""
 
 from fleetserve.engine.llm import LLM
 from fleetserve.engine.sampling_params import SamplingParams
+
+pytestmark = pytest.mark.slow  # torch.compile takes seconds (make test-quick skips it)
 
 
 def test_compiled_decode_matches_eager(tiny_model_dir):

@@ -16,6 +16,8 @@ from fleetserve.model.config import ModelConfig
 from fleetserve.model.device import resolve_device
 from fleetserve.model.loader import resolve_dtype
 
+pytestmark = pytest.mark.slow  # loads models on each device (make test-quick skips it)
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 without_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
 

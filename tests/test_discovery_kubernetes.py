@@ -11,6 +11,7 @@ and readiness conditions.
 import asyncio
 import json
 
+import pytest
 from aiohttp import web
 
 from fleetserve.fleet.discovery.kubernetes import KubernetesDiscovery, endpoints_of_slices
@@ -164,6 +165,7 @@ def test_kubernetes_discovery_lists_watches_relists_on_410_with_fake_api_server(
     asyncio.run(run())
 
 
+@pytest.mark.slow
 def test_kubernetes_discovery_retries_while_the_api_server_is_unreachable(tmp_path):
     """FAKE-free failure path: no server at all; discovery keeps retrying and yields nothing."""
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")

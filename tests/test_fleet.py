@@ -9,6 +9,8 @@ import pytest
 from fleetserve.fleet.local_fleet import target_from_file
 from fleetserve.benchmarks.fleet_demo import run_demo
 
+pytestmark = pytest.mark.slow  # starts processes or servers (make test-quick skips it)
+
 POD = "--frontends 0 --threads 1 --max-num-seqs 4"
 
 

@@ -1,3 +1,4 @@
+import pytest
 """The autoscaler driving a Deployment's scale subresource, against a FAKE API server.
 
 No Kubernetes API server can run here: a local aiohttp server speaks the JSON of
@@ -16,6 +17,8 @@ from fleetserve.fleet.autoscaler import AutoscalerConfig
 from fleetserve.fleet.discovery.kubernetes import KubernetesDiscovery
 from fleetserve.fleet.kubernetes_scaler import DeploymentScaler, autoscale_kubernetes
 from test_discovery_kubernetes import PATH as SLICES, FakeApiServer, serve_app, slice_, write_kubeconfig
+
+pytestmark = pytest.mark.slow  # starts processes or servers (make test-quick skips it)
 
 SCALE = "/apis/apps/v1/namespaces/serving/deployments/correct-pod/scale"
 

@@ -21,6 +21,8 @@ import pytest
 from serving import server_process
 from test_pod import children_alive, complete, pod_children, wait_idle
 
+pytestmark = pytest.mark.slow  # starts processes or servers (make test-quick skips it)
+
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "correct-6m"
 
 

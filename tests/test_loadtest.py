@@ -16,6 +16,8 @@ from fleetserve.loadtest.slo import check, goodput_thresholds, parse_slo
 from fleetserve.loadtest.stub_server import parse_delay
 from serving import free_port, stats, stub
 
+pytestmark = pytest.mark.slow  # starts processes or servers (make test-quick skips it)
+
 
 def run(url: str, **kw):
     kw.setdefault("progress", False)

@@ -6,6 +6,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # starts processes (make test-quick skips it)
+
 # A step's pattern: large tensors made, used and dropped, round after round.
 PROBE = """
 import resource, torch

@@ -15,6 +15,8 @@ import httpx
 import pytest
 from serving import free_port, server_process
 
+pytestmark = pytest.mark.slow  # starts processes or servers (make test-quick skips it)
+
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "correct-6m"
 PROMPTS = ["The quick brown fox", "Once upon a time", "In the beginning", "A B C D", "hello", "one two three"]
 

@@ -3,12 +3,16 @@ py-spy sampling), and the profile summariser on py-spy's collapsed-stack format.
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
 
 from fleetserve.benchmarks.cpu_profile import format_summary, summarize
 from fleetserve.benchmarks.pod import _summarize_rounds
+
+pytestmark = pytest.mark.slow  # starts processes or servers (make test-quick skips it)
 
 RAW = """\
 process 9:"python -m fleetserve serve";process 10:"spawn_main";<module> (<string>:1);run_core_process (fleetserve/engine/core_process.py:147);CoreLoop.run (fleetserve/engine/core_process.py:105);Linear.forward (torch/nn/modules/linear.py:134) 60

@@ -253,6 +253,7 @@ def _mini_set(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_quantize_gate_passes_and_writes_or_fails_and_writes_nothing(tmp_path):
     mini = str(_mini_set(tmp_path / "mini"))
     ok = _quantize_cli(str(BUNDLED), str(tmp_path / "int8"), "--gate", "--eval-set", mini, "--max-gleu-drop", "5")
@@ -268,6 +269,7 @@ def test_quantize_gate_passes_and_writes_or_fails_and_writes_nothing(tmp_path):
     assert again.returncode != 0 and "already quantized" in again.stderr
 
 
+@pytest.mark.slow
 def test_a_pod_serves_a_quantized_checkpoint_as_the_offline_engine_does(tiny_model_dir, tmp_path):
     import httpx
     from serving import server_process
@@ -285,6 +287,7 @@ def test_a_pod_serves_a_quantized_checkpoint_as_the_offline_engine_does(tiny_mod
         assert served == offline, model
 
 
+@pytest.mark.slow
 def test_bench_quant_times_every_path_and_variant(tiny_model_dir, tmp_path):
     out = tmp_path / "bq.json"
     r = subprocess.run([sys.executable, "-m", "fleetserve", "bench-quant", "--model", str(tiny_model_dir),

@@ -18,6 +18,8 @@ from fleetserve.loadtest.runner import LoadTestOptions, run_loadtest
 from serving import (MALFORMED_HTTP, announcing_process, error_answer, free_port, raw_http, running_server, stats,
                      stub, stub_process)
 
+pytestmark = pytest.mark.slow  # starts processes or servers (make test-quick skips it)
+
 BODY = {"model": "stub", "prompt": "hello", "max_tokens": 4}
 
 

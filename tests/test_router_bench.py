@@ -1,7 +1,10 @@
+import pytest
 """`fleetserve bench-router` end to end, short: real proxies and stub servers as processes
 (HAProxy left out here: installing it is the benchmark's job, not the test suite's)."""
 
 from fleetserve.benchmarks.router import haproxy_config, run_router_bench
+
+pytestmark = pytest.mark.slow  # starts processes or servers (make test-quick skips it)
 
 
 def test_bench_router_runs_and_reports_every_figure():

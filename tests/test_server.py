@@ -27,6 +27,7 @@ def client(server):
     return openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0)
 
 
+@pytest.mark.slow
 def test_completion_via_openai_client(client):
     r = client.completions.create(model="tiny", prompt="The weather", max_tokens=7, temperature=0,
                                   extra_body={"ignore_eos": True})
@@ -139,6 +140,7 @@ BAD_REQUESTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,path,body,status,needle", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
 def test_bad_input_gets_4xx_and_server_keeps_serving(server, client, name, path, body, status, needle):
     r = httpx.post(server + path, content=body, headers={"content-type": "application/json"}, timeout=30)
@@ -189,6 +191,7 @@ def test_unknown_paths_and_methods_get_error_objects(server):
         assert r.status_code == status and r.json()["error"]["message"], r.text
 
 
+@pytest.mark.slow
 def test_a_request_sent_too_slowly_gets_408_and_the_connection_closes(server):
     start = time.monotonic()
     answer = raw_http(server, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pro",
@@ -200,6 +203,7 @@ def test_a_request_sent_too_slowly_gets_408_and_the_connection_closes(server):
     assert time.monotonic() - start < 10
 
 
+@pytest.mark.slow
 def test_client_disconnect_mid_stream_frees_the_slot(server):
     with httpx.stream("POST", server + "/v1/completions", json={
         "prompt": "long", "max_tokens": 60, "stream": True, "ignore_eos": True}, timeout=30) as r:

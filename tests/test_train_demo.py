@@ -51,6 +51,7 @@ def test_recipe_writes_a_model_that_transformers_and_the_engine_agree_on(tmp_pat
     assert all(torch.equal(a[k], b[k]) for k in a), "same seed, same corpus: same weights"
 
 
+@pytest.mark.slow
 def test_train_demo_command_reports_progress(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(SENTENCES) + "\n")
@@ -62,6 +63,7 @@ def test_train_demo_command_reports_progress(tmp_path):
     assert "main: step 2/2" in r.stderr and "conservative: step 2/2" in r.stderr and "wrote" in r.stderr
 
 
+@pytest.mark.slow
 def test_train_demo_missing_corpus_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fleetserve", "train-demo", "--out", str(tmp_path / "m"),
                         "--corpus", str(tmp_path / "nope.txt")], capture_output=True, text=True, timeout=60)
