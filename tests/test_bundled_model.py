@@ -4,8 +4,6 @@ deliberately degraded copy."""
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import shutil
 import subprocess
@@ -13,6 +11,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from serving import running_fleet

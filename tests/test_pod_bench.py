@@ -3,11 +3,11 @@ py-spy sampling), and the profile summariser on py-spy's collapsed-stack format.
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import subprocess
 import sys
+
+import pytest
 
 from fleetserve.benchmarks.cpu_profile import format_summary, summarize
 from fleetserve.benchmarks.pod import _summarize_rounds
