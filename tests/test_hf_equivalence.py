@@ -34,13 +34,14 @@ def test_single_request_matches_transformers(hf_checkpoint):
     assert out.token_ids == expected
 
 
-@pytest.mark.parametrize("overlap", [False, True], ids=["sync", "async-scheduling"])
-def test_staggered_batch_matches_transformers(hf_checkpoint, overlap):
+@pytest.mark.parametrize("loop", [{}, {"async_scheduling": True}, {"speculative": "ngram"}, {"speculative": "input"}],
+                         ids=["sync", "async-scheduling", "speculative-ngram", "speculative-input"])
+def test_staggered_batch_matches_transformers(hf_checkpoint, loop):
     """Prompts of different lengths join while others decode, on fewer slots than
     requests, so continuous batching, waiting and slot reuse are all exercised;
-    with and without the overlapped step loop."""
+    with the plain, the overlapped and the speculative step loop."""
     path, hf = hf_checkpoint
-    engine = EngineCore(path, EngineConfig(max_num_seqs=3, max_model_len=64, async_scheduling=overlap))
+    engine = EngineCore(path, EngineConfig(max_num_seqs=3, max_model_len=64, **loop))
     batch = prompts(1, [5, 17, 1, 11, 23, 3, 14])
     arrivals = {0: [0, 1], 2: [2], 3: [3, 4], 7: [5, 6]}  # step -> prompts arriving then
     got: dict[str, list[int]] = {}
@@ -54,6 +55,8 @@ def test_staggered_batch_matches_transformers(hf_checkpoint, overlap):
     assert engine.scheduler.num_unfinished == 0 and len(engine.scheduler._free) == 3
     for i, prompt in enumerate(batch):
         assert got[str(i)] == hf_greedy(hf, prompt, MAX_NEW - i), f"prompt {i} (length {len(prompt)})"
+    if loop.get("speculative") == "ngram":  # random models repeat tokens: proposals were made and checked
+        assert engine.stats.draft_tokens > 0
 
 
 def test_sharded_checkpoint_matches_transformers(tmp_path):
@@ -115,8 +118,9 @@ def test_several_query_tokens_of_a_slot_equal_one_token_steps(hf_checkpoint):
     for runner in (one, two):
         runner.run(runner.prepare([], history))
     drafts = [5, 17, 2, 30]
-    several = one.run(one.build([(0, 63), (3, 9)], [1], [Sequence(0, drafts, 13, logits=4)]))
-    steps = [two.run(two.build([(0, 63), (3, 9)] if i == 0 else [], [1] if i == 0 else [], [Sequence(0, [t], 13 + i)]))
+    bucket = [Sequence(0, [0], 63, 0), Sequence(1, [3], 9)]  # slot 1 decodes; slot 0 is empty there
+    several = one.run(one.build(bucket, [1], [Sequence(0, drafts, 13, logits=4)]))
+    steps = [two.run(two.build(bucket if i == 0 else [], [1] if i == 0 else [], [Sequence(0, [t], 13 + i)]))
              for i, t in enumerate(drafts)]
     assert torch.allclose(several[0], steps[0][0], atol=1e-5)  # slot 1's next token
     assert torch.allclose(several[1:], torch.cat([s[-1:] for s in steps]), atol=1e-5)

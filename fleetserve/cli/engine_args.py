@@ -30,6 +30,13 @@ def add_engine_arguments(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> 
     g.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=False,
                    help="launch each step before the previous one's bookkeeping, on a worker thread "
                         "(same outputs; see BENCHMARKS.md for when it pays)")
+    g.add_argument("--speculative", choices=["input", "ngram", "off"], default="off",
+                   help="speculative decoding of greedy requests: 'input' proposes the tokens that follow the "
+                        "output's latest ones in the prompt (a correction copies its source), 'ngram' looks in the "
+                        "output too; the model checks every proposal, so outputs are the same as 'off' "
+                        "(default %(default)s; see BENCHMARKS.md)")
+    g.add_argument("--speculative-max-tokens", type=int, default=8,
+                   help="most tokens proposed per request and step (default %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed for dummy weights")
     add_quantization_arguments(g)
 
@@ -52,7 +59,8 @@ def engine_config(a: argparse.Namespace) -> EngineConfig:
                         max_prefill_tokens=a.max_prefill_tokens, load_format=a.load_format, dtype=a.dtype,
                         compile=a.compile, seed=a.seed, threads=a.threads, async_scheduling=a.async_scheduling,
                         quantization=a.quantization, quantize_groups=quantize_groups(a.quantize_groups),
-                        onednn_linear=a.onednn_linear, device=a.device)
+                        onednn_linear=a.onednn_linear, device=a.device, speculative=a.speculative,
+                        speculative_max_tokens=a.speculative_max_tokens)
 
 
 def quantize_groups(text: str) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from fleetserve.engine.request import Request
 from fleetserve.engine.sampler import sample
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.scheduler import ScheduledBatch, Scheduler
+from fleetserve.engine.speculative import DraftState, Proposer, accept
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.loader import load_model
 from fleetserve.model.onednn_linear import use_onednn_linears
@@ -55,6 +56,11 @@ class EngineConfig:
     # Seconds a request may wait for a slot; beyond it the engine refuses it (REJECTED, a 429)
     # rather than hold a queue it cannot serve in time. 0: wait for ever (offline work).
     max_queue_time: float = 0.0
+    # Speculative decoding of greedy requests (engine/speculative.py): "input" proposes the
+    # tokens that follow the output's latest ones in the prompt, "ngram" in the prompt and the
+    # output, "off" none. Outputs are the same either way. Not with async_scheduling.
+    speculative: str = "off"
+    speculative_max_tokens: int = 8  # most tokens proposed per request and step
 
 
 class EngineCore:
@@ -63,6 +69,8 @@ class EngineCore:
         self.config = config = config or EngineConfig()
         if config.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {config.max_num_seqs}")
+        if config.speculative_max_tokens < 1:
+            raise ValueError(f"speculative_max_tokens must be >= 1, got {config.speculative_max_tokens}")
         if config.threads:
             torch.set_num_threads(config.threads)
         keep_freed_memory()  # before the weights: every large tensor from here on stays mapped
@@ -89,6 +97,13 @@ class EngineCore:
         self.stats = EngineStats()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="engine-step") if config.async_scheduling else None
         self._inflight: tuple[ScheduledBatch, Future] | None = None
+        self.proposer = Proposer(config.speculative, config.speculative_max_tokens)
+        if config.speculative != "off" and config.async_scheduling:
+            log.warning("speculative decoding is off with async scheduling (the overlapped loop runs one token "
+                        "per request and step)")
+            self.proposer = None
+        elif config.speculative == "off":
+            self.proposer = None
 
     def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
                     checked: bool = False) -> Request:
@@ -97,6 +112,8 @@ class EngineCore:
         if not checked:
             check_request(prompt_ids, params, self.config.max_model_len, self.model_config.vocab_size)
         request = Request(request_id, list(prompt_ids), params)
+        if self.proposer is not None and params.greedy:  # sampled requests decode one token at a time
+            request.draft = DraftState(k=min(4, self.proposer.max_k))
         self.scheduler.add(request)
         return request
 
@@ -149,9 +166,23 @@ class EngineCore:
             return []
         start = time.perf_counter()
         self._admitted(batch)
-        outputs = self._finish_step(batch, *self._run(batch, self._prepare(batch, {})))
+        drafts = self._propose(batch.decode) if self.proposer is not None else {}
+        step = self.runner.prepare(batch.decode, batch.prefill, None, drafts)
+        outputs = self._finish_step(batch, *self._run(batch, step, drafts))
         self._timed(start)
         return outputs
+
+    def _propose(self, decode: list[Request]) -> dict[int, list[int]]:
+        """slot -> the tokens proposed to follow each speculating request's last one."""
+        drafts = {}
+        limit = self.config.max_model_len
+        for r in decode:
+            if r.draft is not None:
+                room = min(r.params.max_tokens - len(r.output_ids), limit - r.num_tokens) - 1
+                proposed = self.proposer.propose(r.draft, r.prompt_ids, r.output_ids, room)
+                if proposed:
+                    drafts[r.slot] = proposed
+        return drafts
 
     def _admitted(self, batch: ScheduledBatch) -> None:
         if batch.prefill:
@@ -164,50 +195,75 @@ class EngineCore:
         self.stats.last_step_s = elapsed
         self.stats.step_seconds += elapsed
 
-    def _prepare(self, batch: ScheduledBatch, pending: dict[int, int]) -> PreparedStep:
-        return self.runner.prepare(batch.decode, batch.prefill, pending)
-
-    def _run(self, batch: ScheduledBatch, step: PreparedStep) -> tuple[list[int], dict[str, str]]:
+    def _run(self, batch: ScheduledBatch, step: PreparedStep, drafts: dict[int, list[int]]
+             ) -> tuple[list[list[int]], dict[str, str]]:
         """The model and the sampler: the part that may run on the worker thread. It reads
         only the prepared inputs and each request's sampling settings and generator.
-        Returns a token per request (decoding ones, then new ones) and the requests that
-        failed (id -> why)."""
+        Returns the new tokens of each request (decoding ones, then new ones) and the
+        requests that failed (id -> why)."""
         requests = batch.decode + batch.prefill
         try:
             logits = self.runner.run(step)
         except Exception as e:
-            return self._run_each(requests, step, e)
-        tokens, failed = sample(logits, requests)
-        return tokens, {requests[i].request_id: why for i, why in failed.items()}
+            return self._run_each(requests, step, drafts, e)
+        return self._tokens(requests, logits, drafts)
 
-    def _run_each(self, requests: list[Request], step: PreparedStep, error: Exception
-                  ) -> tuple[list[int], dict[str, str]]:
+    def _tokens(self, requests: list[Request], logits: torch.Tensor, drafts: dict[int, list[int]]
+                ) -> tuple[list[list[int]], dict[str, str]]:
+        """Sample one token per request; a request with drafts (greedy) has a row per draft
+        too, and gets the drafts greedy decoding agrees with plus the model's next token."""
+        if not drafts:
+            tokens, failed = sample(logits, requests)
+            return [[t] for t in tokens], {requests[i].request_id: why for i, why in failed.items()}
+        first, rows = [], 0
+        for r in requests:
+            first.append(rows)
+            rows += 1 + len(drafts.get(r.slot, ()))
+        plain = [i for i, r in enumerate(requests) if r.slot not in drafts]
+        sampled, failed = sample(logits[[first[i] for i in plain]], [requests[i] for i in plain]) if plain else ([], {})
+        greedy = logits.argmax(dim=-1).tolist()
+        out: list[list[int]] = [[] for _ in requests]
+        for j, i in enumerate(plain):
+            out[i] = [sampled[j]]
+        for i, r in enumerate(requests):
+            proposed = drafts.get(r.slot)
+            if proposed:
+                out[i] = accept(proposed, greedy[first[i]:first[i] + len(proposed) + 1])
+                r.draft.update(len(proposed), len(out[i]) - 1, self.proposer.max_k)
+                self.stats.draft_tokens += len(proposed)
+                self.stats.accepted_tokens += len(out[i]) - 1
+        return out, {requests[plain[j]].request_id: why for j, why in failed.items()}
+
+    def _run_each(self, requests: list[Request], step: PreparedStep, drafts: dict[int, list[int]],
+                  error: Exception) -> tuple[list[list[int]], dict[str, str]]:
         """The batched pass failed: run each request alone, so that only the requests
-        whose own computation fails are failed and the others get their token."""
+        whose own computation fails are failed and the others get their tokens."""
         if len(requests) == 1:  # nothing to narrow down
             log.error("a step of one request failed", exc_info=error)
-            outcomes = [(-1, f"{type(error).__name__}: {error}")]
+            outcomes = [([-1], f"{type(error).__name__}: {error}")]
         else:
             log.error("a step of %d requests failed (%s: %s); running each alone to find which", len(requests),
                       type(error).__name__, error)
-            outcomes = [self._run_alone(r, alone) for r, alone in zip(requests, self.runner.split(step))]
+            outcomes = [self._run_alone(r, alone, drafts) for r, alone in zip(requests, self.runner.split(step))]
         failed = {r.request_id: why for r, (_, why) in zip(requests, outcomes) if why is not None}
-        return [token for token, _ in outcomes], failed
+        return [tokens for tokens, _ in outcomes], failed
 
-    def _run_alone(self, request: Request, step: PreparedStep) -> tuple[int, str | None]:
-        """(token, None), or (-1, why) when this request's own step fails."""
+    def _run_alone(self, request: Request, step: PreparedStep, drafts: dict[int, list[int]]
+                   ) -> tuple[list[int], str | None]:
+        """(tokens, None), or ([-1], why) when this request's own step fails."""
         try:
-            (token,), failed = sample(self.runner.run(step), [request])
+            (tokens,), failed = self._tokens([request], self.runner.run(step), drafts)
         except Exception as e:
             log.exception("request %s failed on its own", request.request_id)
-            return -1, f"{type(e).__name__}: {e}"
-        return token, failed.get(0)
+            return [-1], f"{type(e).__name__}: {e}"
+        return tokens, failed.get(request.request_id)
 
-    def _finish_step(self, batch: ScheduledBatch, tokens: list[int], failed: dict[str, str]) -> list[StepOutput]:
+    def _finish_step(self, batch: ScheduledBatch, tokens: list[list[int]], failed: dict[str, str]
+                     ) -> list[StepOutput]:
         """Append the step's tokens, apply the stops, free finished slots and end the
         requests that failed."""
         outputs = []
-        failures = 0  # outputs that carry no token
+        generated = 0
         if batch.prefill:
             now = time.monotonic()
             for r in batch.prefill:
@@ -219,12 +275,12 @@ class EngineCore:
             why = failed.get(r.request_id) if failed else None
             if why is None:
                 outputs.append(self._append(r, t))
+                generated += len(outputs[-1].new_token_ids)
             else:
                 outputs.append(self._fail(r, why))
-                failures += 1
         s = self.stats
         s.steps += 1
-        s.generated_tokens += len(outputs) - failures
+        s.generated_tokens += generated
         s.last_batch_size = len(outputs)
         return outputs
 
@@ -247,7 +303,7 @@ class EngineCore:
         ending: set[str] = set()
         if done is not None:
             batch, tokens, failed = done
-            for r, t in zip(batch.decode + batch.prefill, tokens):
+            for r, (t,) in zip(batch.decode + batch.prefill, tokens):  # one token each in this loop
                 if r.finished:
                     continue
                 if r.request_id in failed or self._finish_reason(r, t, appended=False) is not None:
@@ -257,8 +313,8 @@ class EngineCore:
         following = self.scheduler.schedule(skip=ending)
         self._admitted(following)
         if following:
-            step = self._prepare(following, pending)
-            self._inflight = (following, self._worker.submit(self._run, following, step))
+            step = self.runner.prepare(following.decode, following.prefill, pending)
+            self._inflight = (following, self._worker.submit(self._run, following, step, {}))
         if done is None:
             return []
         outputs = self._finish_step(*done)
@@ -275,10 +331,15 @@ class EngineCore:
             return FinishReason.LENGTH
         return None
 
-    def _append(self, request: Request, token: int) -> StepOutput:
-        request.output_ids.append(token)
-        reason = self._finish_reason(request, token)
-        if reason is not None:
-            request.finish_reason = reason
-            self.scheduler.finish(request)
-        return StepOutput(request.request_id, [token], reason)
+    def _append(self, request: Request, tokens: list[int]) -> StepOutput:
+        """Append the step's tokens up to the first that ends the request."""
+        reason = None
+        for n, token in enumerate(tokens, 1):
+            request.output_ids.append(token)
+            reason = self._finish_reason(request, token)
+            if reason is not None:
+                request.finish_reason = reason
+                self.scheduler.finish(request)
+                tokens = tokens[:n]
+                break
+        return StepOutput(request.request_id, tokens, reason)

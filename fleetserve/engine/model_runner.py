@@ -68,50 +68,62 @@ class ModelRunner:
         there overwrites): a path this machine cannot run fails here, at start-up."""
         self.run(self.build([], [], [Sequence(0, [0], 0)]))
 
-    def prepare(self, decode: list[Request], prefill: list[Request], pending: dict[int, int] | None = None
-                ) -> PreparedStep:
+    def prepare(self, decode: list[Request], prefill: list[Request], pending: dict[int, int] | None = None,
+                drafts: dict[int, list[int]] | None = None) -> PreparedStep:
         """The step of `decode` (running requests, one token each) and `prefill` (newly
         admitted ones, their whole prompt); logits come back in that order. `pending`:
         slot -> a token sampled but not yet appended to its request (the overlapped step
-        loop launches the next step before it appends the last one's)."""
-        pending = pending or {}
-        bucket: list[tuple[int, int]] = []
+        loop launches the next step before it appends the last one's). `drafts`: slot ->
+        tokens proposed to follow the request's last one (speculative decoding): that slot
+        runs them too and returns the logits of each of its tokens, 1 + len(drafts) rows."""
+        pending, drafts = pending or {}, drafts or {}
+        bucket: list[Sequence] = []
         if decode:
             # Empty slots in 0..b-1 compute a throwaway token whose K/V lands at the
             # last cache position, which any later request there overwrites before reading.
             b = next(size for size in self.batch_buckets if size > max(r.slot for r in decode))
-            bucket = [(0, self.max_model_len - 1)] * b
+            bucket = [Sequence(slot, [0], self.max_model_len - 1, 0) for slot in range(b)]
             for r in decode:
                 if r.slot in pending:
-                    bucket[r.slot] = (pending[r.slot], r.num_tokens)
+                    tokens, start = [pending[r.slot]], r.num_tokens
                 else:
-                    bucket[r.slot] = (r.output_ids[-1], r.num_tokens - 1)
+                    tokens, start = [r.output_ids[-1]], r.num_tokens - 1
+                tokens += drafts.get(r.slot, ())
+                bucket[r.slot] = Sequence(r.slot, tokens, start, len(tokens))
         return self.build(bucket, [r.slot for r in decode], [Sequence(r.slot, r.prompt_ids, 0) for r in prefill])
 
-    def build(self, bucket: list[tuple[int, int]], live: list[int], seqs: list[Sequence]) -> PreparedStep:
-        """`bucket`: (token, position) of slots 0..b-1, of which `live` have their logits
-        returned (in that order); `seqs`: sequences in their own slots, logits of each last token."""
-        tokens = [t for t, _ in bucket]
-        positions = [p for _, p in bucket]
-        slots = list(range(len(bucket)))
+    def build(self, bucket: list[Sequence], live: list[int], seqs: list[Sequence]) -> PreparedStep:
+        """`bucket`: the sequences of slots 0..b-1, in slot order (their cache is read as
+        views), of which the slots `live` return logits, in that order; `seqs`: sequences in
+        any slots (their cache is gathered). Each returns the logits of its last `logits` tokens."""
+        tokens: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        layout: list[tuple[int, int, int, int]] = []
+
+        def rows_of(group: list[Sequence]) -> list[int]:
+            firsts = []
+            for s in group:
+                firsts.append(len(tokens))
+                tokens.extend(s.tokens)
+                positions.extend(range(s.start, s.start + len(s.tokens)))
+                slots.extend([s.slot] * len(s.tokens))
+            return firsts
+
         groups: list[AttentionGroup] = []
         if bucket:
-            seen = max(positions[slot] for slot in live) + 1 if live else 1
-            groups.append(self._group(slice(0, len(bucket)), positions[:], [1] * len(bucket), None, seen))
+            firsts = rows_of(bucket)
+            seen = max((bucket[s].start + len(bucket[s].tokens) for s in live), default=1)
+            groups.append(self._group(slice(0, len(tokens)), [s.start for s in bucket],
+                                      [len(s.tokens) for s in bucket], None, seen))
+            layout += [(s, firsts[s], len(bucket[s].tokens), bucket[s].logits) for s in live]
         if seqs:
-            first = len(tokens)
-            for s in seqs:
-                tokens += s.tokens
-                positions += range(s.start, s.start + len(s.tokens))
-                slots += [s.slot] * len(s.tokens)
-            groups.append(self._group(slice(first, len(tokens)), [s.start for s in seqs],
+            begin = len(tokens)
+            firsts = rows_of(seqs)
+            groups.append(self._group(slice(begin, len(tokens)), [s.start for s in seqs],
                                       [len(s.tokens) for s in seqs], self._ids([s.slot for s in seqs]),
                                       max(s.start + len(s.tokens) for s in seqs)))
-        row = len(bucket)
-        layout = [(slot, slot, 1, 1) for slot in live]
-        for s in seqs:
-            layout.append((s.slot, row, len(s.tokens), s.logits))
-            row += len(s.tokens)
+            layout += [(s.slot, first, len(s.tokens), s.logits) for s, first in zip(seqs, firsts)]
         ends = [r for _, first, n, k in layout for r in range(first + n - k, first + n)]
         inputs = StepInputs(self._ids(tokens), self._ids(positions), self._ids(slots), groups, self._ids(ends))
         return PreparedStep(inputs, layout)

@@ -47,6 +47,8 @@ class EngineStats(msgspec.Struct, tag="stats", array_like=True):
     admitted: int = 0
     failed: int = 0  # requests ended by an error in their step
     refused: int = 0  # requests that waited longer than the queue limit for a slot
+    draft_tokens: int = 0  # tokens proposed by speculative decoding
+    accepted_tokens: int = 0  # of which greedy decoding agreed with
 
 
 class HeldAnswers:

@@ -9,6 +9,7 @@ import torch
 
 from fleetserve.engine.outputs import FinishReason
 from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.engine.speculative import DraftState
 
 
 @dataclass(eq=False)
@@ -22,6 +23,7 @@ class Request:
     finish_reason: FinishReason | None = None
     generator: torch.Generator | None = None
     first_token_time: float | None = None
+    draft: DraftState | None = None  # speculative decoding's state, for a greedy request when it is on
 
     def __post_init__(self) -> None:
         if self.params.seed is not None:

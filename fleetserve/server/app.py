@@ -96,6 +96,10 @@ class PodServer:
                     "--max-queue-time for a slot", lambda: engine.snapshot().refused, "counter"))
         m.add(Gauge("fleetserve_requests_failed_total", "Requests ended by an error while computing their step "
                     "(the others in the step went on)", lambda: engine.snapshot().failed, "counter"))
+        m.add(Gauge("fleetserve_speculative_proposed_tokens_total", "Tokens proposed by speculative decoding",
+                    lambda: engine.snapshot().draft_tokens, "counter"))
+        m.add(Gauge("fleetserve_speculative_accepted_tokens_total", "Proposed tokens that greedy decoding agreed "
+                    "with (each saves a step)", lambda: engine.snapshot().accepted_tokens, "counter"))
         m.add(Gauge("fleetserve_process_cpu_seconds_total", "CPU time of this serving process (a frontend's own)",
                     time.process_time, "counter"))
         self.m_e2e = m.add(Histogram("fleetserve_request_latency_seconds", "End-to-end latency of generation requests"))
