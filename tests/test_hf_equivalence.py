@@ -34,7 +34,8 @@ def test_single_request_matches_transformers(hf_checkpoint):
     assert out.token_ids == expected
 
 
-@pytest.mark.parametrize("loop", [{}, {"async_scheduling": True}, {"speculative": "ngram"}, {"speculative": "input"}],
+@pytest.mark.parametrize("loop", [{"speculative": "off"}, {"async_scheduling": True}, {"speculative": "ngram"},
+                                  {"speculative": "input"}],
                          ids=["sync", "async-scheduling", "speculative-ngram", "speculative-input"])
 def test_staggered_batch_matches_transformers(hf_checkpoint, loop):
     """Prompts of different lengths join while others decode, on fewer slots than

@@ -88,7 +88,7 @@ def staggered(engine: EngineCore, prompts, params, every: int = 3) -> dict[str, 
 def test_corrections_are_identical_with_speculation_and_most_proposals_are_accepted(mode):
     """Real sentences through the bundled model, arriving while others decode, on fewer
     slots than requests: the same tokens as one token per step, in fewer steps."""
-    off = LLM(BUNDLED, max_num_seqs=8)
+    off = LLM(BUNDLED, max_num_seqs=8, speculative="off")
     prompts, params = correction_requests(off, 48)
     want = staggered(off.engine, prompts, params)
     on = LLM(BUNDLED, max_num_seqs=8, speculative=mode)
@@ -102,14 +102,15 @@ def test_random_prompts_are_identical_with_speculation(tiny_model_dir):
     g = torch.Generator().manual_seed(5)
     prompts = [torch.randint(3, 200, (n,), generator=g).tolist() for n in (7, 30, 12, 3, 25, 18)]
     params = [SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True)] * len(prompts)
-    want = staggered(EngineCore(tiny_model_dir, EngineConfig(max_num_seqs=3, max_model_len=64)), prompts, params, 2)
+    plain = EngineConfig(max_num_seqs=3, max_model_len=64, speculative="off")
+    want = staggered(EngineCore(tiny_model_dir, plain), prompts, params, 2)
     on = EngineCore(tiny_model_dir, EngineConfig(max_num_seqs=3, max_model_len=64, speculative="ngram"))
     assert staggered(on, prompts, params, 2) == want
 
 
 @pytest.mark.slow
 def test_proposals_that_are_always_wrong_still_give_the_right_output():
-    off = LLM(BUNDLED, max_num_seqs=4)
+    off = LLM(BUNDLED, max_num_seqs=4, speculative="off")
     prompts, params = correction_requests(off, 8)
     want = [o.token_ids for o in off.generate(prompts, params)]
     on = LLM(BUNDLED, max_num_seqs=4, speculative="input")
@@ -130,6 +131,15 @@ def test_sampled_requests_decode_one_token_at_a_time_with_speculation_on():
     on = LLM(BUNDLED, max_num_seqs=4, speculative="input")
     prompts, _ = correction_requests(on, 4)
     seeded = [SamplingParams(max_tokens=20, temperature=0.8, seed=i) for i in range(4)]
-    off = LLM(BUNDLED, max_num_seqs=4)
+    off = LLM(BUNDLED, max_num_seqs=4, speculative="off")
     assert [o.token_ids for o in on.generate(prompts, seeded)] == [o.token_ids for o in off.generate(prompts, seeded)]
     assert on.engine.stats.draft_tokens == 0
+
+
+@pytest.mark.slow
+def test_speculation_gives_the_same_corrections_with_int8_weights():
+    off = LLM(BUNDLED, max_num_seqs=8, speculative="off", quantization="int8")
+    prompts, params = correction_requests(off, 16)
+    on = LLM(BUNDLED, max_num_seqs=8, speculative="input", quantization="int8")
+    assert [o.token_ids for o in on.generate(prompts, params)] == [o.token_ids for o in off.generate(prompts, params)]
+    assert on.engine.stats.accepted_tokens > 0

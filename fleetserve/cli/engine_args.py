@@ -30,7 +30,7 @@ def add_engine_arguments(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> 
     g.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=False,
                    help="launch each step before the previous one's bookkeeping, on a worker thread "
                         "(same outputs; see BENCHMARKS.md for when it pays)")
-    g.add_argument("--speculative", choices=["input", "ngram", "off"], default="off",
+    g.add_argument("--speculative", choices=["input", "ngram", "off"], default="input",
                    help="speculative decoding of greedy requests: 'input' proposes the tokens that follow the "
                         "output's latest ones in the prompt (a correction copies its source), 'ngram' looks in the "
                         "output too; the model checks every proposal, so outputs are the same as 'off' "

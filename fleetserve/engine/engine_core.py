@@ -58,8 +58,9 @@ class EngineConfig:
     max_queue_time: float = 0.0
     # Speculative decoding of greedy requests (engine/speculative.py): "input" proposes the
     # tokens that follow the output's latest ones in the prompt, "ngram" in the prompt and the
-    # output, "off" none. Outputs are the same either way. Not with async_scheduling.
-    speculative: str = "off"
+    # output, "off" none. Outputs are the same either way (default input: BENCHMARKS.md). Not with
+    # async_scheduling.
+    speculative: str = "input"
     speculative_max_tokens: int = 8  # most tokens proposed per request and step
 
 
