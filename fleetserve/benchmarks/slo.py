@@ -1,4 +1,4 @@
-"""`fleetserve bench-slo URL --slo 'p99_e2el<1s'` (also spelled `fleetserve bench pod URL`):
+"""`fleetserve bench-slo URL --slo 'p99_e2el<1s'`:
 how much load one pod takes while meeting an SLO, which is what the autoscaler's
 `target_per_pod` should be.
 

@@ -22,6 +22,7 @@ COMMANDS = {
     "train-demo": "train_demo",
     "bench": "bench",
     "bench-pod": "bench_pod",
+    "bench-correct": "bench_correct",
     "bench-slo": "bench_slo",
     "bench-quant": "bench_quant",
     "bench-router": "bench_router",

@@ -1,0 +1,104 @@
+"""`fleetserve bench-correct`: the benchmark of record for the real workload, grammar
+correction of sentences the model never saw in training (the bundled model's held-out
+corpus lines and JFLEG dev, detokenised).
+
+(a) Offline through the engine: sentences/s, tokens per step and the share of
+proposed tokens accepted, speculative decoding off and on, side by side, with the
+outputs compared. (b) Each pod layout, speculation off and on, over HTTP
+(`/v1/correct`) at rising open-loop rates until the SLO (p99 end-to-end latency
+under 1 s by default) is missed: the capacity at the SLO and what the pod held there.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fleetserve.benchmarks.procs import pod
+from fleetserve.benchmarks.slo import run_slo_bench
+from fleetserve.engine.llm import LLM
+from fleetserve.engine.sampling_params import SamplingParams
+from fleetserve.model.correction_prompt import CorrectionPrompt
+from fleetserve.quality.evaluate import load_eval_set
+from fleetserve.quality.text import detokenize
+from fleetserve.shared_data import default_eval_set
+
+
+def sentences(model_dir: str | Path, limit: int | None = None) -> list[str]:
+    """Held-out corpus lines beside the model (when it has them), then JFLEG dev (when present)."""
+    texts = []
+    heldout = Path(model_dir) / "heldout.txt"
+    if heldout.is_file():
+        texts += [line for line in heldout.read_text().splitlines() if line.strip()]
+    jfleg = default_eval_set()
+    if (jfleg / "dev.src").is_file():
+        texts += [detokenize(s) for s in load_eval_set(jfleg).sources]
+    if not texts:
+        raise ValueError(f"no sentences: neither {heldout} nor {jfleg}/dev.src exists")
+    return texts[:limit] if limit else texts
+
+
+def offline(model: str, texts: list[str], max_num_seqs: int, modes: list[str]) -> dict[str, Any]:
+    results, outputs = {}, {}
+    for mode in modes:
+        llm = LLM(model, max_num_seqs=max_num_seqs, speculative=mode)
+        prompt = CorrectionPrompt(model, llm.tokenizer)
+        reqs = [prompt.request(t, llm.engine.config.max_model_len) for t in texts]
+        params = [SamplingParams(max_tokens=m, temperature=0.0) for _, m in reqs]
+        ids = [i for i, _ in reqs]
+        llm.generate(ids[:max_num_seqs], params[:max_num_seqs])  # warm-up
+        before, start = llm.engine.snapshot(), time.perf_counter()
+        outs = llm.generate(ids, params)
+        seconds = time.perf_counter() - start
+        after = llm.engine.snapshot()
+        steps = after.steps - before.steps
+        drafts = after.draft_tokens - before.draft_tokens
+        outputs[mode] = [o.token_ids for o in outs]
+        results[mode] = {
+            "sentences_per_s": round(len(texts) / seconds, 2),
+            "tokens_per_step": round((after.generated_tokens - before.generated_tokens) / max(steps, 1), 2),
+            "steps": steps, "proposed": drafts,
+            "acceptance": round((after.accepted_tokens - before.accepted_tokens) / drafts, 3) if drafts else None,
+            "identical_to_first": outputs[mode] == outputs[modes[0]],
+        }
+        r = results[mode]
+        print(f"offline, speculative {mode}: {r['sentences_per_s']} sentences/s, {r['tokens_per_step']} tokens/step, "
+              f"acceptance {r['acceptance']}, outputs identical to {modes[0]}: {r['identical_to_first']}",
+              file=sys.stderr, flush=True)
+    return results
+
+
+def at_slo(model: str, texts: list[str], frontends: list[int], modes: list[str], slo: str, start_rate: float,
+           growth: float, step_seconds: float, serve_args: list[str]) -> dict[str, Any]:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        prompts = Path(tmp) / "sentences.txt"
+        prompts.write_text("\n".join(texts) + "\n")
+        for f in frontends:
+            for mode in modes:
+                name = f"frontends={f},speculative={mode}"
+                print(f"{name}: ramping to the SLO ({slo})", file=sys.stderr, flush=True)
+                with pod(model, ["--frontends", str(f), "--speculative", mode, *serve_args]) as (url, _):
+                    out = run_slo_bench(url, slo, start_rate, growth, step_seconds=step_seconds,
+                                        base={"endpoint": "correct", "prompts": str(prompts)})
+                best = next((s for s in reversed(out["steps"]) if s["met"]), None)
+                results[name] = {"max_rate": out["max_rate"], "in_flight": out["target_per_pod"],
+                                 "p50_e2el_ms": best["p50_e2el_ms"] if best else None,
+                                 "p99_e2el_ms": best["p99_e2el_ms"] if best else None, "steps": out["steps"]}
+                print(f"{name}: {out['max_rate']:g} req/s at the SLO, {out['target_per_pod']:g} in flight",
+                      file=sys.stderr, flush=True)
+    return results
+
+
+def run_bench_correct(model: str, limit: int | None, max_num_seqs: int, modes: list[str], frontends: list[int],
+                      slo: str, start_rate: float, growth: float, step_seconds: float,
+                      serve_args: list[str]) -> dict[str, Any]:
+    texts = sentences(model, limit)
+    result: dict[str, Any] = {"model": model, "sentences": len(texts), "max_num_seqs": max_num_seqs,
+                              "offline": offline(model, texts, max_num_seqs, modes)}
+    if frontends:
+        result["http"] = at_slo(model, texts, frontends, modes, slo, start_rate, growth, step_seconds, serve_args)
+    return result

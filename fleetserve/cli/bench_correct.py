@@ -1,0 +1,38 @@
+"""`fleetserve bench-correct`: correction traffic offline and at the SLO, speculation off and on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = ("the real workload: sentences corrected offline and by each pod layout at rising rates until "
+        "the SLO is missed, speculative decoding off and on side by side")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="models/correct-6m", help="model directory (default %(default)s)")
+    p.add_argument("--sentences", type=int, default=None,
+                   help="use the first N sentences (default: all held-out lines and JFLEG dev)")
+    p.add_argument("--max-num-seqs", type=int, default=64, help="slots of the offline engine (default %(default)s)")
+    p.add_argument("--speculative", default="off,input", help="settings compared (default %(default)s)")
+    p.add_argument("--frontends", default="0,1",
+                   help="pod layouts ramped over HTTP, comma-separated; empty: offline only (default %(default)s)")
+    p.add_argument("--slo", default="p99_e2el<1s", help="objectives every step must meet (default %(default)s)")
+    p.add_argument("--start-rate", type=float, default=4.0, help="first step's requests/s (default %(default)s)")
+    p.add_argument("--growth", type=float, default=1.3, help="each step's rate over the last (default %(default)s)")
+    p.add_argument("--step-seconds", type=float, default=8.0, help="seconds per step (default %(default)s)")
+    p.add_argument("--serve-args", default="", help="more `fleetserve serve` options for the pods")
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+
+
+def run(a: argparse.Namespace) -> None:
+    from fleetserve.benchmarks.correct import run_bench_correct
+
+    modes = [m for m in a.speculative.split(",") if m]
+    frontends = [int(f) for f in a.frontends.split(",") if f]
+    result = run_bench_correct(a.model, a.sentences, a.max_num_seqs, modes, frontends, a.slo, a.start_rate,
+                               a.growth, a.step_seconds, a.serve_args.split())
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
