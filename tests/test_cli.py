@@ -48,3 +48,15 @@ def test_a_port_in_use_fails_at_once_in_one_line(command):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "already in use" in lines[0], r.stderr
     assert "loaded" not in r.stdout + r.stderr  # failed before the model was loaded
+
+
+def test_every_option_of_every_command_has_help_text():
+    import argparse
+
+    from fleetserve.cli import COMMANDS, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)
+    missing = [f"{name} {a.option_strings or a.dest}" for name, p in sub.choices.items() for a in p._actions
+               if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert not missing, missing
