@@ -19,10 +19,7 @@ from typing import Any
 
 from fleetserve.benchmarks.procs import pod
 from fleetserve.benchmarks.slo import run_slo_bench
-from fleetserve.engine.llm import LLM
-from fleetserve.engine.sampling_params import SamplingParams
-from fleetserve.model.correction_prompt import CorrectionPrompt
-from fleetserve.quality.evaluate import load_eval_set
+from fleetserve.quality.evaluate import ModelCorrector, load_eval_set
 from fleetserve.quality.text import detokenize
 from fleetserve.shared_data import default_eval_set
 
@@ -44,19 +41,15 @@ def sentences(model_dir: str | Path, limit: int | None = None) -> list[str]:
 def offline(model: str, texts: list[str], max_num_seqs: int, modes: list[str]) -> dict[str, Any]:
     results, outputs = {}, {}
     for mode in modes:
-        llm = LLM(model, max_num_seqs=max_num_seqs, speculative=mode)
-        prompt = CorrectionPrompt(model, llm.tokenizer)
-        reqs = [prompt.request(t, llm.engine.config.max_model_len) for t in texts]
-        params = [SamplingParams(max_tokens=m, temperature=0.0) for _, m in reqs]
-        ids = [i for i, _ in reqs]
-        llm.generate(ids[:max_num_seqs], params[:max_num_seqs])  # warm-up
-        before, start = llm.engine.snapshot(), time.perf_counter()
-        outs = llm.generate(ids, params)
+        corrector = ModelCorrector(model, max_num_seqs=max_num_seqs, speculative=mode)
+        engine = corrector.llm.engine
+        corrector.correct(texts[:max_num_seqs])  # warm-up
+        before, start = engine.snapshot(), time.perf_counter()
+        outputs[mode] = corrector.correct(texts)
         seconds = time.perf_counter() - start
-        after = llm.engine.snapshot()
+        after = engine.snapshot()
         steps = after.steps - before.steps
         drafts = after.draft_tokens - before.draft_tokens
-        outputs[mode] = [o.token_ids for o in outs]
         results[mode] = {
             "sentences_per_s": round(len(texts) / seconds, 2),
             "tokens_per_step": round((after.generated_tokens - before.generated_tokens) / max(steps, 1), 2),

@@ -98,13 +98,12 @@ class EngineCore:
         self.stats = EngineStats()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="engine-step") if config.async_scheduling else None
         self._inflight: tuple[ScheduledBatch, Future] | None = None
-        self.proposer = Proposer(config.speculative, config.speculative_max_tokens)
-        if config.speculative != "off" and config.async_scheduling:
-            log.warning("speculative decoding is off with async scheduling (the overlapped loop runs one token "
-                        "per request and step)")
-            self.proposer = None
-        elif config.speculative == "off":
-            self.proposer = None
+        # Speculation needs the plain loop: the overlapped one runs one token per request and step.
+        proposer = Proposer(config.speculative, config.speculative_max_tokens)  # checks the mode
+        speculate = config.speculative != "off"
+        if speculate and config.async_scheduling:
+            log.warning("speculative decoding is off with async scheduling")
+        self.proposer = proposer if speculate and not config.async_scheduling else None
 
     def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
                     checked: bool = False) -> Request:

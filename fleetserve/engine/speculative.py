@@ -68,8 +68,6 @@ class DraftState:
     aligned: int = 0
     wait: int = 0
     misses: int = 0
-    proposed: int = 0
-    accepted: int = 0
     _index: dict[int, list[int]] = field(default_factory=dict)
     _indexed: int = 0
 
@@ -83,8 +81,6 @@ class DraftState:
     def update(self, proposed: int, accepted: int, max_k: int) -> None:
         """All accepted: propose twice as many next time; some: as many as were right, plus
         one; none: one, after waiting 2, 4, 8 ... 64 steps as the misses repeat."""
-        self.proposed += proposed
-        self.accepted += accepted
         if not proposed:
             return
         if accepted == 0:
