@@ -3,7 +3,10 @@
 `F.linear` on CPU hands torch's dense weight to the matrix-multiply library at every
 call; oneDNN then works from the row-major layout. Reordered once at start-up, the
 same products ran 1.3-1.5x faster at a decode step's row counts on this project's CPU
-(BENCHMARKS.md, issue 2 section), with identical results in the tests. 8-bit layers
+(BENCHMARKS.md, issue 2 section), with identical results in the tests. The input and
+output stay dense torch tensors (`mkldnn._linear_pointwise`, the op inductor's frozen
+graphs call): converting them to and from oneDNN tensors at every call cost more than
+the reorder saved on small models (BENCHMARKS.md, issue 19). 8-bit layers
 (`QuantLinear`) are left alone.
 
 Not every CPU of a machine kind runs every dtype this way (oneDNN's bf16 product
@@ -21,19 +24,19 @@ import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
+PACKED_FOR_ROWS = 64  # oneDNN's layout hint; the products are the same at any row count
 
 
 class OneDNNLinear(nn.Module):
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight = linear.weight.detach().to_mkldnn()  # a copy in the blocked layout (not a parameter)
+        # A copy in the blocked layout (not a parameter), laid out for a decode step's rows.
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACKED_FOR_ROWS)
         self.bias = None if linear.bias is None else linear.bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).contiguous().to_mkldnn()
-        y = torch._C._nn.mkldnn_linear(rows, self.weight, self.bias).to_dense()
-        return y.reshape(*x.shape[:-1], self.out_features)
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, layout=onednn"
