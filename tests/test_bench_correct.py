@@ -1,5 +1,7 @@
-"""`fleetserve bench-correct` end to end, short: the bundled model offline and one pod
-layout over HTTP, speculation off and on, outputs compared. (Speed is for BENCHMARKS.md.)"""
+"""`fleetserve bench-correct` end to end, short: the bundled model offline and the
+multi-process pod over HTTP, speculation off and on, on a quiet host and beside a busy
+loop, outputs compared, the pod's CPU per request split by process role. (Speed is for
+BENCHMARKS.md.)"""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.slow  # starts pods and load tests (make test-quick ski
 def test_bench_correct_reports_offline_and_slo_figures_per_setting(tmp_path):
     out = tmp_path / "correct.json"
     r = subprocess.run([sys.executable, "-m", "fleetserve", "bench-correct", "--sentences", "24",
-                        "--max-num-seqs", "8", "--frontends", "0", "--start-rate", "2", "--growth", "4",
+                        "--max-num-seqs", "8", "--frontends", "1", "--busy", "0,1", "--start-rate", "2", "--growth", "4",
                         "--step-seconds", "2", "--slo", "p99_e2el<5s", "--json", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -25,6 +27,10 @@ def test_bench_correct_reports_offline_and_slo_figures_per_setting(tmp_path):
     assert on["identical_to_first"] is True
     assert off["proposed"] == 0 and on["proposed"] > 0 and 0 < on["acceptance"] <= 1
     assert on["tokens_per_step"] > off["tokens_per_step"]
-    for mode in ("off", "input"):
-        http = result["http"][f"frontends=0,speculative={mode}"]
+    for name in ("off", "input", "off,busy=1", "input,busy=1"):
+        http = result["http"][f"frontends=1,speculative={name}"]
         assert http["max_rate"] > 0 and http["steps"][0]["met"]
+        assert http["busy_loops"] == (1 if "busy" in name else 0)
+        cpu = http["cpu_ms_per_request"]
+        assert set(cpu) == {"engine core", "frontends", "supervisor"}
+        assert cpu["engine core"] > 0 and cpu["frontends"] > 0

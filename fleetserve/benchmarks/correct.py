@@ -6,7 +6,9 @@ corpus lines and JFLEG dev, detokenised).
 proposed tokens accepted, speculative decoding off and on, side by side, with the
 outputs compared. (b) Each pod layout, speculation off and on, over HTTP
 (`/v1/correct`) at rising open-loop rates until the SLO (p99 end-to-end latency
-under 1 s by default) is missed: the capacity at the SLO and what the pod held there.
+under 1 s by default) is missed: the capacity at the SLO, what the pod held there and
+its CPU per request by process role; on a quiet host and, with `--busy`, with
+busy-loop processes spinning on the cores (a busy host).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleetserve.benchmarks.procs import pod
+from fleetserve.benchmarks.procs import busy_loops, pod, pod_cpu
 from fleetserve.benchmarks.slo import run_slo_bench
 from fleetserve.quality.evaluate import ModelCorrector, load_eval_set
 from fleetserve.quality.text import detokenize
@@ -65,33 +67,45 @@ def offline(model: str, texts: list[str], max_num_seqs: int, modes: list[str]) -
 
 
 def at_slo(model: str, texts: list[str], frontends: list[int], modes: list[str], slo: str, start_rate: float,
-           growth: float, step_seconds: float, serve_args: list[str]) -> dict[str, Any]:
+           growth: float, step_seconds: float, serve_args: list[str], busy: list[int]) -> dict[str, Any]:
+    """Each layout and setting ramped on a quiet host and with each number of busy-loop
+    processes: the capacity at the SLO, what the pod held there, and the pod's CPU per
+    answered request by role (over the whole ramp)."""
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         prompts = Path(tmp) / "sentences.txt"
         prompts.write_text("\n".join(texts) + "\n")
         for f in frontends:
             for mode in modes:
-                name = f"frontends={f},speculative={mode}"
-                print(f"{name}: ramping to the SLO ({slo})", file=sys.stderr, flush=True)
-                with pod(model, ["--frontends", str(f), "--speculative", mode, *serve_args]) as (url, _):
-                    out = run_slo_bench(url, slo, start_rate, growth, step_seconds=step_seconds,
-                                        base={"endpoint": "correct", "prompts": str(prompts)})
-                best = next((s for s in reversed(out["steps"]) if s["met"]), None)
-                results[name] = {"max_rate": out["max_rate"], "in_flight": out["target_per_pod"],
-                                 "p50_e2el_ms": best["p50_e2el_ms"] if best else None,
-                                 "p99_e2el_ms": best["p99_e2el_ms"] if best else None, "steps": out["steps"]}
-                print(f"{name}: {out['max_rate']:g} req/s at the SLO, {out['target_per_pod']:g} in flight",
-                      file=sys.stderr, flush=True)
+                for n in busy:
+                    name = f"frontends={f},speculative={mode}" + (f",busy={n}" if n else "")
+                    print(f"{name}: ramping to the SLO ({slo})", file=sys.stderr, flush=True)
+                    with busy_loops(n), pod(model, ["--frontends", str(f), "--speculative", mode, *serve_args]) \
+                            as (url, pid):
+                        before = pod_cpu(pid)
+                        out = run_slo_bench(url, slo, start_rate, growth, step_seconds=step_seconds,
+                                            base={"endpoint": "correct", "prompts": str(prompts)})
+                        after = pod_cpu(pid)
+                    answered = max(sum(s["completed"] for s in out["steps"]), 1)
+                    cpu = {role: round((after[role] - before[role]) / answered * 1e3, 3) for role in after}
+                    best = next((s for s in reversed(out["steps"]) if s["met"]), None)
+                    results[name] = {"max_rate": out["max_rate"], "in_flight": out["target_per_pod"],
+                                     "p50_e2el_ms": best["p50_e2el_ms"] if best else None,
+                                     "p99_e2el_ms": best["p99_e2el_ms"] if best else None,
+                                     "busy_loops": n, "cpu_ms_per_request": cpu, "steps": out["steps"]}
+                    print(f"{name}: {out['max_rate']:g} req/s at the SLO, {out['target_per_pod']:g} in flight; "
+                          f"CPU ms per request: " + ", ".join(f"{k} {v:g}" for k, v in cpu.items()),
+                          file=sys.stderr, flush=True)
     return results
 
 
 def run_bench_correct(model: str, limit: int | None, max_num_seqs: int, modes: list[str], frontends: list[int],
                       slo: str, start_rate: float, growth: float, step_seconds: float,
-                      serve_args: list[str]) -> dict[str, Any]:
+                      serve_args: list[str], busy: list[int] = (0,)) -> dict[str, Any]:
     texts = sentences(model, limit)
     result: dict[str, Any] = {"model": model, "sentences": len(texts), "max_num_seqs": max_num_seqs,
                               "offline": offline(model, texts, max_num_seqs, modes)}
     if frontends:
-        result["http"] = at_slo(model, texts, frontends, modes, slo, start_rate, growth, step_seconds, serve_args)
+        result["http"] = at_slo(model, texts, frontends, modes, slo, start_rate, growth, step_seconds, serve_args,
+                                list(busy))
     return result

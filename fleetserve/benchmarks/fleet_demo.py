@@ -23,7 +23,6 @@ line per second) and a plot of pods over time, into `--out`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -31,7 +30,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,7 @@ from fleetserve.fleet.local_fleet import FleetConfig, bundled_model  # the demo 
 from fleetserve.http_common import free_port
 from fleetserve.loadtest.profile import parse_profile
 from fleetserve.loadtest.runner import LoadTestOptions, run_loadtest
-from fleetserve.benchmarks.procs import pod, wait_ready
+from fleetserve.benchmarks.procs import busy_loops, descendants, pod, wait_ready
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
@@ -62,20 +60,6 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
-
-
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            kids = [int(k) for t in Path(f"/proc/{p}/task").iterdir()
-                    for k in (t / "children").read_text().split()]
-        except OSError:
-            kids = []
-        out += kids
-        todo += kids
-    return out
 
 
 def plot_pods(events: list[dict[str, Any]], path: Path, load_start: float) -> None:
@@ -122,18 +106,6 @@ def calibrate_target(model: str | None, serve_args: str, profile: str, options: 
     return target, how
 
 
-@contextlib.contextmanager
-def busy_loops(n: int) -> Iterator[None]:
-    """`n` processes that spin on the CPU for as long as the block runs (a busy host)."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-
-
 def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_per_pod: float | None,
              target_from: str | None, min_pods: int, max_pods: int | None, serve_args: str, scale_down_window: float,
              scale_down_period: float, kill_at: float = 0.5, endpoint: str = "completions",
@@ -172,7 +144,7 @@ def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_p
     fleet_pids: dict[int, str] = {}
     try:
         wait_ready(url, fleet, 120, "fleetserve up")
-        fleet_pids.update((p, _cmdline(p)) for p in _descendants(fleet.pid))
+        fleet_pids.update((p, _cmdline(p)) for p in descendants(fleet.pid))
         t_load = time.monotonic()
         t_up = _events(events_path)[-1]["t"] if _events(events_path) else 0.0
         if scenario == "chaos":
@@ -180,7 +152,7 @@ def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_p
 
             def chaos() -> None:
                 time.sleep(duration * kill_at)
-                roots = [p for p in _descendants(fleet.pid)
+                roots = [p for p in descendants(fleet.pid)
                          if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[3:4] == [b"serve"]]
                 if roots:
                     victim = roots[0]
@@ -199,7 +171,7 @@ def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_p
                                                   html_path=str(out / "report.html"), **load))
         time.sleep(scale_down_window + 2 * scale_down_period + 5 if scenario == "ramp" else 2)
     finally:
-        fleet_pids.update((p, _cmdline(p)) for p in _descendants(fleet.pid))  # every router and pod process now
+        fleet_pids.update((p, _cmdline(p)) for p in descendants(fleet.pid))  # every router and pod process now
         if fleet.poll() is None:
             fleet.send_signal(signal.SIGTERM)
         try:

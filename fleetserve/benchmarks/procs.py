@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 from fleetserve.http_common import free_port
 
@@ -75,3 +76,53 @@ def pod(model: str, args: list[str], timeout: float = 120) -> Iterator[tuple[str
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def busy_loops(n: int) -> Iterator[None]:
+    """`n` processes that spin on the CPU for as long as the block runs (a busy host)."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` started, and theirs, in order of discovery."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = [int(k) for t in Path(f"/proc/{p}/task").iterdir()
+                    for k in (t / "children").read_text().split()]
+        except OSError:
+            kids = []
+        out += kids
+        todo += kids
+    return out
+
+
+def pod_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds used so far by a pod's processes, per role: "engine core" (the
+    supervisor's first process child: it starts before the frontends, which wait for
+    its model), "frontends" (the other process children) and "supervisor"; a
+    one-process pod is all "pod"."""
+    def cpu_and_start(p: int) -> tuple[float, int]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[19])
+
+    own, _ = cpu_and_start(pid)
+    children = []
+    for child in descendants(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():  # not multiprocessing's resource tracker
+                children.append(cpu_and_start(child))
+        except OSError:  # exited meanwhile
+            continue
+    if not children:
+        return {"pod": own}
+    children.sort(key=lambda c: c[1])
+    return {"engine core": children[0][0], "frontends": sum(c for c, _ in children[1:]), "supervisor": own}

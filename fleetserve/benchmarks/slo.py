@@ -25,7 +25,8 @@ def step(url: str, rate: float, seconds: float, base: dict[str, Any]) -> dict[st
                                           progress=False, **base))
     o = rep["summary"]["overall"]
     mean_s = (o["e2el"]["mean"] or 0.0) / 1e3
-    return {"rate": rate, "offered": o["offered_rate"], "achieved": o["request_throughput"], "errors": sum(o["errors"].values()),
+    return {"rate": rate, "offered": o["offered_rate"], "achieved": o["request_throughput"],
+            "completed": o["completed_requests"], "errors": sum(o["errors"].values()),
             "p50_e2el_ms": o["e2el"]["median"], "p99_e2el_ms": o["e2el"]["p99"], "mean_e2el_ms": o["e2el"]["mean"],
             "concurrency": round(o["request_throughput"] * mean_s, 2), "summary": o}
 

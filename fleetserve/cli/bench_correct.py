@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-rate", type=float, default=4.0, help="first step's requests/s (default %(default)s)")
     p.add_argument("--growth", type=float, default=1.3, help="each step's rate over the last (default %(default)s)")
     p.add_argument("--step-seconds", type=float, default=8.0, help="seconds per step (default %(default)s)")
+    p.add_argument("--busy", default="0",
+                   help="busy-loop processes spinning during each ramp, comma-separated: 0,2 ramps every pod on a "
+                        "quiet host and with two busy loops (default %(default)s)")
     p.add_argument("--serve-args", default="", help="more `fleetserve serve` options for the pods")
     p.add_argument("--json", default=None, help="write the results as JSON here")
 
@@ -32,7 +35,7 @@ def run(a: argparse.Namespace) -> None:
     modes = [m for m in a.speculative.split(",") if m]
     frontends = [int(f) for f in a.frontends.split(",") if f]
     result = run_bench_correct(a.model, a.sentences, a.max_num_seqs, modes, frontends, a.slo, a.start_rate,
-                               a.growth, a.step_seconds, a.serve_args.split())
+                               a.growth, a.step_seconds, a.serve_args.split(), [int(n) for n in a.busy.split(",") if n])
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
