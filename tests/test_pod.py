@@ -236,3 +236,30 @@ def test_requests_that_cannot_get_a_slot_in_time_get_429(frontends):
         assert len(answers) == 4 and {a[0] for a in answers} <= {200, 429} and len(refused) >= 2, answers
         assert all(ra == "1" and took < 10 for _, ra, took in refused), answers
         assert "fleetserve_requests_refused_total" in httpx.get(url + "/metrics").text
+
+
+@pytest.mark.parametrize("user_setting", [None, ("GOMP_SPINCOUNT", "1000")])
+def test_serving_processes_get_passive_openmp_waiting_unless_the_user_chose(tiny_model_dir, monkeypatch, user_setting):
+    """OpenMP threads that spin at barriers starve each other on a busy host
+    (fleetserve/engine/openmp.py): `serve` puts OMP_WAIT_POLICY=PASSIVE in the environment
+    before torch loads, so the engine core inherits it; a policy the user set is kept."""
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    if user_setting:
+        monkeypatch.setenv(*user_setting)
+    with server_process(tiny_model_dir, "--frontends", "1") as (url, proc):
+        core = pod_children(proc.pid)["core"][0]
+        environ = Path(f"/proc/{core}/environ").read_bytes().split(b"\0")
+    if user_setting:
+        assert "=".join(user_setting).encode() in environ and b"OMP_WAIT_POLICY=PASSIVE" not in environ
+    else:
+        assert b"OMP_WAIT_POLICY=PASSIVE" in environ
+
+
+def test_nothing_loads_torch_before_serve_sets_how_openmp_waits():
+    """libgomp reads its settings once, when torch loads it: the CLI's path to `serve`'s
+    run() must not import torch (or the one-process pod would keep spinning threads)."""
+    code = ("import sys; from fleetserve.cli import build_parser; build_parser().parse_args(['serve', 'm']); "
+            "import fleetserve.model.config; print('torch' in sys.modules)")  # what main() runs before run()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "False", r.stderr

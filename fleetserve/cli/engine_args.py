@@ -23,8 +23,8 @@ def add_engine_arguments(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> 
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the decode step (see BENCHMARKS.md for when it helps)")
     g.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: torch's choice; fleetserve serve: the cores its HTTP processes "
-                        "leave free, at least 1)")
+                   help="torch threads (default: torch's choice; fleetserve serve: every core, its OpenMP threads "
+                        "waiting passively)")
     g.add_argument("--onednn-linear", action=argparse.BooleanOptionalAction, default=True,
                    help="float linear weights reordered once into oneDNN's layout (CPU; faster, see BENCHMARKS.md)")
     g.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=False,

@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
+    from fleetserve.engine.openmp import wait_passively
+
+    wait_passively()  # first: nothing may have loaded torch yet
     from fleetserve.server.options import ServerOptions
 
     if (a.frontends is not None and a.frontends < 0) or a.max_waiting < 0 or a.drain_timeout < 0 \
@@ -60,7 +63,7 @@ def run(a: argparse.Namespace) -> None:
     config.max_queue_time = a.max_queue_time
     frontends = default_frontends() if a.frontends is None else a.frontends
     if config.threads is None:
-        config.threads = default_threads(frontends)
+        config.threads = default_threads()
     if frontends == 0:
         from fleetserve.server.serve import serve
 

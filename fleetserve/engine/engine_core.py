@@ -220,8 +220,8 @@ class EngineCore:
             first.append(rows)
             rows += 1 + len(drafts.get(r.slot, ()))
         plain = [i for i, r in enumerate(requests) if r.slot not in drafts]
-        sampled, failed = sample(logits[[first[i] for i in plain]], [requests[i] for i in plain]) if plain else ([], {})
         greedy = logits.argmax(dim=-1).tolist()
+        sampled, failed = sample(logits, [requests[i] for i in plain], [first[i] for i in plain], greedy)
         out: list[list[int]] = [[] for _ in requests]
         for j, i in enumerate(plain):
             out[i] = [sampled[j]]

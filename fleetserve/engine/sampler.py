@@ -11,21 +11,25 @@ from fleetserve.engine.request import Request
 log = logging.getLogger(__name__)
 
 
-def sample(logits: torch.Tensor, requests: list[Request]) -> tuple[list[int], dict[int, str]]:
-    """logits [N, vocab], one row per request, in order. Returns the tokens and the
-    rows that could not be sampled (row -> why); such a row's token is -1 and the
-    other rows are unaffected.
+def sample(logits: torch.Tensor, requests: list[Request], rows: list[int] | None = None,
+           greedy: list[int] | None = None) -> tuple[list[int], dict[int, str]]:
+    """One token per request: request i's from logits row `rows[i]` (default: row i).
+    Returns the tokens and the requests that could not be sampled (index -> why); such
+    a request's token is -1 and the others are unaffected.
 
-    Greedy rows share one batched argmax; sampled rows draw from their own
-    generator, so a seeded request gives the same tokens whatever it is batched with.
+    Greedy requests share one batched argmax (`greedy`, the argmax of every row, when the
+    caller has it already); sampled ones draw from their own generator, so a seeded
+    request gives the same tokens whatever it is batched with.
     """
-    tokens = logits.argmax(dim=-1).tolist()
+    rows = list(range(len(requests))) if rows is None else rows
+    greedy = logits.argmax(dim=-1).tolist() if greedy is None else greedy
+    tokens = [greedy[r] for r in rows]
     failed: dict[int, str] = {}
     for i, request in enumerate(requests):
         if request.params.greedy:
             continue
         try:
-            tokens[i] = _draw(logits[i], request)
+            tokens[i] = _draw(logits[rows[i]], request)
         except Exception as e:  # one request's bad luck must not end the step for the others
             log.exception("sampling failed for request %s", request.request_id)
             failed[i] = f"sampling failed: {e}"

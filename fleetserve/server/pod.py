@@ -29,6 +29,7 @@ from pathlib import Path
 
 from fleetserve.engine.core_process import run_core_process
 from fleetserve.engine.engine_core import EngineConfig
+from fleetserve.engine.openmp import waiting
 from fleetserve.http_common import check_port_free
 from fleetserve.server.frontend import FrontendConfig, run_frontend
 from fleetserve.server.options import ServerOptions
@@ -44,13 +45,16 @@ def default_frontends() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0)) // 4))
 
 
-def default_threads(frontends: int) -> int:
-    """The engine's intra-op threads when not given: the cores the HTTP side (the frontends,
-    or the event loop of a one-process pod) leaves free, at least one. More would
-    oversubscribe the cores, and an OpenMP step whose threads wait on each other for a
-    CPU slice stalls: on a busy 2-core host two threads ran a pod 5x slower than one
-    (BENCHMARKS.md, "A busy host"), on a quiet one they gained under 10% over HTTP."""
-    return max(1, len(os.sched_getaffinity(0)) - max(frontends, 1))
+def default_threads() -> int:
+    """The engine's intra-op threads when not given: every core the process may use. The
+    HTTP side (the frontends, or a one-process pod's event loop) takes about 1 ms of CPU
+    per correction request against the engine's 9-15 ms, so a core kept for it would idle
+    most of the time, and the engine's OpenMP threads wait passively (engine/openmp.py),
+    so they yield the core when a frontend has work. Measured on 2 cores, correction
+    traffic at p99 < 1 s (BENCHMARKS.md, issue 19): two threads served 1.25x one thread's
+    rate on a quiet host and 0.87x beside two busy loops. (Spinning, two threads had
+    served nothing there: the reason this default was once the cores minus the frontends.)"""
+    return len(os.sched_getaffinity(0))
 
 
 class Pod:
@@ -184,7 +188,7 @@ def serve_pod(model_dir: str | Path, host: str, port: int, config: EngineConfig,
         info = pod.start_core()
         print(f"fleetserve: loaded {info['architecture']} ({info['parameters'] / 1e6:.1f}M parameters) from "
               f"{model_dir} in {time.monotonic() - start:.1f}s; {config.max_num_seqs} slots x "
-              f"{config.max_model_len} tokens; {config.threads or 'default'} engine thread(s); {frontends} frontend "
+              f"{config.max_model_len} tokens; {config.threads or 'default'} engine thread(s) (waiting: {waiting()}); {frontends} frontend "
               f"process{'es' if frontends > 1 else ''}",
               file=sys.stderr)
         for i in range(frontends):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fleetserve.engine.engine_core import EngineConfig, EngineCore
 from fleetserve.engine.inproc_client import InProcessClient
+from fleetserve.engine.openmp import waiting
 from fleetserve.http_common import check_port_free
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.tokenizer import Tokenizer
@@ -34,7 +35,7 @@ def serve(model_dir: str | Path, host: str, port: int, config: EngineConfig,
     mc = server.engine.core.model_config
     print(f"fleetserve: loaded {mc.architecture} ({mc.num_parameters / 1e6:.1f}M parameters) from {model_dir} "
           f"in {time.monotonic() - start:.1f}s; {config.max_num_seqs} slots x {config.max_model_len} tokens; "
-          f"{config.threads or 'default'} engine thread(s)",
+          f"{config.threads or 'default'} engine thread(s) (waiting: {waiting()})",
           file=sys.stderr)
     print(f"fleetserve: serving model {server.model_name!r} on http://{host}:{port}  (Ctrl-C to stop)",
           file=sys.stderr, flush=True)
