@@ -78,7 +78,7 @@ def test_fleet_replaces_a_pod_that_is_alive_but_sick(tiny_model_dir, tmp_path):
     import httpx
 
     from fleetserve.http_common import free_port
-    from fleetserve.benchmarks.fleet_demo import _descendants
+    from fleetserve.benchmarks.procs import descendants
     from fleetserve.benchmarks.procs import wait_ready
     from test_pod import cmdline, pod_children
 
@@ -91,7 +91,7 @@ def test_fleet_replaces_a_pod_that_is_alive_but_sick(tiny_model_dir, tmp_path):
     body = {"prompt": "hello", "max_tokens": 4}
     try:
         wait_ready(url, proc, 120, "fleetserve up")
-        pod = next(p for p in _descendants(proc.pid) if " serve " in cmdline(p))
+        pod = next(p for p in descendants(proc.pid) if " serve " in cmdline(p))
         core = pod_children(pod)["core"][0]
         os.kill(pod, signal.SIGSTOP)
         os.kill(core, signal.SIGKILL)
@@ -102,7 +102,7 @@ def test_fleet_replaces_a_pod_that_is_alive_but_sick(tiny_model_dir, tmp_path):
                 break
             assert time.monotonic() < deadline, f"the sick pod was not replaced: {last}"
             time.sleep(0.5)
-        assert pod not in _descendants(proc.pid)
+        assert pod not in descendants(proc.pid)
         deadline = time.monotonic() + 10  # the router follows the endpoint file within a second or two
         while httpx.post(url + "/v1/completions", json=body, timeout=30).status_code != 200:
             assert time.monotonic() < deadline, "the replacement pod does not serve through the router"
