@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fleetserve.fleet.local_fleet import target_from_file
+from fleetserve.fleet.local_fleet import pod_serve_args, target_from_file
 from fleetserve.benchmarks.fleet_demo import run_demo
 
 pytestmark = pytest.mark.slow  # starts processes or servers (make test-quick skips it)
@@ -44,6 +44,15 @@ def test_target_from_a_bench_slo_result(tmp_path):
         target_from_file(f)
     with pytest.raises(FileNotFoundError, match="bench-slo"):
         target_from_file(tmp_path / "missing.json")
+
+
+def test_local_pods_share_the_cores_unless_the_options_set_threads():
+    assert pod_serve_args([], max_pods=2, cores=2) == ["--threads", "1"]
+    assert pod_serve_args(["--max-num-seqs", "8"], max_pods=1, cores=2) == ["--max-num-seqs", "8", "--threads", "2"]
+    assert pod_serve_args([], max_pods=3, cores=16) == ["--threads", "5"]
+    assert pod_serve_args([], max_pods=10, cores=2) == ["--threads", "1"]  # at least one each
+    for given in (["--threads", "2"], ["--threads=2"]):
+        assert pod_serve_args(given, max_pods=4, cores=2) == given
 
 
 def test_bench_slo_finds_the_knee_of_a_stand_in_pod():

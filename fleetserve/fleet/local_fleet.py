@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -58,6 +59,18 @@ def target_from_file(path: str | Path) -> float:
     return value
 
 
+def pod_serve_args(serve_args: list[str], max_pods: int, cores: int) -> list[str]:
+    """The `serve` options of a local fleet's pods. The pods share this host: unless the
+    options say otherwise, each engine gets its share of the cores (at least one) as a
+    Kubernetes pod gets its CPU request, not every core (`serve`'s default for a pod
+    alone on its host), which would oversubscribe the host once the fleet scales out:
+    beside two busy processes on 2 cores one engine thread served 85 req/s of correction
+    traffic at the SLO, two 74 (BENCHMARKS.md, issue 19)."""
+    if any(a == "--threads" or a.startswith("--threads=") for a in serve_args):
+        return list(serve_args)
+    return [*serve_args, "--threads", str(max(1, cores // max_pods))]
+
+
 class RouterStats:
     """Requests/s through the router, from the growth of its request counter."""
 
@@ -87,7 +100,8 @@ class LocalFleet:
             cfg.workdir = Path(self._tmp.name)
         cfg.workdir.mkdir(parents=True, exist_ok=True)
         self.endpoint_file = cfg.workdir / "endpoints.json"
-        self.supervisor = Supervisor(SupervisorConfig(cfg.model_dir, self.endpoint_file, cfg.serve_args,
+        serve_args = pod_serve_args(cfg.serve_args, cfg.autoscaler.max_replicas, len(os.sched_getaffinity(0)))
+        self.supervisor = Supervisor(SupervisorConfig(cfg.model_dir, self.endpoint_file, serve_args,
                                                       log_dir=cfg.workdir / "logs"))
         self.autoscaler = Autoscaler(cfg.autoscaler)
         self.router: subprocess.Popen | None = None
