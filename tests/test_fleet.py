@@ -87,9 +87,8 @@ def test_fleet_replaces_a_pod_that_is_alive_but_sick(tiny_model_dir, tmp_path):
     import httpx
 
     from fleetserve.http_common import free_port
-    from fleetserve.benchmarks.procs import descendants
-    from fleetserve.benchmarks.procs import wait_ready
-    from test_pod import cmdline, pod_children
+    from fleetserve.benchmarks.procs import cmdline, descendants, wait_ready
+    from test_pod import pod_children
 
     port, events = free_port(), tmp_path / "events.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "up", "--model", str(tiny_model_dir), "--port",

@@ -15,6 +15,8 @@ import httpx
 import pytest
 from serving import free_port, server_process
 
+from fleetserve.benchmarks.procs import pod_processes
+
 pytestmark = pytest.mark.slow  # starts processes or servers (make test-quick skips it)
 
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "correct-6m"
@@ -29,18 +31,10 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except FileNotFoundError:
-        return ""
-
-
 def pod_children(pid: int) -> dict[str, list[int]]:
-    """The supervisor's engine core and frontends (spawned processes run multiprocessing's
-    spawn_main; the core is the one started first)."""
-    kids = sorted(c for c in children(pid) if "spawn_main" in cmdline(c))
-    return {"core": kids[:1], "frontends": kids[1:]}
+    """The supervisor's engine core and frontends."""
+    roles = pod_processes(pid)
+    return {"core": roles["engine core"], "frontends": roles["frontends"]}
 
 
 def complete(url: str, prompt: str, max_tokens: int = 8, timeout: float = 30) -> httpx.Response:

@@ -101,11 +101,11 @@ def at_slo(model: str, texts: list[str], frontends: list[int], modes: list[str],
 
 def run_bench_correct(model: str, limit: int | None, max_num_seqs: int, modes: list[str], frontends: list[int],
                       slo: str, start_rate: float, growth: float, step_seconds: float,
-                      serve_args: list[str], busy: list[int] = (0,)) -> dict[str, Any]:
+                      serve_args: list[str], busy: list[int]) -> dict[str, Any]:
     texts = sentences(model, limit)
     result: dict[str, Any] = {"model": model, "sentences": len(texts), "max_num_seqs": max_num_seqs,
                               "offline": offline(model, texts, max_num_seqs, modes)}
     if frontends:
         result["http"] = at_slo(model, texts, frontends, modes, slo, start_rate, growth, step_seconds, serve_args,
-                                list(busy))
+                                busy)
     return result

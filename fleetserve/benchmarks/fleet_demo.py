@@ -37,7 +37,7 @@ from fleetserve.fleet.local_fleet import FleetConfig, bundled_model  # the demo 
 from fleetserve.http_common import free_port
 from fleetserve.loadtest.profile import parse_profile
 from fleetserve.loadtest.runner import LoadTestOptions, run_loadtest
-from fleetserve.benchmarks.procs import busy_loops, descendants, pod, wait_ready
+from fleetserve.benchmarks.procs import busy_loops, cmdline, descendants, pod, wait_ready
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
@@ -49,17 +49,10 @@ def _still_running(pids: dict[int, str], seconds: float = 10.0) -> list[str]:
     after `seconds` (processes that exit slowly on a busy host are not left behind)."""
     deadline = time.monotonic() + seconds
     while True:
-        alive = [f"{pid} {cmd}" for pid, cmd in sorted(pids.items()) if _cmdline(pid) == cmd]
+        alive = [f"{pid} {cmd}" for pid, cmd in sorted(pids.items()) if cmdline(pid) == cmd]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.2)
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def plot_pods(events: list[dict[str, Any]], path: Path, load_start: float) -> None:
@@ -144,7 +137,7 @@ def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_p
     fleet_pids: dict[int, str] = {}
     try:
         wait_ready(url, fleet, 120, "fleetserve up")
-        fleet_pids.update((p, _cmdline(p)) for p in descendants(fleet.pid))
+        fleet_pids.update((p, cmdline(p)) for p in descendants(fleet.pid))
         t_load = time.monotonic()
         t_up = _events(events_path)[-1]["t"] if _events(events_path) else 0.0
         if scenario == "chaos":
@@ -171,7 +164,7 @@ def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_p
                                                   html_path=str(out / "report.html"), **load))
         time.sleep(scale_down_window + 2 * scale_down_period + 5 if scenario == "ramp" else 2)
     finally:
-        fleet_pids.update((p, _cmdline(p)) for p in descendants(fleet.pid))  # every router and pod process now
+        fleet_pids.update((p, cmdline(p)) for p in descendants(fleet.pid))  # every router and pod process now
         if fleet.poll() is None:
             fleet.send_signal(signal.SIGTERM)
         try:

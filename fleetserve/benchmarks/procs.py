@@ -105,24 +105,42 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def pod_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds used so far by a pod's processes, per role: "engine core" (the
-    supervisor's first process child: it starts before the frontends, which wait for
-    its model), "frontends" (the other process children) and "supervisor"; a
-    one-process pod is all "pod"."""
-    def cpu_and_start(p: int) -> tuple[float, int]:
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[19])
+def cmdline(pid: int) -> str:
+    """A process's command line, words joined by spaces; "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
-    own, _ = cpu_and_start(pid)
-    children = []
+
+def pod_processes(pid: int) -> dict[str, list[int]]:
+    """A running pod's processes by role: "engine core" (the supervisor's first spawned
+    process: it starts before the frontends, which wait for its model), "frontends" (the
+    other spawned processes) and "supervisor"; a one-process pod is all "pod".
+    multiprocessing's resource tracker (also a child) is no role."""
+    def started(p: int) -> int:
+        return int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+    spawned = []
     for child in descendants(pid):
         try:
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():  # not multiprocessing's resource tracker
-                children.append(cpu_and_start(child))
+            if "spawn_main" in cmdline(child):
+                spawned.append((started(child), child))
         except OSError:  # exited meanwhile
             continue
-    if not children:
-        return {"pod": own}
-    children.sort(key=lambda c: c[1])
-    return {"engine core": children[0][0], "frontends": sum(c for c, _ in children[1:]), "supervisor": own}
+    if not spawned:
+        return {"pod": [pid]}
+    kids = [p for _, p in sorted(spawned)]
+    return {"engine core": kids[:1], "frontends": kids[1:], "supervisor": [pid]}
+
+
+def pod_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds used so far by a running pod's processes, per role (pod_processes)."""
+    def cpu(p: int) -> float:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return {role: sum(cpu(p) for p in pids) for role, pids in pod_processes(pid).items()}
