@@ -28,6 +28,7 @@ COMMANDS = {
     "bench-router": "bench_router",
     "bench-loadtest": "bench_loadtest",
     "demo-fleet": "demo_fleet",
+    "simulate": "simulate",
     "stub-server": "stub_server",
 }
 

@@ -9,6 +9,11 @@ weight; ties are broken at random. That keeps the worst queue short at a cost
 of two random draws, where round robin keeps sending a slow endpoint its full
 share. `round_robin`, `random` and `least_loaded` exist as baselines.
 
+The choices themselves are the small functions below (`two_choices`,
+`first_of_two`, `least_loaded_index`, ...): plain arithmetic over numbers and
+sequences, given their uniform draws, so that the fleet simulator compiles these
+same functions with numba and picks exactly as the router would.
+
 In-flight counts are the router's own (`start`/`finish` around each request).
 An endpoint is *available* when it is ready (health checks), not ejected
 (outlier detection) and below its in-flight cap. When every known endpoint is
@@ -26,6 +31,72 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 POLICIES = ("p2c", "round_robin", "random", "least_loaded")
+
+
+# --- policy kernels: numbers in, an index out (numba-compilable; see fleetserve/simulate) ---------
+def two_choices(n: int, u1: float, u2: float) -> tuple[int, int]:
+    """Two distinct indices below n (n >= 2) from two uniform draws, each pair equally likely."""
+    i = int(u1 * n)
+    j = int(u2 * (n - 1))
+    if j >= i:
+        j += 1
+    return i, j
+
+
+def first_of_two(load_a: float, load_b: float, u: float) -> bool:
+    """Whether a goes before b: the lower load first, a tie decided by the draw u."""
+    if load_a == load_b:
+        return u < 0.5
+    return load_a < load_b
+
+
+def least_loaded_index(loads, open_, u: float) -> int:
+    """The index of the lowest load among the open entries (a tie decided by the draw u);
+    -1 when none is open."""
+    low = 0.0
+    ties = 0
+    for i in range(len(loads)):
+        if open_[i] and (ties == 0 or loads[i] < low):
+            low, ties = loads[i], 1
+        elif open_[i] and loads[i] == low:
+            ties += 1
+    if ties == 0:
+        return -1
+    k = int(u * ties)
+    for i in range(len(loads)):
+        if open_[i] and loads[i] == low:
+            if k == 0:
+                return i
+            k -= 1
+    return -1
+
+
+def weighted_index(weights, u: float) -> int:
+    """The index whose share of the total weight covers the draw u (uniform when weights are equal)."""
+    total = 0.0
+    for w in weights:
+        total += w
+    x = u * total
+    for i in range(len(weights)):
+        x -= weights[i]
+        if x < 0.0:
+            return i
+    return len(weights) - 1
+
+
+def smooth_round_robin(weights, current) -> int:
+    """Smooth weighted round robin (nginx): raise every score by its weight, take the
+    highest and lower it by the total. Spreads a heavy entry's turns evenly; plain round
+    robin when the weights are equal. Updates `current` in place."""
+    total = 0.0
+    best = -1
+    for i in range(len(weights)):
+        current[i] += weights[i]
+        total += weights[i]
+        if best < 0 or current[i] > current[best]:
+            best = i
+    current[best] -= total
+    return best
 
 
 @dataclass(frozen=True)
@@ -83,7 +154,6 @@ class Balancer:
         self._usable: list[Endpoint] = []  # ready and not ejected, in a stable order
         self._panic = False
         self._next_expiry = float("inf")  # earliest ejection end: the usable list changes then
-        self._rr = 0
         self._pick = getattr(self, f"_pick_{policy}")
         self.last_failure = ""  # Choice.* of the last pick that returned None
 
@@ -161,25 +231,15 @@ class Balancer:
     def finish(self, ep: Endpoint) -> None:
         ep.inflight -= 1
 
-    def _below_cap(self, eps: list[Endpoint]) -> list[Endpoint]:
-        return [ep for ep in eps if not ep.at_cap()]
-
     def _pick_p2c(self, eps: list[Endpoint]) -> Endpoint | None:
         n = len(eps)
         if n == 1:
             ep = eps[0]
             return None if ep.at_cap() else ep
         rng = self.rng
-        i = int(rng.random() * n)
-        j = int(rng.random() * (n - 1))
-        if j >= i:
-            j += 1  # two distinct endpoints, each pair equally likely
+        i, j = two_choices(n, rng.random(), rng.random())
         a, b = eps[i], eps[j]
-        la, lb = a.load, b.load
-        if la == lb:
-            first, second = (a, b) if rng.random() < 0.5 else (b, a)
-        else:
-            first, second = (a, b) if la < lb else (b, a)
+        first, second = (a, b) if first_of_two(a.load, b.load, rng.random()) else (b, a)
         if not first.at_cap():
             return first
         if not second.at_cap():
@@ -188,42 +248,21 @@ class Balancer:
         return self._pick_least_loaded(eps)
 
     def _pick_least_loaded(self, eps: list[Endpoint]) -> Endpoint | None:
-        best: list[Endpoint] = []
-        low = float("inf")
-        for ep in eps:
-            if ep.at_cap():
-                continue
-            load = ep.load
-            if load < low:
-                low, best = load, [ep]
-            elif load == low:
-                best.append(ep)
-        if not best:
-            return None
-        return best[0] if len(best) == 1 else best[int(self.rng.random() * len(best))]
+        i = least_loaded_index([ep.load for ep in eps], [not ep.at_cap() for ep in eps], self.rng.random())
+        return None if i < 0 else eps[i]
 
     def _pick_random(self, eps: list[Endpoint]) -> Endpoint | None:
-        open_ = self._below_cap(eps)
+        open_ = [ep for ep in eps if not ep.at_cap()]
         if not open_:
             return None
-        if all(ep.weight == open_[0].weight for ep in open_):
-            return open_[int(self.rng.random() * len(open_))]
-        return self.rng.choices(open_, weights=[ep.weight for ep in open_])[0]
+        return open_[weighted_index([ep.weight for ep in open_], self.rng.random())]
 
     def _pick_round_robin(self, eps: list[Endpoint]) -> Endpoint | None:
-        open_ = self._below_cap(eps)
+        open_ = [ep for ep in eps if not ep.at_cap()]
         if not open_:
             return None
-        if all(ep.weight == open_[0].weight for ep in open_):
-            self._rr = (self._rr + 1) % len(open_)
-            return open_[self._rr]
-        # smooth weighted round robin (nginx): spreads a heavy endpoint's turns evenly
-        total = 0.0
-        best = None
-        for ep in open_:
-            ep.current += ep.weight
-            total += ep.weight
-            if best is None or ep.current > best.current:
-                best = ep
-        best.current -= total
+        current = [ep.current for ep in open_]
+        best = open_[smooth_round_robin([ep.weight for ep in open_], current)]
+        for ep, c in zip(open_, current):
+            ep.current = c
         return best

@@ -83,10 +83,10 @@ class Profile:
         return out
 
     def expected_requests(self) -> float:
-        grid, cum = self._cumulative()
+        grid, cum = self.cumulative()
         return float(cum[-1])
 
-    def _cumulative(self) -> tuple[np.ndarray, np.ndarray]:
+    def cumulative(self) -> tuple[np.ndarray, np.ndarray]:
         """A fine time grid and Λ on it (trapezoid rule; exact for linear segments)."""
         step = max(self.duration / 2_000_000, min(1e-3, self.duration / 1000))  # 1 ms; coarser for long runs
         n = max(2, int(math.ceil(self.duration / step)) + 1)
@@ -98,7 +98,7 @@ class Profile:
 
     def arrivals(self, spacing: str = "poisson", seed: int = 0) -> np.ndarray:
         """Sorted send times in seconds from the start of the run."""
-        grid, cum = self._cumulative()
+        grid, cum = self.cumulative()
         total = cum[-1]
         if spacing == "constant":
             marks = np.arange(int(math.floor(total + 1e-6))) + 0.5

@@ -80,9 +80,13 @@ def write_png(report: dict[str, Any], path: str | Path) -> Path:
 
 
 def _svg(report: dict[str, Any]) -> str:
+    return svg_of(_figure(report))
+
+
+def svg_of(fig) -> str:
+    """A matplotlib figure as inline SVG for an HTML page (the figure is closed)."""
     import matplotlib.pyplot as plt
 
-    fig = _figure(report)
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
     plt.close(fig)
@@ -90,7 +94,8 @@ def _svg(report: dict[str, Any]) -> str:
     return svg[svg.find("<svg"):]
 
 
-def _fmt(v: Any) -> str:
+def fmt(v: Any) -> str:
+    """A value for an HTML table cell."""
     return "–" if v is None else (f"{v:,.2f}" if isinstance(v, float) else html.escape(str(v)))
 
 
@@ -105,7 +110,7 @@ def write_html(report: dict[str, Any], path: str | Path) -> Path:
             ("late sends (client lag)", o["client_lag"]["late_requests"])]
     if report.get("knee"):
         rows.append(("knee (req/s offered, p99 under the limit)", report["knee"]["offered_rate"]))
-    lat = "".join(f"<tr><th>{m}</th>" + "".join(f"<td>{_fmt(o[m][s])}</td>" for s in ("mean", "median", "p90", "p99", "p99.9"))
+    lat = "".join(f"<tr><th>{m}</th>" + "".join(f"<td>{fmt(o[m][s])}</td>" for s in ("mean", "median", "p90", "p99", "p99.9"))
                   + "</tr>" for m in ("ttft", "tpot", "itl", "e2el"))
     verdict = report.get("slo")
     slo_html = ""
@@ -118,10 +123,10 @@ def write_html(report: dict[str, Any], path: str | Path) -> Path:
         s = report["shadow"]
         ex = "".join(f"<tr><td>{html.escape(str(e['prompt']))[:200]}</td><td>{html.escape(e['primary'])}</td>"
                      f"<td>{html.escape(e['candidate'])}</td></tr>" for e in s["examples"])
-        shadow_html = (f"<h2>Shadow: {html.escape(report['shadow_target'])}</h2><p>exact match {_fmt(s['exact_match_rate'])} "
-                       f"over {s['compared']} answers; candidate error rate {_fmt(s['candidate_error_rate'])}; "
-                       f"e2el difference median {_fmt(s['e2el_difference']['median'])} ms, "
-                       f"p99 {_fmt(s['e2el_difference']['p99'])} ms</p>"
+        shadow_html = (f"<h2>Shadow: {html.escape(report['shadow_target'])}</h2><p>exact match {fmt(s['exact_match_rate'])} "
+                       f"over {s['compared']} answers; candidate error rate {fmt(s['candidate_error_rate'])}; "
+                       f"e2el difference median {fmt(s['e2el_difference']['median'])} ms, "
+                       f"p99 {fmt(s['e2el_difference']['p99'])} ms</p>"
                        f"<table><tr><th>prompt</th><th>primary</th><th>candidate</th></tr>{ex}</table>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fleetserve loadtest</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:2px 10px;text-align:right}}
@@ -129,7 +134,7 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}</style
 <h1>Load test of {html.escape(report['target'])}</h1>
 <p>{html.escape(report['profile'])} · {html.escape(report['workload'])} · started {html.escape(report['started'])}</p>
 {slo_html}
-<table>{''.join(f'<tr><th>{k}</th><td>{_fmt(v)}</td></tr>' for k, v in rows)}</table>
+<table>{''.join(f'<tr><th>{k}</th><td>{fmt(v)}</td></tr>' for k, v in rows)}</table>
 <h2>Latency (ms)</h2><table><tr><th></th><th>mean</th><th>median</th><th>p90</th><th>p99</th><th>p99.9</th></tr>{lat}</table>
 {_svg(report)}
 {shadow_html}

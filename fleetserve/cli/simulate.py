@@ -1,0 +1,55 @@
+"""`fleetserve simulate`: its options and what runs it."""
+
+from __future__ import annotations
+
+HELP = "simulate a fleet (traffic, pods, routers, the autoscaler) from a scenario YAML, at any scale"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("scenario", help="scenario YAML (see deploy/scenarios/ and DEVELOPERS.md for every key)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario key, e.g. --set routers.policy=round_robin --set pods.count=100 "
+                        "(repeatable; VALUE is read as YAML)")
+    p.add_argument("--json", default=None, help="write every figure as JSON here")
+    p.add_argument("--out", default=None,
+                   help="write report.json, report.png and report.html (the plot and the tables) into this folder")
+    p.add_argument("--check-slo", action="store_true",
+                   help="exit 1 when a run misses the scenario's SLO (slo_p99_ms over the whole run)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def run(a) -> int:
+    import yaml
+
+    from fleetserve.simulate import report, scenario
+    from fleetserve.simulate.simulator import simulate_sweep, stderr_progress
+
+    sc = scenario.load(a.scenario)
+    if a.set:
+        data = scenario.to_dict(sc)
+        for item in a.set:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. routers.policy=p2c")
+            section, _, leaf = key.strip().rpartition(".")
+            target = data
+            if section:
+                if not isinstance(data.get(section), dict):
+                    data[section] = {}
+                target = data[section]
+            target[leaf] = yaml.safe_load(value)
+        sc = scenario.from_dict(data, sc.name)
+    result = simulate_sweep(sc, None if a.quiet else stderr_progress)
+    print(report.text_table(result))
+    if a.json:
+        report.write_json(result, a.json)
+    if a.out:
+        from pathlib import Path
+
+        out = Path(a.out)
+        report.write_json(result, out / "report.json")
+        report.write_png(result, out / "report.png")
+        report.write_html(result, out / "report.html")
+        print(f"report in {out}/report.html (and .json, .png)")
+    runs = result["sweep"] if "sweep" in result else [{"result": result}]
+    return 1 if a.check_slo and not all(r["result"]["slo_met"] for r in runs) else 0

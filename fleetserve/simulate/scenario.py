@@ -1,0 +1,229 @@
+"""A simulation scenario: the traffic, the pods, the routers and the autoscaler, from YAML.
+
+Every key is checked: a misspelt or unknown one is an error that names it and lists the
+keys allowed there. Durations take units (`500ms`, `30s`, `2m`); rates take `k`.
+A `sweep:` section turns one scenario into several (see `expand`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleetserve.fleet.autoscaler import AutoscalerConfig
+from fleetserve.fleet.balancer import POLICIES
+from fleetserve.loadtest.profile import parse_duration, parse_profile
+
+POD_MODELS = ("batching", "mmc")
+
+
+@dataclass
+class Traffic:
+    profile: str  # the load tester's profile, e.g. diurnal:40k..200k@10m
+    arrivals: str = "poisson"  # poisson | gamma (bursty: gaps with coefficient of variation cv)
+    cv: float = 1.0
+    prompt_tokens: str = "50"  # N | uniform:A..B | exponential:MEAN | lognormal:MEAN,CV
+    output_tokens: str = "50"
+    sizes_file: str | None = None  # lines "PROMPT_TOKENS OUTPUT_TOKENS", sampled (instead of the two above)
+
+
+@dataclass
+class Pods:
+    count: int = 1  # ready at the start (and the fixed count without an autoscaler)
+    model: str = "batching"  # batching (continuous batching, a step-time model) | mmc (c slots, exponential)
+    slots: int = 64
+    max_queue: int = 4096  # requests waiting at a pod beyond which it refuses (429)
+    service_ms: float = 20.0  # mmc: mean service time
+    step_base_ms: float = 10.0  # batching: a step lasts base + per_seq * batch + per_prompt_token * prompt tokens
+    step_per_seq_ms: float = 0.3
+    step_per_prompt_token_ms: float = 0.0
+    tokens_per_step: float = 1.0  # output tokens per request and step (above 1 with speculative decoding)
+    cold_start: str = "30s"  # time from start to ready: D, or LO..HI (uniform)
+    failures_per_hour: float = 0.0  # per pod; a failed pod restarts (a cold start)
+    slow_fraction: float = 0.0  # each new pod is slow with this probability
+    slow_pods: int = 0  # the first this many pods of the starting fleet are slow
+    slow_factor: float = 3.0  # a slow pod's service or step times, times this
+
+    def cold_start_range(self) -> tuple[float, float]:
+        lo, sep, hi = self.cold_start.partition("..")
+        a = parse_duration(lo, allow_zero=True)
+        b = parse_duration(hi, allow_zero=True) if sep else a
+        if b < a:
+            raise ValueError(f"pods.cold_start {self.cold_start!r}: empty range")
+        return a, b
+
+
+@dataclass
+class Routers:
+    replicas: int = 1  # each with its own in-flight counts, as in production
+    policy: str = "p2c"
+    max_inflight_per_endpoint: int = 256  # 0: no cap (the router's --max-inflight-per-endpoint)
+    retry: bool = True  # one retry on another pod for a request whose pod failed
+    discovery_delay: str = "0s"  # each router learns of a pod joining or leaving within this (uniform)
+
+
+@dataclass
+class Scenario:
+    name: str
+    traffic: Traffic
+    pods: Pods = field(default_factory=Pods)
+    routers: Routers = field(default_factory=Routers)
+    autoscaler: AutoscalerConfig | None = None
+    interval: float = 1.0  # seconds between the autoscaler's decisions (and timeline rows)
+    duration: float | None = None  # seconds of traffic; default: the profile's
+    drain: bool = True  # after the traffic, run until every request is answered (at most 10 min)
+    window: float = 10.0  # seconds per statistics window
+    warmup: float = 0.0  # windows starting before this are left out of the overall figures
+    seed: int = 0
+    slo_p99_ms: float = 1000.0
+    description: str = ""
+    sweep: dict[str, list] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.profile = parse_profile(self.traffic.profile)
+        p, r = self.pods, self.routers
+        if p.model not in POD_MODELS:
+            raise ValueError(f"pods.model {p.model!r}: choose one of {', '.join(POD_MODELS)}")
+        if r.policy not in POLICIES:
+            raise ValueError(f"routers.policy {r.policy!r}: choose one of {', '.join(POLICIES)}")
+        checks = [(p.count >= 0, "pods.count must be >= 0"), (p.slots >= 1, "pods.slots must be >= 1"),
+                  (p.max_queue >= 1, "pods.max_queue must be >= 1"), (p.service_ms > 0, "pods.service_ms must be > 0"),
+                  (p.tokens_per_step >= 1, "pods.tokens_per_step must be >= 1"),
+                  (min(p.step_base_ms, p.step_per_seq_ms, p.step_per_prompt_token_ms) >= 0
+                   and p.step_base_ms + p.step_per_seq_ms > 0, "pods.step_*_ms must be >= 0, base + per_seq > 0"),
+                  (0 <= p.slow_fraction <= 1, "pods.slow_fraction must be within 0..1"),
+                  (p.slow_factor > 0, "pods.slow_factor must be > 0"),
+                  (p.failures_per_hour >= 0, "pods.failures_per_hour must be >= 0"),
+                  (r.replicas >= 1, "routers.replicas must be >= 1"),
+                  (r.max_inflight_per_endpoint >= 0, "routers.max_inflight_per_endpoint must be >= 0"),
+                  (self.interval > 0, "interval must be > 0"), (self.window > 0, "window must be > 0"),
+                  (self.run_seconds > 0, "duration must be > 0"), (self.warmup >= 0, "warmup must be >= 0")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        p.cold_start_range()
+        parse_duration(r.discovery_delay, allow_zero=True)
+        if self.autoscaler is None and p.count == 0:
+            raise ValueError("pods.count is 0 and there is no autoscaler: nothing would serve")
+
+    @property
+    def run_seconds(self) -> float:
+        """Simulated seconds of traffic: `duration`, or the profile's."""
+        return self.duration if self.duration is not None else self.profile.duration
+
+    @property
+    def max_pods(self) -> int:
+        return self.autoscaler.max_replicas if self.autoscaler else self.pods.count
+
+    @property
+    def discovery_delay(self) -> float:
+        return parse_duration(self.routers.discovery_delay, allow_zero=True)
+
+
+_SECTIONS = {"traffic": Traffic, "pods": Pods, "routers": Routers, "autoscaler": AutoscalerConfig}
+_DURATIONS = {"interval", "duration", "window", "warmup"}
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
+                         f"allowed: {', '.join(fields)}")
+    out = {}
+    for key, value in data.items():
+        if key in _SECTIONS and cls is Scenario:
+            value = None if value is None else _build(_SECTIONS[key], value, key)
+        elif key in _DURATIONS and cls is Scenario and isinstance(value, str):
+            value = parse_duration(value, allow_zero=key == "warmup")
+        elif cls is AutoscalerConfig and key in ("scale_up_window", "scale_down_window", "scale_down_period") \
+                and isinstance(value, str):
+            value = parse_duration(value)
+        out[key] = _typed(fields[key], value, f"{where}.{key}" if where else key)
+    try:
+        return cls(**out)
+    except TypeError as e:
+        raise ValueError(f"{where or 'scenario'}: {e}") from None
+
+
+def _typed(f: dataclasses.Field, value: Any, where: str) -> Any:
+    kind = str(f.type)
+    if value is None or dataclasses.is_dataclass(value):
+        return value
+    if kind.startswith("int") and not isinstance(value, bool):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+    elif kind.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        value = float(value)
+    elif kind.startswith("bool") and not isinstance(value, bool):
+        raise ValueError(f"{where}: expected true or false, got {value!r}")
+    elif kind.startswith("str") and not isinstance(value, str):
+        value = str(value)
+    return value
+
+
+def from_dict(data: dict[str, Any], name: str = "scenario") -> Scenario:
+    data = dict(data)
+    data.setdefault("name", name)
+    if "traffic" not in data:
+        raise ValueError("a scenario needs a traffic section (at least traffic.profile)")
+    return _build(Scenario, data, "")
+
+
+def load(path: str | Path) -> Scenario:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"scenario {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"scenario {path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"scenario {path}: expected a mapping at the top")
+    try:
+        return from_dict(data, path.stem)
+    except ValueError as e:
+        raise ValueError(f"scenario {path}: {e}") from None
+
+
+def expand(scenario: Scenario, data: dict[str, Any] | None = None) -> list[tuple[str, Scenario]]:
+    """One scenario per combination of the `sweep:` values (`routers.policy: [p2c, random]`,
+    `pods.cold_start: [3s, 30s]`, ...), each labelled `key=value, ...`; just the scenario when
+    there is no sweep."""
+    if not scenario.sweep:
+        return [(scenario.name, scenario)]
+    base = data if data is not None else to_dict(scenario)
+    keys = list(scenario.sweep)
+    out = []
+    for values in itertools.product(*(scenario.sweep[k] for k in keys)):
+        d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items() if k != "sweep"}
+        for key, value in zip(keys, values):
+            section, _, leaf = key.rpartition(".")
+            target = d
+            if section:
+                target = d.setdefault(section, {}) if d.get(section) is not None else d.setdefault(section, {})
+                if target is None:
+                    target = d[section] = {}
+            target[leaf] = value
+        label = ", ".join(f"{k}={v}" for k, v in zip(keys, values))
+        out.append((label, from_dict(d, scenario.name)))
+    return out
+
+
+def to_dict(scenario: Scenario) -> dict[str, Any]:
+    d = {}
+    for f in dataclasses.fields(scenario):
+        value = getattr(scenario, f.name)
+        d[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return d

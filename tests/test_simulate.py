@@ -1,0 +1,233 @@
+"""The fleet simulator (fleetserve.simulate): checked against queueing theory (Erlang C, the
+supermarket model of two choices, Little's law), against the router's own balancer (the same
+picks from the same state and draws), and as a user runs it (scenarios, sweeps, the CLI)."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fleetserve.fleet.balancer import POLICIES, Balancer, Choice, EndpointSpec
+from fleetserve.simulate import core, scenario
+from fleetserve.simulate.simulator import simulate, simulate_sweep
+from fleetserve.simulate.theory import erlang_c, mmc_mean_wait, supermarket_tail
+from fleetserve.simulate.traffic import ArrivalStream, Sizes
+from fleetserve.loadtest.profile import parse_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(data: dict) -> dict:
+    return simulate(scenario.from_dict(data))
+
+
+def assert_littles_law(result: dict) -> None:
+    little = result["littles_law"]
+    assert little["ratio"] == pytest.approx(1.0, abs=0.01), little
+
+
+# --- against theory ------------------------------------------------------------------------------
+def test_erlang_c_formula_on_known_values():
+    assert erlang_c(1, 0.5) == pytest.approx(0.5)  # M/M/1: P(wait) = rho
+    assert erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    assert mmc_mean_wait(0.9, 1.0, 1) == pytest.approx(9.0)  # M/M/1: rho / (mu - lambda)
+
+
+@pytest.mark.parametrize("slots,load,seconds", [(8, 0.8, 10_000), (2, 0.85, 40_000)])
+def test_an_mmc_pod_waits_as_erlang_c_says(slots, load, seconds):
+    rate = load * slots * 50  # 20 ms mean service: 50 per second per slot
+    result = run({"traffic": {"profile": f"constant:{rate}@{seconds}s"},
+                  "pods": {"model": "mmc", "slots": slots, "service_ms": 20, "count": 1},
+                  "routers": {"max_inflight_per_endpoint": 0}, "interval": 10, "window": 1000, "warmup": 1000,
+                  "seed": 1})
+    expected = mmc_mean_wait(rate, 50.0, slots) * 1e3
+    assert result["overall"]["queue_mean_ms"] == pytest.approx(expected, rel=0.03)
+    assert result["overall"]["availability"] == 1.0
+    assert_littles_law(result)
+
+
+@pytest.mark.parametrize("policy,choices", [("random", 1), ("p2c", 2)])
+def test_250_pods_fill_as_the_supermarket_model_says(policy, choices):
+    """One-slot pods, exponential service, load 0.9: the fraction of pods holding at least i
+    requests is load^i for random assignment, load^(2^i - 1) for two choices (Mitzenmacher)."""
+    result = run({"traffic": {"profile": "constant:225@12000s"},
+                  "pods": {"model": "mmc", "slots": 1, "service_ms": 1000, "count": 250},
+                  "routers": {"policy": policy, "max_inflight_per_endpoint": 0}, "interval": 10, "window": 1000,
+                  "warmup": 2000, "seed": 3})
+    for i in range(1, 5):
+        assert result["occupancy_tail"][str(i)] == pytest.approx(supermarket_tail(0.9, i, choices), abs=0.02), i
+    assert_littles_law(result)
+
+
+def test_littles_law_holds_for_a_run_cut_short_with_requests_still_in_flight():
+    result = run({"traffic": {"profile": "constant:2000@20s"},
+                  "pods": {"model": "batching", "slots": 16, "count": 4, "step_base_ms": 20},
+                  "drain": False, "interval": 1})
+    assert result["overall"]["completed"] < result["requests"]  # overloaded: much still held at the end
+    assert_littles_law(result)
+
+
+# --- the same picks as the router --------------------------------------------------------------
+class Draws:
+    """A random stream for the balancer: the values given, in order."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def random(self) -> float:
+        return self.values.pop(0)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_the_simulator_picks_as_the_router_balancer_does(policy):
+    gen = random.Random(7)
+    for trial in range(150):
+        n = gen.randint(1, 9)
+        cap = gen.choice([0, 2, 4])
+        weights = [gen.choice([1.0, 1.0, 2.0, 0.5]) for _ in range(n)]
+        b = Balancer(policy, max_inflight=cap or None)
+        b.update([EndpointSpec(f"p{i}", weight=w) for i, w in enumerate(weights)])
+        eps = list(b.endpoints.values())
+        usable = np.arange(n, dtype=np.int64)
+        inflight = np.zeros(n, np.int64)
+        current = np.zeros(n)
+        for step in range(30):
+            if gen.random() < 0.4:  # some requests end
+                for i in range(n):
+                    if inflight[i] and gen.random() < 0.5:
+                        inflight[i] -= 1
+                        b.finish(eps[i])
+            u = [gen.random() for _ in range(4)]
+            b.rng = Draws(u)
+            got = b.pick()
+            sim = core.pick(core.POLICY_IDS[policy], cap, usable, n, inflight, np.array(weights), current, *u)
+            if got is None:
+                assert sim == {Choice.ALL_AT_CAP: -core.ERR_AT_CAP - 1}[b.last_failure], (trial, step)
+                continue
+            assert sim == eps.index(got), (trial, step, policy)
+            b.start(got)
+            inflight[sim] += 1
+
+
+# --- as a user runs it -----------------------------------------------------------------------------
+def test_scenario_errors_name_the_key():
+    with pytest.raises(ValueError, match="unknown key.*slotz"):
+        scenario.from_dict({"traffic": {"profile": "constant:10@1s"}, "pods": {"slotz": 4}})
+    with pytest.raises(ValueError, match="pods.slots: expected an integer"):
+        scenario.from_dict({"traffic": {"profile": "constant:10@1s"}, "pods": {"slots": "many"}})
+    with pytest.raises(ValueError, match="routers.policy 'fastest'"):
+        scenario.from_dict({"traffic": {"profile": "constant:10@1s"}, "routers": {"policy": "fastest"}})
+    with pytest.raises(ValueError, match="needs a traffic section"):
+        scenario.from_dict({"pods": {}})
+    with pytest.raises(ValueError, match="target_per_pod must be positive"):
+        scenario.from_dict({"traffic": {"profile": "constant:10@1s"}, "autoscaler": {"target_per_pod": 0}})
+
+
+def test_poisson_and_gamma_arrivals_follow_the_profile():
+    profile = parse_profile("ramp:0..2000@20s+constant:2000@20s")
+    for kind, cv in (("poisson", 1.0), ("gamma", 3.0)):
+        stream = ArrivalStream(profile, kind, cv, seed=5)
+        times = np.concatenate([stream.until(t) for t in np.arange(0.5, 41, 0.5)])
+        assert np.all(np.diff(times) >= 0) and times[-1] <= 40.0
+        assert len(times) == pytest.approx(profile.expected_requests(), rel=0.05 if kind == "gamma" else 0.02)
+        gaps = np.diff(times[times > 20.0])  # the constant part: gaps' coefficient of variation
+        assert gaps.std() / gaps.mean() == pytest.approx(cv, rel=0.15)
+
+
+def test_request_sizes_from_a_file_keep_prompt_and_output_together(tmp_path):
+    sizes = tmp_path / "sizes.txt"
+    sizes.write_text("# prompt output\n10 3\n40 30\n")
+    assert Sizes("50", 0, str(sizes)).values.tolist() == [10.0, 40.0]
+    with pytest.raises(ValueError, match="uniform:A..B"):
+        Sizes("lots")
+    result = run({"traffic": {"profile": "constant:500@10s", "sizes_file": str(sizes)},
+                  "pods": {"count": 2, "slots": 32, "step_base_ms": 5, "step_per_seq_ms": 0.0}})
+    # 3 or 30 output tokens at 5 ms a step: service times of about 15 or 150 ms, nothing in between
+    assert result["overall"]["service_p50_ms"] in (pytest.approx(15, rel=0.05), pytest.approx(150, rel=0.05))
+
+
+def test_the_autoscaler_scales_up_on_a_ramp_and_down_after_it():
+    result = run({"traffic": {"profile": "constant:200@30s+constant:2000@60s+constant:100@150s"},
+                  "pods": {"count": 2, "slots": 64, "step_base_ms": 10, "step_per_seq_ms": 0.1, "cold_start": "5s",
+                           "step_per_prompt_token_ms": 0.0},
+                  "autoscaler": {"target_per_pod": 60, "min_replicas": 1, "max_replicas": 60,
+                                 "scale_down_window": "30s", "scale_down_period": "2s"},
+                  "interval": 1, "window": 5})
+    tl = result["timeline"]
+    at = {row["t"]: row for row in tl}
+    before = at[29.0]["ready"]
+    decided = next(row["t"] for row in tl if row["t"] > 30 and row["desired"] > before)
+    assert decided <= 31.0 + 10  # within the scale-up window of the step
+    ready_more = next(row["t"] for row in tl if row["t"] > 30 and row["ready"] > before)
+    assert ready_more <= decided + 5 + 1  # the cold start, plus one decision interval
+    assert max(row["ready"] for row in tl) > 3 * before
+    assert tl[-1]["ready"] < max(row["ready"] for row in tl) / 2  # back down once the peak has passed
+    assert result["pods"]["started"] > 2
+    assert_littles_law(result)
+
+
+def test_failed_pods_lose_requests_unless_the_router_retries():
+    base = {"traffic": {"profile": "constant:2000@60s"},
+            "pods": {"count": 10, "slots": 64, "step_base_ms": 10, "step_per_seq_ms": 0.1, "cold_start": "2s",
+                     "failures_per_hour": 300},
+            "routers": {"replicas": 2}, "seed": 4}
+    off = run(base | {"routers": {"replicas": 2, "retry": False}})
+    on = run(base)
+    assert off["overall"]["error_kinds"].get("pod failed (502)", 0) > 0
+    assert on["pods"]["retries"] > 0
+    assert on["overall"]["availability"] > off["overall"]["availability"]
+    assert_littles_law(on)
+
+
+def test_a_slow_pod_hurts_round_robin_far_more_than_p2c():
+    """The router benchmark's setup (BENCHMARKS.md, router section): 4 pods of 4 slots, exponential
+    service of 20 ms and one pod at 60 ms, 85% of the capacity offered for 20 s."""
+    data = {"traffic": {"profile": "constant:566.7@20s"},
+            "pods": {"model": "mmc", "count": 4, "slots": 4, "service_ms": 20, "slow_pods": 1, "slow_factor": 3},
+            "routers": {"max_inflight_per_endpoint": 0}, "interval": 1, "window": 20, "seed": 2}
+    p99 = {policy: run(data | {"routers": {"policy": policy, "max_inflight_per_endpoint": 0}})["overall"]["p99_ms"]
+           for policy in ("p2c", "round_robin")}
+    assert p99["p2c"] < 0.1 * p99["round_robin"], p99
+
+
+def test_a_sweep_runs_each_setting():
+    sc = scenario.from_dict({"traffic": {"profile": "constant:1000@10s"}, "pods": {"count": 4},
+                             "sweep": {"routers.policy": ["p2c", "random"], "pods.count": [4, 8]}})
+    result = simulate_sweep(sc)
+    labels = [r["label"] for r in result["sweep"]]
+    assert labels == ["routers.policy=p2c, pods.count=4", "routers.policy=p2c, pods.count=8",
+                      "routers.policy=random, pods.count=4", "routers.policy=random, pods.count=8"]
+    assert [r["result"]["settings"]["pods"]["count"] for r in result["sweep"]] == [4, 8, 4, 8]
+
+
+def test_every_shipped_scenario_loads():
+    paths = sorted((ROOT / "deploy" / "scenarios").glob("*.yaml"))
+    assert {p.stem for p in paths} >= {"fleet-200k", "balancer-policies", "router-replicas", "spike-cold-start",
+                                       "availability-target"}
+    for path in paths:
+        sc = scenario.load(path)
+        assert sc.run_seconds > 0
+
+
+def test_the_cli_writes_the_report_and_applies_overrides(tmp_path):
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "fleetserve", "simulate", str(ROOT / "deploy/scenarios/fleet-200k.yaml"),
+                           "--set", "traffic.profile=diurnal:4k..20k@30s", "--set", "pods.count=25",
+                           "--set", "autoscaler.min_replicas=6", "--set", "autoscaler.max_replicas=32",
+                           "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "fleet-200k" in proc.stdout and "p99 ms" in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["traffic"]["profile"] == "diurnal:4k..20k@30s"
+    assert report["simulated_seconds"] >= 30 and report["requests"] > 300_000
+    assert (out / "report.png").stat().st_size > 10_000
+    assert "<svg" in (out / "report.html").read_text()
+    bad = subprocess.run([sys.executable, "-m", "fleetserve", "simulate", str(ROOT / "deploy/scenarios/fleet-200k.yaml"),
+                          "--set", "routers.polcy=p2c", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "unknown key(s) polcy" in bad.stderr
