@@ -21,6 +21,7 @@ from fleetserve.simulate.traffic import ArrivalStream, Sizes
 from fleetserve.loadtest.profile import parse_profile
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # the event loop compiles (about 30 s, then cached) and runs millions of requests
 
 
 def run(data: dict) -> dict:
