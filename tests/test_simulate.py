@@ -232,3 +232,45 @@ def test_the_cli_writes_the_report_and_applies_overrides(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fleetserve", "simulate", str(ROOT / "deploy/scenarios/fleet-200k.yaml"),
                           "--set", "routers.polcy=p2c", "--quiet"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "unknown key(s) polcy" in bad.stderr
+
+
+# --- calibration from a real pod ------------------------------------------------------------------
+def test_the_fit_recovers_a_known_step_model_and_says_when_terms_are_collinear():
+    from fleetserve.simulate.calibrate import fit
+
+    rows = [{"batch": b, "prompt_tokens_per_step": p, "step_ms": 5 + 0.3 * b + 0.02 * p}
+            for b, p in ((1, 40), (4, 10), (8, 200), (16, 30), (32, 500))]
+    f = fit(rows)
+    assert not f["collinear"] and f["r2"] == pytest.approx(1.0)
+    assert f["params"] == {"step_base_ms": pytest.approx(5), "step_per_seq_ms": pytest.approx(0.3),
+                           "step_per_prompt_token_ms": pytest.approx(0.02)}
+    same_sizes = [{"batch": b, "prompt_tokens_per_step": b, "step_ms": 4 + 0.5 * b} for b in (1, 2, 4, 8, 16)]
+    f = fit(same_sizes)
+    assert f["collinear"] and f["params"]["step_per_seq_ms"] == pytest.approx(0.5)
+    assert f["params"]["step_per_prompt_token_ms"] == 0.0
+
+
+def test_calibrating_a_real_pod_gives_a_model_the_simulator_answers_like_it(tmp_path):
+    from serving import running_server
+
+    with running_server(ROOT / "models" / "correct-6m", "--frontends", "0") as url:
+        out = tmp_path / "calib.json"
+        proc = subprocess.run([sys.executable, "-m", "fleetserve", "simulate", "calibrate", url, "--rates", "4,8,16",
+                               "--seconds", "4", "--json", str(out)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        missing = subprocess.run([sys.executable, "-m", "fleetserve", "simulate", "calibrate"], capture_output=True,
+                                 text=True, timeout=60)
+        assert missing.returncode == 2 and "give the pod's URL" in missing.stderr
+    measured = json.loads(out.read_text())
+    pods = measured["pods"]
+    assert pods["slots"] == 64 and pods["step_base_ms"] > 0 and pods["step_per_seq_ms"] > 0
+    assert measured["fit"]["r2"] > 0.8
+    step = measured["steps"][-1]  # 16 req/s: the simulated pod's steps last as the measured ones did
+    sim = run({"traffic": {"profile": f"constant:{step['rate']}@60s"}, "pods": {"calibration": str(out)},
+               "window": 60})
+    batch = sim["littles_law"]["mean_in_system"]
+    predicted = pods["step_base_ms"] + pods["step_per_seq_ms"] * batch
+    assert predicted == pytest.approx(step["step_ms"], rel=0.5)
+    assert sim["overall"]["p50_ms"] == pytest.approx(50 * step["step_ms"], rel=0.5)
+    with pytest.raises(ValueError, match="does not exist"):
+        scenario.from_dict({"traffic": {"profile": "constant:1@1s"}, "pods": {"calibration": str(tmp_path / "no")}})

@@ -178,7 +178,23 @@ def from_dict(data: dict[str, Any], name: str = "scenario") -> Scenario:
     data.setdefault("name", name)
     if "traffic" not in data:
         raise ValueError("a scenario needs a traffic section (at least traffic.profile)")
+    pods = data.get("pods")
+    if isinstance(pods, dict) and "calibration" in pods:
+        # a measured pod (`fleetserve simulate calibrate URL --json FILE`); keys given here win
+        data["pods"] = calibrated_pods(pods["calibration"]) | {k: v for k, v in pods.items() if k != "calibration"}
     return _build(Scenario, data, "")
+
+
+def calibrated_pods(path: str | Path) -> dict[str, Any]:
+    """The `pods` keys a calibration file holds."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"pods.calibration: {path} does not exist (write it with fleetserve simulate calibrate URL "
+                         f"--json {path})")
+    data = yaml.safe_load(path.read_text())  # JSON is YAML
+    if not isinstance(data, dict) or not isinstance(data.get("pods"), dict):
+        raise ValueError(f"pods.calibration: {path} has no pods section")
+    return data["pods"]
 
 
 def load(path: str | Path) -> Scenario:
@@ -191,6 +207,11 @@ def load(path: str | Path) -> Scenario:
         raise ValueError(f"scenario {path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ValueError(f"scenario {path}: expected a mapping at the top")
+    pods = data.get("pods")
+    if isinstance(pods, dict) and isinstance(pods.get("calibration"), str):
+        beside = path.parent / pods["calibration"]
+        if not Path(pods["calibration"]).is_absolute() and beside.is_file():
+            pods["calibration"] = str(beside)  # relative to the scenario, where it exists there
     try:
         return from_dict(data, path.stem)
     except ValueError as e:

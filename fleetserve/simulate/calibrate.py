@@ -1,0 +1,124 @@
+"""A real pod's step-time model, measured, for the simulator's `batching` pods.
+
+The pod is driven by open-loop load (the load tester, the reference workload unless told
+otherwise) at rising rates; before and after each rate its `/metrics` counters are read: engine
+steps and the seconds they took, prompt tokens, generated tokens and accepted speculative tokens.
+Every request in a step gets one token plus the proposals accepted for it, so requests per step =
+(generated - accepted) / steps. Per rate that gives a mean step time, a mean batch and prompt
+tokens per step; a least-squares
+fit of step time = base + per_seq x batch + per_prompt_token x prompt tokens per step (terms that
+come out negative are dropped and the rest refitted) is the pod's model, with its slots (the
+engine's max_num_seqs) and output tokens per request and step (above 1 with speculative decoding).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import numpy as np
+
+from fleetserve.loadtest.runner import LoadTestOptions, run_loadtest
+
+COUNTERS = ("fleetserve_engine_steps_total", "fleetserve_engine_step_seconds_total",
+            "fleetserve_prompt_tokens_total", "fleetserve_generation_tokens_total",
+            "fleetserve_requests_admitted_total", "fleetserve_speculative_accepted_tokens_total")
+
+
+def read_metrics(url: str, timeout: float = 2.0) -> dict[str, float]:
+    """The pod's unlabelled metrics, name -> value."""
+    with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=timeout) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or "{" in line:
+            continue
+        name, _, value = line.partition(" ")
+        try:
+            out[name] = float(value.split()[0])
+        except (ValueError, IndexError):
+            continue
+    missing = [n for n in COUNTERS + ("fleetserve_slots_total",) if n not in out]
+    if missing:
+        raise ValueError(f"{url}/metrics lacks {', '.join(missing)}: is it a fleetserve pod?")
+    return out
+
+
+def measure(url: str, rates: list[float], seconds: float, base: dict[str, Any],
+            progress: bool = True) -> list[dict[str, Any]]:
+    rows = []
+    for rate in rates:
+        before = read_metrics(url)
+        started = time.monotonic()
+        rep, _ = run_loadtest(LoadTestOptions(url=url, profile=f"constant:{rate:g}@{seconds:g}s", window=seconds,
+                                              progress=False, **base))
+        after = read_metrics(url)
+        d = {n: after[n] - before[n] for n in COUNTERS}
+        steps = d["fleetserve_engine_steps_total"]
+        generated = d["fleetserve_generation_tokens_total"]
+        request_steps = generated - d["fleetserve_speculative_accepted_tokens_total"]
+        if steps <= 0 or request_steps <= 0:
+            raise ValueError(f"the pod ran no engine step at {rate:g} req/s: is it serving?")
+        batch = request_steps / steps
+        o = rep["summary"]["overall"]
+        row = {"rate": rate, "achieved": o["request_throughput"], "p99_e2el_ms": o["e2el"]["p99"],
+               "errors": sum(o["errors"].values()), "seconds": round(time.monotonic() - started, 2),
+               "steps": int(steps), "step_ms": d["fleetserve_engine_step_seconds_total"] / steps * 1e3,
+               "batch": batch, "prompt_tokens_per_step": d["fleetserve_prompt_tokens_total"] / steps,
+               "tokens_per_step": generated / request_steps,
+               "slots": int(after["fleetserve_slots_total"])}
+        rows.append(row)
+        if progress:
+            print(f"{rate:8.1f} req/s: step {row['step_ms']:.2f} ms at batch {batch:.1f} "
+                  f"(+{row['prompt_tokens_per_step']:.1f} prompt tokens/step), p99 {row['p99_e2el_ms']} ms",
+                  file=sys.stderr, flush=True)
+        if row["errors"] or row["achieved"] < 0.8 * o["offered_rate"]:
+            break  # past saturation: steps here no longer say more
+    return rows
+
+
+def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Least squares of step time on batch and prompt tokens per step (non-negative terms).
+    With one request size the two rise together (each request brings its prompt once per
+    output length): then the per-request term alone carries both, which predicts that
+    workload's steps as well, and `collinear` says so."""
+    y = np.array([r["step_ms"] for r in rows])
+    batch = np.array([r["batch"] for r in rows])
+    prompt = np.array([r["prompt_tokens_per_step"] for r in rows])
+    cols = {"step_base_ms": np.ones(len(rows)), "step_per_seq_ms": batch, "step_per_prompt_token_ms": prompt}
+    names = list(cols)
+    collinear = len(rows) < 4 or abs(float(np.corrcoef(batch, prompt)[0, 1])) > 0.98
+    if collinear:
+        names.remove("step_per_prompt_token_ms")
+    while True:
+        x = np.stack([cols[n] for n in names], axis=1)
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        negative = [n for n, c in zip(names, coef) if c < 0 and n != "step_base_ms"]
+        if not negative or len(names) == 1:
+            break
+        names.remove(negative[0])
+    params = {n: 0.0 for n in cols} | {n: round(float(c), 5) for n, c in zip(names, coef)}
+    params["step_base_ms"] = max(params["step_base_ms"], 0.0)
+    pred = np.stack([cols[n] for n in cols], axis=1) @ np.array([params[n] for n in cols])
+    ss = float(((y - y.mean()) ** 2).sum())
+    return {"params": params, "r2": round(1 - float(((y - pred) ** 2).sum()) / ss, 4) if ss > 0 else None,
+            "predicted_step_ms": [round(float(p), 3) for p in pred], "collinear": collinear}
+
+
+def calibrate(url: str, rates: list[float], seconds: float = 8.0, base: dict[str, Any] | None = None,
+              progress: bool = True) -> dict[str, Any]:
+    """Measure the pod at `url` and fit its model; {"pods": scenario keys, "fit", "steps"}."""
+    if len(rates) < 2:
+        raise ValueError("calibration needs at least two rates")
+    rows = measure(url, rates, seconds, base or {}, progress)
+    if len(rows) < 2:
+        raise ValueError(f"the pod saturated at the first rate ({rates[0]:g} req/s): start lower (--rates)")
+    f = fit(rows)
+    below = [r for r in rows if not r["errors"]]
+    tokens = float(np.mean([r["tokens_per_step"] for r in below or rows]))
+    pods = {"model": "batching", "slots": rows[-1]["slots"], **f["params"],
+            "tokens_per_step": round(max(tokens, 1.0), 3)}
+    return {"url": url, "pods": pods, "fit": {k: f[k] for k in ("r2", "predicted_step_ms", "collinear")},
+            "steps": rows}
