@@ -197,6 +197,15 @@ def test_a_slow_pod_hurts_round_robin_far_more_than_p2c():
     assert p99["p2c"] < 0.1 * p99["round_robin"], p99
 
 
+def test_pods_sharing_a_hosts_cores_step_slower_when_more_are_busy_than_cores():
+    data = {"traffic": {"profile": "constant:300@30s"},
+            "pods": {"count": 4, "slots": 32, "step_base_ms": 5, "step_per_seq_ms": 0.2}, "window": 30}
+    own = run(data)
+    shared = run(data | {"pods": data["pods"] | {"host_cores": 2}})
+    assert shared["overall"]["service_p50_ms"] > 1.5 * own["overall"]["service_p50_ms"]
+    assert_littles_law(shared)
+
+
 def test_a_sweep_runs_each_setting():
     sc = scenario.from_dict({"traffic": {"profile": "constant:1000@10s"}, "pods": {"count": 4},
                              "sweep": {"routers.policy": ["p2c", "random"], "pods.count": [4, 8]}})

@@ -178,6 +178,7 @@ def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_p
     result.update(sent=o["sent_requests"], completed=o["completed_requests"], errors=o["errors"],
                   availability=o["availability"], p99_e2el_ms=o["e2el"]["p99"], killed=killed)
     load_t0 = t_up  # the events' clock starts with the fleet; the load began once it was ready
+    result["load_t0"] = load_t0
     plot_pods(events, out / "pods.png", load_t0)
     duration = parse_profile(profile).duration
     during = [e for e in events if load_t0 <= e["t"] <= load_t0 + duration]

@@ -29,6 +29,7 @@ COMMANDS = {
     "bench-loadtest": "bench_loadtest",
     "demo-fleet": "demo_fleet",
     "simulate": "simulate",
+    "bench-simulate": "bench_simulate",
     "stub-server": "stub_server",
 }
 

@@ -41,7 +41,7 @@ _weighted_index = numba.njit(cache=True)(balancer.weighted_index)
 _smooth_round_robin = numba.njit(cache=True)(balancer.smooth_round_robin)
 
 # Integer scalars (State.si) and float scalars (State.sf), by index.
-SI_HEAP, SI_IN_SYSTEM, SI_RUNNING, SI_ALIVE, SI_READY, SI_RETRIES, SI_DEPARTED, SI_N = range(8)
+SI_HEAP, SI_IN_SYSTEM, SI_RUNNING, SI_ALIVE, SI_READY, SI_RETRIES, SI_DEPARTED, SI_STEPPING, SI_N = range(9)
 SF_CLOCK, SF_AREA_SYSTEM, SF_AREA_RUNNING, SF_AREA_ALIVE, SF_AREA_READY, SF_SOJOURN, SF_N = range(7)
 
 
@@ -117,7 +117,7 @@ class State:
 
 # Static settings of a run, in one float array (`pr`), by index.
 (PR_MODEL, PR_POLICY, PR_CAP, PR_RETRY, PR_BASE, PR_PER_SEQ, PR_PER_TOKEN, PR_DELAY, PR_FAIL_RATE,
- PR_COLD_LO, PR_COLD_HI, PR_WINDOW, PR_BIN_LO, PR_BIN_LOG_RATIO, PR_N) = range(15)
+ PR_COLD_LO, PR_COLD_HI, PR_WINDOW, PR_BIN_LO, PR_BIN_LOG_RATIO, PR_HOST_CORES, PR_N) = range(16)
 
 
 @numba.njit(cache=True)
@@ -186,6 +186,7 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
     model, policy, cap = int(pr[PR_MODEL]), int(pr[PR_POLICY]), int(pr[PR_CAP])
     retry, delay, fail_rate = pr[PR_RETRY] > 0.0, pr[PR_DELAY], pr[PR_FAIL_RATE]
     window, bin_lo, bin_log = pr[PR_WINDOW], pr[PR_BIN_LO], pr[PR_BIN_LOG_RATIO]
+    host_cores = pr[PR_HOST_CORES]
 
     # --- the event heap -----------------------------------------------------------------------
     def push(t, kind, a, b, g):
@@ -335,10 +336,16 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
             tokens += tok_
             fin_push(p, steps[p] + s_work[p, slot], slot)
         if nrun[p] == 0:
+            if stepping[p]:
+                si[SI_STEPPING] -= 1
             stepping[p] = False
             return
+        if not stepping[p]:
+            si[SI_STEPPING] += 1
         stepping[p] = True
         dt = (pr[PR_BASE] + pr[PR_PER_SEQ] * nrun[p] + pr[PR_PER_TOKEN] * tokens) * speed[p]
+        if host_cores > 0.0 and si[SI_STEPPING] > host_cores:  # pods sharing one host's cores
+            dt *= si[SI_STEPPING] / host_cores
         push(t + dt, EV_STEP, p, 0, gen[p])
 
     def serve(p, t):
@@ -460,6 +467,8 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
             n += 1
         nrun[p], nq[p], qhead[p] = 0, 0, 0
         reset(p)
+        if stepping[p]:
+            si[SI_STEPPING] -= 1
         stepping[p] = False
         removals[p] = 0
         if was == DRAINING:

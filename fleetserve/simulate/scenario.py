@@ -48,6 +48,10 @@ class Pods:
     slow_fraction: float = 0.0  # each new pod is slow with this probability
     slow_pods: int = 0  # the first this many pods of the starting fleet are slow
     slow_factor: float = 3.0  # a slow pod's service or step times, times this
+    # Pods sharing one host (`fleetserve up` on a laptop): the cores their engines get between them
+    # (those left by the router and the load generator); with more pods stepping at once, each step
+    # is that much longer. 0: every pod has cores of its own (a cluster).
+    host_cores: float = 0.0
 
     def cold_start_range(self) -> tuple[float, float]:
         lo, sep, hi = self.cold_start.partition("..")
@@ -99,6 +103,7 @@ class Scenario:
                   (0 <= p.slow_fraction <= 1, "pods.slow_fraction must be within 0..1"),
                   (p.slow_factor > 0, "pods.slow_factor must be > 0"),
                   (p.failures_per_hour >= 0, "pods.failures_per_hour must be >= 0"),
+                  (p.host_cores >= 0, "pods.host_cores must be >= 0"),
                   (r.replicas >= 1, "routers.replicas must be >= 1"),
                   (r.max_inflight_per_endpoint >= 0, "routers.max_inflight_per_endpoint must be >= 0"),
                   (self.interval > 0, "interval must be > 0"), (self.window > 0, "window must be > 0"),

@@ -44,6 +44,7 @@ class Run:
         pr[core.PR_FAIL_RATE] = p.failures_per_hour / 3600.0
         pr[core.PR_COLD_LO], pr[core.PR_COLD_HI] = p.cold_start_range()
         pr[core.PR_WINDOW] = sc.window
+        pr[core.PR_HOST_CORES] = p.host_cores
         pr[core.PR_BIN_LO] = BIN_LO
         pr[core.PR_BIN_LOG_RATIO] = math.log(BIN_RATIO)
         core.seed(sc.seed)
