@@ -69,11 +69,15 @@ def _figure(report: dict[str, Any]):
 
 
 def write_png(report: dict[str, Any], path: str | Path) -> Path:
+    return save_png(_figure(report), path)
+
+
+def save_png(fig, path: str | Path) -> Path:
+    """A matplotlib figure as a PNG at `path` (the figure is closed)."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = _figure(report)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -9,7 +9,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from fleetserve.loadtest.report import fmt, svg_of, write_json
+from fleetserve.loadtest.report import fmt, save_png, svg_of, write_json
 
 __all__ = ["write_json", "write_png", "write_html", "summary_rows", "text_table"]
 
@@ -80,14 +80,7 @@ def _figure(report: dict[str, Any]):
 
 
 def write_png(report: dict[str, Any], path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = _figure(report)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(_figure(report), path)
 
 
 def write_html(report: dict[str, Any], path: str | Path) -> Path:
