@@ -46,13 +46,7 @@ def run(a) -> int:
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. routers.policy=p2c")
-            section, _, leaf = key.strip().rpartition(".")
-            target = data
-            if section:
-                if not isinstance(data.get(section), dict):
-                    data[section] = {}
-                target = data[section]
-            target[leaf] = yaml.safe_load(value)
+            scenario.override(data, key, yaml.safe_load(value))
         sc = scenario.from_dict(data, sc.name)
     result = simulate_sweep(sc, None if a.quiet else stderr_progress)
     print(report.text_table(result))

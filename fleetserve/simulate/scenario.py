@@ -223,28 +223,33 @@ def load(path: str | Path) -> Scenario:
         raise ValueError(f"scenario {path}: {e}") from None
 
 
-def expand(scenario: Scenario, data: dict[str, Any] | None = None) -> list[tuple[str, Scenario]]:
+def expand(scenario: Scenario) -> list[tuple[str, Scenario]]:
     """One scenario per combination of the `sweep:` values (`routers.policy: [p2c, random]`,
     `pods.cold_start: [3s, 30s]`, ...), each labelled `key=value, ...`; just the scenario when
     there is no sweep."""
     if not scenario.sweep:
         return [(scenario.name, scenario)]
-    base = data if data is not None else to_dict(scenario)
+    base = to_dict(scenario)
     keys = list(scenario.sweep)
     out = []
     for values in itertools.product(*(scenario.sweep[k] for k in keys)):
         d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items() if k != "sweep"}
         for key, value in zip(keys, values):
-            section, _, leaf = key.rpartition(".")
-            target = d
-            if section:
-                target = d.setdefault(section, {}) if d.get(section) is not None else d.setdefault(section, {})
-                if target is None:
-                    target = d[section] = {}
-            target[leaf] = value
+            override(d, key, value)
         label = ", ".join(f"{k}={v}" for k, v in zip(keys, values))
         out.append((label, from_dict(d, scenario.name)))
     return out
+
+
+def override(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set `section.key` (or a top-level `key`) in a scenario's data, in place."""
+    section, _, leaf = key.strip().rpartition(".")
+    target = data
+    if section:
+        if not isinstance(data.get(section), dict):
+            data[section] = {}
+        target = data[section]
+    target[leaf] = value
 
 
 def to_dict(scenario: Scenario) -> dict[str, Any]:

@@ -97,12 +97,6 @@ class Sizes:
         sigma2 = np.log(1 + cv * cv)
         return np.maximum(1.0, np.round(rng.lognormal(np.log(mean) - sigma2 / 2, np.sqrt(sigma2), n)))
 
-    def mean(self) -> float:
-        if self.values is not None:
-            return float(self.values.mean())
-        return {"constant": lambda a: a[0], "uniform": lambda a: (a[0] + a[1]) / 2, "exponential": lambda a: a[0],
-                "lognormal": lambda a: a[0]}[self.kind](self.args)
-
 
 def _read_sizes(path: Path, column: int) -> np.ndarray:
     if not path.is_file():
