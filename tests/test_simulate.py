@@ -283,3 +283,32 @@ def test_calibrating_a_real_pod_gives_a_model_the_simulator_answers_like_it(tmp_
     assert sim["overall"]["p50_ms"] == pytest.approx(50 * step["step_ms"], rel=0.5)
     with pytest.raises(ValueError, match="does not exist"):
         scenario.from_dict({"traffic": {"profile": "constant:1@1s"}, "pods": {"calibration": str(tmp_path / "no")}})
+
+
+def test_bench_simulate_compares_a_finished_fleet_run_with_its_simulation(tmp_path):
+    """The comparison half of `fleetserve bench-simulate --from DIR` on a FAKE demo-fleet folder (its
+    files written here, shaped as demo-fleet writes them; the real run is the benchmark's own job)."""
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "summary.json").write_text(json.dumps({
+        "command": "fleetserve up --min 1 --max 3 --scale-up-window 10.0 --scale-down-window 30.0 "
+                   "--scale-down-period 10.0 --target-per-pod 1.7",
+        "target_per_pod": 1.7, "scale_ups_at_s": [21.0, 50.0], "scale_downs_at_s": [128.0, 138.0], "load_t0": 3.0}))
+    events = [{"t": 3.0 + t, "ready": 1 + (t >= 25) + (t >= 54) - (t >= 128) - (t >= 138),
+               "desired": 1 + (t >= 21) + (t >= 50) - (t >= 128) - (t >= 138)} for t in range(0, 180)]
+    (demo / "fleet-events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    windows = [{"e2el": {"p99": 300.0}} for _ in range(36)]
+    (demo / "report.json").write_text(json.dumps({"summary": {"windows": windows, "overall": {"e2el": {"p99": 400.0}}}}))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "calibration.json").write_text(json.dumps({"pods": {"model": "batching", "slots": 16, "step_base_ms": 4.0,
+                                                               "step_per_seq_ms": 0.5}, "fit": {"r2": 1.0}}))
+    proc = subprocess.run([sys.executable, "-m", "fleetserve", "bench-simulate", "--out", str(out), "--from", str(demo)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "sim-vs-fleet.json").read_text())
+    assert result["measured_cold_starts_s"] == [4.0, 4.0]
+    assert result["scale_ups_at_s"]["measured"] == [21.0, 50.0]
+    assert result["scale_ups_at_s"]["simulated"]  # the simulated fleet scaled up on the ramp too
+    assert result["windows_compared"] == 36
+    assert all(r["measured_p99_ms"] == 300.0 for r in result["p99_per_window"])

@@ -61,13 +61,14 @@ def run_sim_vs_fleet(out: Path, model: str | None = None, profile: str = RAMP, s
     requests per second the router and the load generator take little). `demo_dir`: a finished
     demo-fleet ramp to compare with instead of running one."""
     out.mkdir(parents=True, exist_ok=True)
-    if demo_dir is None:
+    fresh = demo_dir is None
+    if fresh:
         demo_dir = out / "fleet"
         run_demo("ramp", demo_dir, model, profile, None, None, 1, 3, serve_args, 30.0, 10.0)
     demo = json.loads((demo_dir / "summary.json").read_text())
     events = [json.loads(x) for x in (demo_dir / "fleet-events.jsonl").read_text().splitlines() if x.strip()]
     report = json.loads((demo_dir / "report.json").read_text())
-    if not (out / "calibration.json").exists() or demo_dir == out / "fleet":
+    if fresh or not (out / "calibration.json").exists():
         print("calibrating one pod alone ...", file=sys.stderr, flush=True)
         with pod(model or bundled_model(), shlex.split(serve_args)) as (url, _):
             cal = calibrate(url, list(calibration_rates), seconds)
