@@ -206,6 +206,17 @@ def test_pods_sharing_a_hosts_cores_step_slower_when_more_are_busy_than_cores():
     assert_littles_law(shared)
 
 
+def test_a_full_event_heap_is_an_error_not_a_write_past_the_arrays():
+    from fleetserve.simulate.simulator import Run
+
+    r = Run(scenario.from_dict({"traffic": {"profile": "constant:1000@2s"}, "pods": {"count": 4}}))
+    s = r.state
+    s.hk, s.hkind, s.ha, s.hb, s.hgen = np.zeros(2), *(np.zeros(2, np.int64) for _ in range(4))
+    r.st = s.arrays()
+    with pytest.raises(ValueError, match="event heap is full"):
+        r.run()
+
+
 def test_a_sweep_runs_each_setting():
     sc = scenario.from_dict({"traffic": {"profile": "constant:1000@10s"}, "pods": {"count": 4},
                              "sweep": {"routers.policy": ["p2c", "random"], "pods.count": [4, 8]}})

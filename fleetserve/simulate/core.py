@@ -191,6 +191,9 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
     # --- the event heap -----------------------------------------------------------------------
     def push(t, kind, a, b, g):
         i = si[SI_HEAP]
+        if i >= hk.shape[0]:  # never write past the arrays (compiled code does not check)
+            raise ValueError("the simulation's event heap is full: more pending events than its pods, slots "
+                             "and routers allow for")
         si[SI_HEAP] = i + 1
         while i > 0:
             parent = (i - 1) // 2
