@@ -21,15 +21,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fleetserve.benchmarks.fleet_demo import run_demo
+from fleetserve.benchmarks.fleet_demo import SCENARIOS, run_demo
 from fleetserve.benchmarks.procs import pod
 from fleetserve.fleet.local_fleet import bundled_model
 from fleetserve.simulate.calibrate import calibrate
 from fleetserve.simulate.scenario import from_dict
 from fleetserve.simulate.simulator import simulate
 
-RAMP = "ramp:2..18@60s+constant:18@30s+constant:2@90s"
-SERVE_ARGS = "--frontends 0 --threads 1 --max-num-seqs 16"
+RAMP, _, SERVE_ARGS, _, _ = SCENARIOS["ramp"]  # demo-fleet's ramp, as `fleetserve demo-fleet` runs it
 
 
 def _option(command: list[str], name: str, default: str) -> str:

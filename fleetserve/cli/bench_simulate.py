@@ -9,12 +9,11 @@ HELP = ("the simulator against the real local fleet: demo-fleet's ramp run for r
 
 
 def add_arguments(p) -> None:
-    from fleetserve.benchmarks.sim_vs_fleet import RAMP, SERVE_ARGS
-
+    # the defaults are demo-fleet's, resolved in run(): building the parser must not load the simulator
     p.add_argument("--out", default="build/bench-simulate", help="where everything goes (default %(default)s)")
     p.add_argument("--model", default=None, help="default: the bundled model")
-    p.add_argument("--profile", default=RAMP, help="the load test's profile (default %(default)s)")
-    p.add_argument("--serve-args", default=SERVE_ARGS, help="pod options (default %(default)r)")
+    p.add_argument("--profile", default=None, help="the load test's profile (default: demo-fleet's ramp)")
+    p.add_argument("--serve-args", default=None, help="pod options (default: demo-fleet's ramp pods, one core each)")
     p.add_argument("--rates", default="2,4,8,12,16,24", help="calibration rates (default %(default)s)")
     p.add_argument("--seconds", type=float, default=8.0, help="seconds per calibration rate (default %(default)s)")
     p.add_argument("--host-cores", type=float, default=None,
@@ -28,9 +27,9 @@ def add_arguments(p) -> None:
 def run(a) -> None:
     import json
 
-    from fleetserve.benchmarks.sim_vs_fleet import run_sim_vs_fleet
+    from fleetserve.benchmarks.sim_vs_fleet import RAMP, SERVE_ARGS, run_sim_vs_fleet
 
-    result = run_sim_vs_fleet(Path(a.out), a.model, a.profile, a.serve_args,
+    result = run_sim_vs_fleet(Path(a.out), a.model, a.profile or RAMP, SERVE_ARGS if a.serve_args is None else a.serve_args,
                               tuple(float(r) for r in a.rates.split(",") if r.strip()), a.seconds,
                               host_cores=a.host_cores, demo_dir=Path(a.demo_dir) if a.demo_dir else None)
     print(json.dumps({k: v for k, v in result.items() if k not in ("p99_per_window", "simulation")}, indent=1))
