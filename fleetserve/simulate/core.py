@@ -6,7 +6,9 @@ are), how many pods there are by the driver (simulator.py) running the real auto
 Everything lives in numpy arrays (`State`) so that the driver can read the fleet between calls;
 it changes the fleet by commands (start or drain a pod) that the next call applies first. The loop
 is one compiled function whose steps are inner functions over its local arrays: numba inlines
-them, where separate functions handed the state would pay reference counting on every call. Time is in seconds. A pod is either an M/M/c server (`MMC`: c slots, one FIFO
+them, where separate functions handed the state would pay reference counting on every call.
+
+Time is in seconds. A pod is either an M/M/c server (`MMC`: c slots, one FIFO
 queue, each request's service time drawn at arrival) or a continuous-batching server
 (`BATCHING`: up to c requests share each step; a step lasts base + per_seq * batch +
 per_prompt_token * prompt tokens admitted, times the pod's slowness; a request needs one step
@@ -64,7 +66,7 @@ class State:
         self.s_busy = np.zeros((P, C), np.bool_)
         self.s_arr = np.zeros((P, C))
         self.s_adm = np.zeros((P, C))
-        self.s_work = np.zeros((P, C))
+        self.s_work = np.zeros((P, C))  # M/M/c: service seconds; batching: steps the request needs
         self.s_rt = np.zeros((P, C), np.int64)
         self.s_try = np.zeros((P, C), np.int64)
         self.q_arr = np.zeros((P, Q))
@@ -93,8 +95,7 @@ class State:
         self.arrived = np.zeros(W, np.int64)
         self.completed = np.zeros(W, np.int64)
         self.errors = np.zeros((W, len(ERROR_KINDS)), np.int64)
-        self.s_need = np.zeros((P, C))  # a running request's whole work and prompt, should it be retried
-        self.s_tok = np.zeros((P, C))
+        self.s_tok = np.zeros((P, C))  # a running request's prompt, should it be retried
         self.sum_queue = np.zeros(W)
         # Free slots as a stack, and a batching pod's running requests by the step they finish
         # after (a heap): a step touches only the requests it ends, however many slots a pod has.
@@ -111,7 +112,7 @@ class State:
                 self.q_work, self.q_tok, self.q_rt, self.q_try, self.inflight, self.usable, self.nusable,
                 self.current, self.hk, self.hkind, self.ha, self.hb, self.hgen, self.si, self.sf, self.last_change,
                 self.occupancy, self.hist_e2e, self.hist_queue, self.hist_service, self.sum_e2e, self.arrived,
-                self.completed, self.errors, self.s_need, self.s_tok, self.sum_queue, self.free, self.nfree,
+                self.completed, self.errors, self.s_tok, self.sum_queue, self.free, self.nfree,
                 self.fin_key, self.fin_slot, self.nfin, self.steps)
 
 
@@ -180,7 +181,7 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
     uniform draws."""
     (pstate, gen, speed, weight, nrun, nq, qhead, stepping, removals, s_busy, s_arr, s_adm, s_work, s_rt, s_try,
      q_arr, q_work, q_tok, q_rt, q_try, inflight, usable, nusable, current, hk, hkind, ha, hb, hgen, si, sf,
-     last_change, occupancy, hist_e2e, hist_queue, hist_service, sum_e2e, arrived, completed, errors, s_need, s_tok,
+     last_change, occupancy, hist_e2e, hist_queue, hist_service, sum_e2e, arrived, completed, errors, s_tok,
      sum_queue, free, nfree, fin_key, fin_slot, nfin, steps) = st
     C, Q, R, W, B = s_busy.shape[1], q_arr.shape[1], nusable.shape[0], hist_e2e.shape[0], hist_e2e.shape[1]
     model, policy, cap = int(pr[PR_MODEL]), int(pr[PR_POLICY]), int(pr[PR_CAP])
@@ -324,7 +325,7 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
         s_busy[p, slot] = True
         s_arr[p, slot], s_adm[p, slot], s_work[p, slot] = q_arr[p, h], t, q_work[p, h]
         s_rt[p, slot], s_try[p, slot] = q_rt[p, h], q_try[p, h]
-        s_need[p, slot], s_tok[p, slot] = q_work[p, h], q_tok[p, h]
+        s_tok[p, slot] = q_tok[p, h]
         qhead[p] = (h + 1) % Q
         nq[p] -= 1
         nrun[p] += 1
@@ -458,7 +459,7 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
         n = 0
         for slot in range(C):
             if s_busy[p, slot]:
-                h_arr[n], h_work[n], h_tok[n] = s_arr[p, slot], s_need[p, slot], s_tok[p, slot]
+                h_arr[n], h_work[n], h_tok[n] = s_arr[p, slot], s_work[p, slot], s_tok[p, slot]
                 h_rt[n], h_try[n] = s_rt[p, slot], s_try[p, slot]
                 s_busy[p, slot] = False
                 si[SI_RUNNING] -= 1
