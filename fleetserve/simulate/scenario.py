@@ -131,7 +131,9 @@ class Scenario:
 
 
 _SECTIONS = {"traffic": Traffic, "pods": Pods, "routers": Routers, "autoscaler": AutoscalerConfig}
-_DURATIONS = {"interval", "duration", "window", "warmup"}
+# keys in seconds that also take a duration with units ("30s", "2m"); warmup may be 0
+_DURATIONS = {Scenario: {"interval", "duration", "window", "warmup"},
+              AutoscalerConfig: {"scale_up_window", "scale_down_window", "scale_down_period"}}
 
 
 def _build(cls, data: Any, where: str):
@@ -146,11 +148,8 @@ def _build(cls, data: Any, where: str):
     for key, value in data.items():
         if key in _SECTIONS and cls is Scenario:
             value = None if value is None else _build(_SECTIONS[key], value, key)
-        elif key in _DURATIONS and cls is Scenario and isinstance(value, str):
+        elif key in _DURATIONS.get(cls, ()) and isinstance(value, str):
             value = parse_duration(value, allow_zero=key == "warmup")
-        elif cls is AutoscalerConfig and key in ("scale_up_window", "scale_down_window", "scale_down_period") \
-                and isinstance(value, str):
-            value = parse_duration(value)
         out[key] = _typed(fields[key], value, f"{where}.{key}" if where else key)
     try:
         return cls(**out)
@@ -190,28 +189,32 @@ def from_dict(data: dict[str, Any], name: str = "scenario") -> Scenario:
     return _build(Scenario, data, "")
 
 
+def _read_mapping(path: Path, what: str, hint: str = "") -> dict[str, Any]:
+    """A YAML (or JSON) file holding a mapping; ValueError naming `what` when it is missing or not one."""
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist{hint}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{what} {path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path}: expected a mapping at the top")
+    return data
+
+
 def calibrated_pods(path: str | Path) -> dict[str, Any]:
     """The `pods` keys a calibration file holds."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"pods.calibration: {path} does not exist (write it with fleetserve simulate calibrate URL "
-                         f"--json {path})")
-    data = yaml.safe_load(path.read_text())  # JSON is YAML
-    if not isinstance(data, dict) or not isinstance(data.get("pods"), dict):
+    data = _read_mapping(path, "pods.calibration:",
+                         f" (write it with fleetserve simulate calibrate URL --json {path})")
+    if not isinstance(data.get("pods"), dict):
         raise ValueError(f"pods.calibration: {path} has no pods section")
     return data["pods"]
 
 
 def load(path: str | Path) -> Scenario:
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"scenario {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"scenario {path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"scenario {path}: expected a mapping at the top")
+    data = _read_mapping(path, "scenario")
     pods = data.get("pods")
     if isinstance(pods, dict) and isinstance(pods.get("calibration"), str):
         beside = path.parent / pods["calibration"]

@@ -92,7 +92,7 @@ class Run:
     # --- traffic ------------------------------------------------------------------------------------
     def _chunk(self, t_end: float) -> tuple[np.ndarray, ...]:
         sc = self.sc
-        at = self.arrivals.until(min(t_end, sc.run_seconds)) if t_end > 0 else np.empty(0)
+        at = self.arrivals.until(min(t_end, sc.run_seconds))
         n = len(at)
         rng = self.rng
         rt = rng.integers(sc.routers.replicas, size=n) if sc.routers.replicas > 1 else np.zeros(n, np.int64)
@@ -120,14 +120,12 @@ class Run:
         t, warm_reset = 0.0, sc.warmup <= 0
         while True:
             t_next = t + sc.interval
-            at, rt, work, tok, u = self._chunk(t_next) if t < sc.run_seconds else (np.empty(0),) * 5
-            if len(at):
-                self.arrived += len(at)
-                np.add.at(s.arrived, np.minimum((at / sc.window).astype(np.int64), s.W - 1), 1)
+            at, rt, work, tok, u = self._chunk(t_next)  # empty once the traffic has ended
+            self.arrived += len(at)
+            np.add.at(s.arrived, np.minimum((at / sc.window).astype(np.int64), s.W - 1), 1)
             commands = np.array(self.commands, np.int64).reshape(-1, 2)
             self.commands = []
-            core.run_until(st, self.pr, commands, t_next, at, rt.astype(np.int64) if len(at) else np.zeros(0, np.int64),
-                           work, tok, u if len(at) else np.zeros((0, 4)))
+            core.run_until(st, self.pr, commands, t_next, at, rt, work, tok, u)
             t = t_next
             if not warm_reset and t >= sc.warmup:
                 s.occupancy[:] = 0.0
@@ -153,8 +151,9 @@ class Run:
                "draining": int((s.pstate == core.DRAINING).sum()), "in_system": int(s.si[core.SI_IN_SYSTEM])}
         if self.autoscaler is not None:
             self.autoscaler.observe(t, [float(s.nrun[i] + s.nq[i]) for i in ready])
-            d = self.autoscaler.decide(t, len(self._active()), len(ready))
-            if d.desired != len(self._active()):
+            active = len(self._active())
+            d = self.autoscaler.decide(t, active, len(ready))
+            if d.desired != active:
                 self._scale(t, d.desired)
             row |= {"desired": d.desired, "load": round(d.load, 2), "panic": d.panic}
         self.timeline.append(row)
@@ -162,9 +161,9 @@ class Run:
     # --- figures ------------------------------------------------------------------------------------
     def _result(self, t_end: float, wall: float) -> dict[str, Any]:
         sc, s = self.sc, self.state
-        alive = np.flatnonzero(s.pstate != core.FREE)
-        held = np.minimum(s.nrun[alive] + s.nq[alive], len(s.occupancy) - 1)
-        np.add.at(s.occupancy, held, t_end - s.last_change[alive])
+        alive = np.flatnonzero(s.pstate != core.FREE)  # credit each pod's time at its last count
+        counts = np.minimum(s.nrun[alive] + s.nq[alive], len(s.occupancy) - 1)
+        np.add.at(s.occupancy, counts, t_end - s.last_change[alive])
         windows = []
         used = min(s.W, int(math.ceil(t_end / sc.window)))
         for w in range(used):

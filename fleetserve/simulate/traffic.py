@@ -19,7 +19,7 @@ ARRIVALS = ("poisson", "gamma")
 
 
 class ArrivalStream:
-    def __init__(self, profile: Profile, kind: str = "poisson", cv: float = 1.0, seed: int = 0):
+    def __init__(self, profile: Profile, kind: str = "poisson", cv: float = 1.0, seed: int | list[int] = 0):
         if kind not in ARRIVALS:
             raise ValueError(f"arrivals {kind!r}: choose one of {', '.join(ARRIVALS)}")
         if not cv > 0:
@@ -28,7 +28,6 @@ class ArrivalStream:
         self.kind, self.cv = kind, cv
         self.rng = np.random.default_rng(seed)
         self.mark = self._gaps(1)[0] if kind == "poisson" else self.rng.random() * self._gaps(1)[0]  # stationary start
-        self._pending = np.empty(0)
 
     def _gaps(self, n: int) -> np.ndarray:
         if self.kind == "poisson" or self.cv == 1.0:
@@ -38,9 +37,7 @@ class ArrivalStream:
 
     def until(self, t_end: float) -> np.ndarray:
         """Arrival times from where the last call stopped up to t_end (sorted)."""
-        limit = float(np.interp(min(t_end, self.grid[-1]), self.grid, self.cum))
-        if t_end >= self.grid[-1]:
-            limit = float(self.cum[-1])
+        limit = float(np.interp(t_end, self.grid, self.cum))  # the whole profile's total beyond its end
         parts = []
         while self.mark < limit:
             expected = limit - self.mark
