@@ -302,9 +302,8 @@ def test_bench_simulate_compares_a_finished_fleet_run_with_its_simulation(tmp_pa
     demo = tmp_path / "demo"
     demo.mkdir()
     (demo / "summary.json").write_text(json.dumps({
-        "command": "fleetserve up --min 1 --max 3 --scale-up-window 10.0 --scale-down-window 30.0 "
-                   "--scale-down-period 10.0 --target-per-pod 1.7",
-        "target_per_pod": 1.7, "scale_ups_at_s": [21.0, 50.0], "scale_downs_at_s": [128.0, 138.0], "load_t0": 3.0}))
+        "target_per_pod": 1.7, "autoscaler": {"min_replicas": 1, "max_replicas": 3, "scale_up_window": 10.0,
+                                              "scale_down_window": 30.0, "scale_down_period": 10.0}, "scale_ups_at_s": [21.0, 50.0], "scale_downs_at_s": [128.0, 138.0], "load_t0": 3.0}))
     events = [{"t": 3.0 + t, "ready": 1 + (t >= 25) + (t >= 54) - (t >= 128) - (t >= 138),
                "desired": 1 + (t >= 21) + (t >= 50) - (t >= 128) - (t >= 138)} for t in range(0, 180)]
     (demo / "fleet-events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))

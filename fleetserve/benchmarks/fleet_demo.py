@@ -40,7 +40,8 @@ from fleetserve.loadtest.runner import LoadTestOptions, run_loadtest
 from fleetserve.benchmarks.procs import busy_loops, cmdline, descendants, pod, wait_ready
 
 
-def _events(path: Path) -> list[dict[str, Any]]:
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """The fleet's decisions, one JSON line each (`fleetserve up --events`)."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
@@ -132,14 +133,18 @@ def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_p
     log("$ " + " ".join(cmd[2:]))
     fleet = subprocess.Popen(cmd, stdout=open(out / "fleet.log", "w"), stderr=subprocess.STDOUT)
     result: dict[str, Any] = {"scenario": scenario, "profile": profile, "command": "fleetserve " + " ".join(cmd[3:]),
-                              "target_per_pod": target_per_pod, "target_how": target_how, "busy_loops": busy}
+                              "target_per_pod": target_per_pod, "target_how": target_how, "busy_loops": busy,
+                              "autoscaler": {"min_replicas": min_pods, "max_replicas": max_pods,
+                                             "scale_up_window": scale_up_window,
+                                             "scale_down_window": scale_down_window,
+                                             "scale_down_period": scale_down_period}}
     killed: dict[str, Any] = {}
     fleet_pids: dict[int, str] = {}
     try:
         wait_ready(url, fleet, 120, "fleetserve up")
         fleet_pids.update((p, cmdline(p)) for p in descendants(fleet.pid))
         t_load = time.monotonic()
-        t_up = _events(events_path)[-1]["t"] if _events(events_path) else 0.0
+        t_up = read_events(events_path)[-1]["t"] if read_events(events_path) else 0.0
         if scenario == "chaos":
             duration = parse_profile(profile).duration
 
@@ -173,7 +178,7 @@ def run_demo(scenario: str, out: Path, model: str | None, profile: str, target_p
             fleet.kill()
             result["fleet_exit"] = fleet.wait()
     result["left_running"] = _still_running(fleet_pids)
-    events = _events(events_path)
+    events = read_events(events_path)
     o = rep["summary"]["overall"]
     result.update(sent=o["sent_requests"], completed=o["completed_requests"], errors=o["errors"],
                   availability=o["availability"], p99_e2el_ms=o["e2el"]["p99"], killed=killed)

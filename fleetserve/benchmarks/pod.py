@@ -15,13 +15,13 @@ import os
 import subprocess
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from fleetserve.benchmarks import cpu_profile
 from fleetserve.loadtest.runner import LoadTestOptions, run_loadtest
 from fleetserve.benchmarks.procs import pod
+from fleetserve.fleet.load_signal import pod_metrics
 
 
 def offline(model: str, engine_args: dict[str, Any], requests: int, vocab: int) -> float:
@@ -50,15 +50,6 @@ def saturated(url: str, rate: float, seconds: float, vocab: int, warmup: float) 
             "client_late_share": o["client_lag"]["late_share"]}
 
 
-def _pod_stats(url: str) -> dict[str, float]:
-    """The engine counters of the pod's /metrics (steps, step seconds, tokens)."""
-    wanted = ("fleetserve_engine_steps_total", "fleetserve_engine_step_seconds_total",
-              "fleetserve_generation_tokens_total")
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
-        lines = r.read().decode().splitlines()
-    return {k: float(v) for k, v in (ln.rsplit(" ", 1) for ln in lines if ln.startswith(wanted))}
-
-
 def layouts(frontends: list[int], async_modes: str) -> list[tuple[int, bool]]:
     modes = {"off": [False], "on": [True], "both": [False, True]}
     if async_modes not in modes:
@@ -83,14 +74,14 @@ def _measure_layout(model: str, args: list[str], rate: float, seconds: float, wa
         raw = Path(profile_dir or ".") / f"{tag}.raw"
 
         def measuring() -> None:  # at the end of the warm-up: engine counters, profiler
-            before.update(_pod_stats(url))
+            before.update(pod_metrics(url))
             if profile_dir is not None:
                 spies.append(cpu_profile.record(pid, seconds, raw))
 
         # The engine counters cover the measured seconds only: not the warm-up, when
         # slots are still filling, nor the drain after the last arrival.
         timers = [threading.Timer(warmup, measuring),
-                  threading.Timer(warmup + seconds, lambda: after.update(_pod_stats(url)))]
+                  threading.Timer(warmup + seconds, lambda: after.update(pod_metrics(url)))]
         for t in timers:
             t.start()
         r = saturated(url, rate, seconds, vocab, warmup)

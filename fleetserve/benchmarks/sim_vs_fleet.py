@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fleetserve.benchmarks.fleet_demo import SCENARIOS, run_demo
+from fleetserve.benchmarks.fleet_demo import SCENARIOS, read_events, run_demo
 from fleetserve.benchmarks.procs import pod
 from fleetserve.fleet.local_fleet import bundled_model
 from fleetserve.simulate.calibrate import calibrate
@@ -29,10 +29,6 @@ from fleetserve.simulate.scenario import from_dict
 from fleetserve.simulate.simulator import simulate
 
 RAMP, _, SERVE_ARGS, _, _ = SCENARIOS["ramp"]  # demo-fleet's ramp, as `fleetserve demo-fleet` runs it
-
-
-def _option(command: list[str], name: str, default: str) -> str:
-    return command[command.index(name) + 1] if name in command else default
 
 
 def _moments(rows: list[dict[str, Any]], key: str, t0: float) -> tuple[list[float], list[float]]:
@@ -65,7 +61,10 @@ def run_sim_vs_fleet(out: Path, model: str | None = None, profile: str = RAMP, s
         demo_dir = out / "fleet"
         run_demo("ramp", demo_dir, model, profile, None, None, 1, 3, serve_args, 30.0, 10.0)
     demo = json.loads((demo_dir / "summary.json").read_text())
-    events = [json.loads(x) for x in (demo_dir / "fleet-events.jsonl").read_text().splitlines() if x.strip()]
+    if "autoscaler" not in demo or "load_t0" not in demo:
+        raise ValueError(f"{demo_dir}/summary.json lacks the autoscaler settings: an older demo-fleet wrote it; "
+                         "run fleetserve demo-fleet --scenario ramp again")
+    events = read_events(demo_dir / "fleet-events.jsonl")
     report = json.loads((demo_dir / "report.json").read_text())
     if fresh or not (out / "calibration.json").exists():
         print("calibrating one pod alone ...", file=sys.stderr, flush=True)
@@ -75,17 +74,13 @@ def run_sim_vs_fleet(out: Path, model: str | None = None, profile: str = RAMP, s
     cal = json.loads((out / "calibration.json").read_text())
     if host_cores is None:
         host_cores = float(os.cpu_count() or 1)
-    command = shlex.split(demo["command"])
     starts = cold_starts(events)
     data = {"name": "demo-fleet ramp", "traffic": {"profile": profile},
             "pods": {"calibration": str(out / "calibration.json"), "count": 1,
                      "cold_start": (f"{min(starts):.2f}s..{max(starts):.2f}s" if starts else "5s"),
                      "host_cores": host_cores},
             "routers": {"replicas": 1, "policy": "p2c", "discovery_delay": "0.5s"},
-            "autoscaler": {"target_per_pod": demo["target_per_pod"], "min_replicas": 1, "max_replicas": 3,
-                           "scale_up_window": float(_option(command, "--scale-up-window", "10")),
-                           "scale_down_window": float(_option(command, "--scale-down-window", "30")),
-                           "scale_down_period": float(_option(command, "--scale-down-period", "10"))},
+            "autoscaler": {"target_per_pod": demo["target_per_pod"], **demo["autoscaler"]},
             "interval": 1.0, "window": 5.0, "seed": seed}
     sim = simulate(from_dict(data))
     measured_windows = report["summary"]["windows"]

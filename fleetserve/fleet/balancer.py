@@ -231,6 +231,9 @@ class Balancer:
     def finish(self, ep: Endpoint) -> None:
         ep.inflight -= 1
 
+    def _below_cap(self, eps: list[Endpoint]) -> list[Endpoint]:
+        return [ep for ep in eps if not ep.at_cap()]
+
     def _pick_p2c(self, eps: list[Endpoint]) -> Endpoint | None:
         n = len(eps)
         if n == 1:
@@ -252,13 +255,13 @@ class Balancer:
         return None if i < 0 else eps[i]
 
     def _pick_random(self, eps: list[Endpoint]) -> Endpoint | None:
-        open_ = [ep for ep in eps if not ep.at_cap()]
+        open_ = self._below_cap(eps)
         if not open_:
             return None
         return open_[weighted_index([ep.weight for ep in open_], self.rng.random())]
 
     def _pick_round_robin(self, eps: list[Endpoint]) -> Endpoint | None:
-        open_ = [ep for ep in eps if not ep.at_cap()]
+        open_ = self._below_cap(eps)
         if not open_:
             return None
         current = [ep.current for ep in open_]

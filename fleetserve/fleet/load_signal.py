@@ -4,6 +4,8 @@ text. Engine-level figures are the pod's own whatever its number of frontends.""
 
 from __future__ import annotations
 
+import urllib.request
+
 from fleetserve.fleet.http_probe import http_get
 
 INFLIGHT_METRICS = (b"fleetserve_requests_waiting", b"fleetserve_slots_running")
@@ -37,3 +39,23 @@ async def pod_inflight(url: str, timeout: float = 1.0) -> float | None:
     """Requests waiting + running in the pod's engine, or None if it could not be read."""
     status, body = await http_get(url, "/metrics", timeout)
     return parse_inflight(body) if status == 200 else None
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """A pod's unlabelled metrics (counters and gauges), name -> value."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or "{" in line:
+            continue
+        name, _, value = line.partition(" ")
+        try:
+            out[name] = float(value.split()[0])
+        except (ValueError, IndexError):
+            continue
+    return out
+
+
+def pod_metrics(url: str, timeout: float = 5.0) -> dict[str, float]:
+    """GET url/metrics, blocking (benchmarks read it between load steps), parsed."""
+    with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=timeout) as r:
+        return parse_metrics(r.read().decode())

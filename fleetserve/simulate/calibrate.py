@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import sys
 import time
-import urllib.request
 from typing import Any
 
 import numpy as np
 
+from fleetserve.fleet.load_signal import pod_metrics
 from fleetserve.loadtest.runner import LoadTestOptions, run_loadtest
 
 COUNTERS = ("fleetserve_engine_steps_total", "fleetserve_engine_step_seconds_total",
@@ -27,19 +27,9 @@ COUNTERS = ("fleetserve_engine_steps_total", "fleetserve_engine_step_seconds_tot
             "fleetserve_requests_admitted_total", "fleetserve_speculative_accepted_tokens_total")
 
 
-def read_metrics(url: str, timeout: float = 2.0) -> dict[str, float]:
-    """The pod's unlabelled metrics, name -> value."""
-    with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=timeout) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("#") or "{" in line:
-            continue
-        name, _, value = line.partition(" ")
-        try:
-            out[name] = float(value.split()[0])
-        except (ValueError, IndexError):
-            continue
+def read_metrics(url: str) -> dict[str, float]:
+    """The pod's metrics, with every counter the calibration needs."""
+    out = pod_metrics(url, timeout=2.0)
     missing = [n for n in COUNTERS + ("fleetserve_slots_total",) if n not in out]
     if missing:
         raise ValueError(f"{url}/metrics lacks {', '.join(missing)}: is it a fleetserve pod?")
