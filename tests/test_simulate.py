@@ -276,7 +276,7 @@ def test_calibrating_a_real_pod_gives_a_model_the_simulator_answers_like_it(tmp_
     with running_server(ROOT / "models" / "correct-6m", "--frontends", "0") as url:
         out = tmp_path / "calib.json"
         proc = subprocess.run([sys.executable, "-m", "fleetserve", "simulate", "calibrate", url, "--rates", "4,8,16",
-                               "--seconds", "4", "--json", str(out)], capture_output=True, text=True, timeout=300)
+                               "--seconds", "8", "--json", str(out)], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         missing = subprocess.run([sys.executable, "-m", "fleetserve", "simulate", "calibrate"], capture_output=True,
                                  text=True, timeout=60)
@@ -285,7 +285,9 @@ def test_calibrating_a_real_pod_gives_a_model_the_simulator_answers_like_it(tmp_
     pods = measured["pods"]
     assert pods["slots"] == 64 and pods["step_base_ms"] > 0 and pods["step_per_seq_ms"] > 0
     assert measured["fit"]["r2"] > 0.8
-    step = measured["steps"][-1]  # 16 req/s: the simulated pod's steps last as the measured ones did
+    # 8 req/s, well below the capacity the fit implies: the simulated pod's steps last as the measured ones
+    # did (near that capacity the simulated queue, and so its batch, grows with any error in the slope)
+    step = measured["steps"][1]
     sim = run({"traffic": {"profile": f"constant:{step['rate']}@60s"}, "pods": {"calibration": str(out)},
                "window": 60})
     batch = sim["littles_law"]["mean_in_system"]

@@ -38,6 +38,10 @@ def read_metrics(url: str) -> dict[str, float]:
 
 def measure(url: str, rates: list[float], seconds: float, base: dict[str, Any],
             progress: bool = True) -> list[dict[str, Any]]:
+    # A fresh pod's first requests run slower steps (first allocations and kernels): warm it up at
+    # the first rate, unmeasured, so that they do not skew the lowest point of the fit.
+    run_loadtest(LoadTestOptions(url=url, profile=f"constant:{rates[0]:g}@{min(seconds, 2.0):g}s", progress=False,
+                                 **base))
     rows = []
     for rate in rates:
         before = read_metrics(url)
