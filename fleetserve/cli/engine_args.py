@@ -39,6 +39,15 @@ def add_engine_arguments(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> 
                    help="most tokens proposed per request and step (default %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed for dummy weights")
     add_quantization_arguments(g)
+    s = p.add_argument_group("object storage (a model given as s3://BUCKET/PREFIX or an http(s):// URL)")
+    s.add_argument("--cache-dir", default=None,
+                   help="where fetched weight blocks and model files are kept for the next start (default "
+                        "$FLEETSERVE_CACHE_DIR, else ~/.cache/fleetserve)")
+    s.add_argument("--cache-size", type=float, default=20.0,
+                   help="GiB the block cache may hold; the least recently used blocks go first (default "
+                        "%(default)s; 0: no cache)")
+    s.add_argument("--fetch-inflight", type=int, default=8,
+                   help="4 MiB blocks fetched at once (default %(default)s)")
 
 
 def add_quantization_arguments(g, prefix: str = "", what: str = "") -> None:
@@ -55,12 +64,16 @@ def add_quantization_arguments(g, prefix: str = "", what: str = "") -> None:
 def engine_config(a: argparse.Namespace) -> EngineConfig:
     from fleetserve.engine.engine_core import EngineConfig
 
+    if a.cache_size < 0 or a.fetch_inflight < 1:
+        raise ValueError("--cache-size must not be negative and --fetch-inflight must be at least 1")
+
     return EngineConfig(max_num_seqs=a.max_num_seqs, max_model_len=a.max_model_len,
                         max_prefill_tokens=a.max_prefill_tokens, load_format=a.load_format, dtype=a.dtype,
                         compile=a.compile, seed=a.seed, threads=a.threads, async_scheduling=a.async_scheduling,
                         quantization=a.quantization, quantize_groups=quantize_groups(a.quantize_groups),
                         onednn_linear=a.onednn_linear, device=a.device, speculative=a.speculative,
-                        speculative_max_tokens=a.speculative_max_tokens)
+                        speculative_max_tokens=a.speculative_max_tokens, cache_dir=a.cache_dir,
+                        cache_bytes=int(a.cache_size * 2**30), fetch_inflight=a.fetch_inflight)
 
 
 def quantize_groups(text: str) -> tuple[str, ...]:

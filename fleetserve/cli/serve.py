@@ -10,7 +10,10 @@ HELP = "serve a model directory over HTTP (OpenAI-compatible)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model_dir", help="Hugging Face model directory (config.json, tokenizer.json, *.safetensors)")
+    p.add_argument("model_dir", help="Hugging Face model directory (config.json, tokenizer.json, *.safetensors), "
+                                     "or the same files in object storage: s3://BUCKET/PREFIX (endpoint and "
+                                     "credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) or an http(s):// URL "
+                                     "that answers range requests")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=8100, help="port to listen on (default %(default)s)")
     p.add_argument("--served-model-name", default=None, help="model name in the API (default: directory name)")
@@ -55,11 +58,14 @@ def run(a: argparse.Namespace) -> None:
         raise ValueError("--frontends, --max-waiting, --max-queue-time and the timeouts must not be negative")
     if a.max_body_bytes < 1:
         raise ValueError("--max-body-bytes must be positive")
-    options = ServerOptions(a.served_model_name, a.max_body_bytes, a.request_timeout or None, a.max_waiting,
-                            a.drain_timeout, a.log_level, a.engine_stall_timeout, a.request_read_timeout)
+    from fleetserve.engine.model_location import locate_model
     from fleetserve.server.pod import default_frontends, default_threads
 
     config = engine_config(a)
+    model_dir = locate_model(a.model_dir, config)  # a remote model's config and tokenizer, fetched first
+    name = a.served_model_name or (a.model_dir.rstrip("/").rsplit("/", 1)[-1] if config.weights_from else None)
+    options = ServerOptions(name, a.max_body_bytes, a.request_timeout or None, a.max_waiting,
+                            a.drain_timeout, a.log_level, a.engine_stall_timeout, a.request_read_timeout)
     config.max_queue_time = a.max_queue_time
     frontends = default_frontends() if a.frontends is None else a.frontends
     if config.threads is None:
@@ -67,8 +73,8 @@ def run(a: argparse.Namespace) -> None:
     if frontends == 0:
         from fleetserve.server.serve import serve
 
-        serve(a.model_dir, a.host, a.port, config, options)
+        serve(model_dir, a.host, a.port, config, options)
         return
     from fleetserve.server.pod import serve_pod
 
-    serve_pod(a.model_dir, a.host, a.port, config, frontends, options)
+    serve_pod(model_dir, a.host, a.port, config, frontends, options)

@@ -24,6 +24,7 @@ from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.scheduler import ScheduledBatch, Scheduler
 from fleetserve.engine.speculative import DraftState, Proposer, accept
 from fleetserve.model.config import ModelConfig
+from fleetserve.engine.model_location import weights_source
 from fleetserve.model.loader import load_model
 from fleetserve.model.onednn_linear import use_onednn_linears
 from fleetserve.model.quantization import DEFAULT_GROUPS
@@ -62,6 +63,14 @@ class EngineConfig:
     # async_scheduling.
     speculative: str = "input"
     speculative_max_tokens: int = 8  # most tokens proposed per request and step
+    # Weights streamed from object storage (s3://BUCKET/PREFIX or an http(s) URL; the model
+    # directory then holds only its config and tokenizer: engine/model_location.py), in 4 MiB
+    # blocks, `fetch_inflight` at a time, kept in a block cache of at most `cache_bytes` under
+    # `cache_dir` (None: ~/.cache/fleetserve) for the next start on this machine (0: no cache).
+    weights_from: str | None = None
+    cache_dir: str | None = None
+    cache_bytes: int = 20 << 30
+    fetch_inflight: int = 8
 
 
 class EngineCore:
@@ -81,8 +90,9 @@ class EngineCore:
                 f"max_model_len={config.max_model_len} exceeds the model's "
                 f"max_position_embeddings={self.model_config.max_position_embeddings}"
             )
+        source, cache = weights_source(config)
         model = load_model(model_dir, self.model_config, config.load_format, config.dtype, config.seed,
-                           config.quantization, config.quantize_groups, config.device)
+                           config.quantization, config.quantize_groups, config.device, source, cache)
         if config.onednn_linear and not config.compile:
             use_onednn_linears(model)
         self.runner = ModelRunner(model, config.max_num_seqs, config.max_model_len, config.compile)

@@ -187,7 +187,7 @@ def serve_pod(model_dir: str | Path, host: str, port: int, config: EngineConfig,
         start = time.monotonic()
         info = pod.start_core()
         print(f"fleetserve: loaded {info['architecture']} ({info['parameters'] / 1e6:.1f}M parameters) from "
-              f"{model_dir} in {time.monotonic() - start:.1f}s; {config.max_num_seqs} slots x "
+              f"{config.weights_from or model_dir} in {time.monotonic() - start:.1f}s; {config.max_num_seqs} slots x "
               f"{config.max_model_len} tokens; {config.threads or 'default'} engine thread(s) (waiting: {waiting()}); "
               f"{frontends} frontend process{'es' if frontends > 1 else ''}",
               file=sys.stderr)

@@ -33,8 +33,8 @@ def serve(model_dir: str | Path, host: str, port: int, config: EngineConfig,
     start = time.monotonic()
     server = build_server(model_dir, config, options)
     mc = server.engine.core.model_config
-    print(f"fleetserve: loaded {mc.architecture} ({mc.num_parameters / 1e6:.1f}M parameters) from {model_dir} "
-          f"in {time.monotonic() - start:.1f}s; {config.max_num_seqs} slots x {config.max_model_len} tokens; "
+    print(f"fleetserve: loaded {mc.architecture} ({mc.num_parameters / 1e6:.1f}M parameters) from "
+          f"{config.weights_from or model_dir} in {time.monotonic() - start:.1f}s; {config.max_num_seqs} slots x {config.max_model_len} tokens; "
           f"{config.threads or 'default'} engine thread(s) (waiting: {waiting()})",
           file=sys.stderr)
     print(f"fleetserve: serving model {server.model_name!r} on http://{host}:{port}  (Ctrl-C to stop)",

@@ -1,0 +1,249 @@
+"""A safetensors checkpoint streamed into a model's tensors, from any storage source.
+
+1. Every file's header is read first (its first block) and checked against the model:
+   unexpected or missing tensors, wrong shapes or dtypes and objects shorter than their
+   header says all fail here, naming the object, before the weights are transferred.
+2. Then every block of every file is fetched, several at once (storage/blocks.py), and each
+   block's bytes are copied into the tensors they belong to as it arrives: straight into the
+   parameter's memory when the stored dtype is the parameter's, else into a staging buffer that
+   is converted into the parameter as soon as the tensor's last byte is in.
+
+Fused projections (q/k/v, gate/up) receive their checkpoint tensors as row ranges of the fused
+parameter; tied embeddings load once; 8-bit checkpoints keep their storage dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import warnings
+from bisect import bisect_right
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fleetserve.model.config import ModelLoadError
+from fleetserve.model.llama import Transformer
+from fleetserve.storage.block_cache import BlockCache
+from fleetserve.storage.blocks import BLOCK_SIZE, BlockFetcher, Progress
+from fleetserve.storage.sources import LocalSource, ObjectInfo, Source, StorageError
+
+# Present in some older checkpoints; recomputed by us, never loaded.
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+MAX_HEADER = 100 << 20  # safetensors' own bound on the JSON header
+ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+          "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+
+
+@dataclass
+class Stored:
+    """One tensor of a checkpoint file: where its bytes are and where they go."""
+    name: str  # as the checkpoint names it
+    file: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int  # byte offsets in the file
+    end: int
+    target: torch.Tensor | None = None
+    direct: torch.Tensor | None = None  # the target's bytes, when they can be written as stored
+    staging: bytearray | None = None
+    missing: int = 0  # bytes not yet placed
+
+
+def weight_files(model_dir: Path, source: Source) -> list[str]:
+    """The checkpoint's files, from its index (in the model's local files) or the single file."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            return sorted(set(weight_map.values()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ModelLoadError(f"{index}: not a valid safetensors index ({e})") from e
+    return ["model.safetensors"]
+
+
+def _stat_all(source: Source, files: list[str], indexed: bool, where: str) -> list[tuple[str, ObjectInfo]]:
+    out = []
+    for name in files:
+        try:
+            out.append((name, source.stat(name)))
+        except StorageError as e:
+            if indexed:
+                raise ModelLoadError(f"model.safetensors.index.json lists shard {name}, which is missing "
+                                     f"({e})") from None
+            raise ModelLoadError(f"{where}: no model.safetensors or model.safetensors.index.json ({e}; use "
+                                 "--load-format dummy for random weights at the config's shape)") from None
+    return out
+
+
+def _parse_header(source: Source, fetcher: BlockFetcher, name: str, info: ObjectInfo,
+                  first: bytes) -> list[Stored]:
+    where = source.describe(name)
+    if info.size < 8:
+        raise ModelLoadError(f"{where}: not a safetensors file ({info.size} bytes)")
+    (n,) = struct.unpack("<Q", first[:8])
+    if n > MAX_HEADER or 8 + n > info.size:
+        raise ModelLoadError(f"{where}: not a safetensors file (header of {n} bytes in an object of {info.size})")
+    raw = first[8:8 + n]
+    i = 1
+    while len(raw) < n:  # a header longer than a block
+        raw += fetcher.block(name, info, i)[: n - len(raw)]
+        i += 1
+    try:
+        header = json.loads(bytes(raw))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{where}: not a safetensors file (its header is not JSON: {e})") from None
+    out = []
+    for tname, meta in header.items():
+        if tname == "__metadata__":
+            continue
+        try:
+            dtype = ST_DTYPES[meta["dtype"]]
+            shape = tuple(int(d) for d in meta["shape"])
+            b, e = (int(x) for x in meta["data_offsets"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelLoadError(f"{where}: tensor {tname!r} has a malformed entry ({err!r})") from None
+        begin, end = 8 + n + b, 8 + n + e
+        if end > info.size:
+            raise ModelLoadError(f"{where}: truncated: tensor {tname!r} ends at byte {end}, the object has "
+                                 f"{info.size}")
+        numel = 1
+        for d in shape:
+            numel *= d
+        if e - b != numel * dtype.itemsize:
+            raise ModelLoadError(f"{where}: tensor {tname!r} holds {e - b} bytes, its shape and dtype need "
+                                 f"{numel * dtype.itemsize}")
+        out.append(Stored(tname, name, dtype, shape, begin, end))
+    return out
+
+
+def _expected(model: Transformer, params: dict[str, torch.Tensor], tied: bool) -> set[str]:
+    """The checkpoint names (without "model.") the model needs, fused parameters by their parts."""
+    fused = model.fused_shards()
+    expected: set[str] = set()
+    for name in params:
+        if tied and name == "lm_head.weight":
+            continue
+        module, _, leaf = name.rpartition(".")
+        prefix, _, kind = module.rpartition(".")
+        parts = [k for k, (fused_name, _, _) in fused.items() if fused_name == kind]
+        if parts:
+            expected.update(f"{prefix}.{p}.{leaf}" for p in parts)
+        else:
+            expected.add(name)
+    return expected
+
+
+def _target(params: dict[str, torch.Tensor], fused: dict, name: str) -> torch.Tensor:
+    """The parameter, or the rows of a fused parameter, that checkpoint tensor `name` fills."""
+    module, _, leaf = name.rpartition(".")
+    prefix, _, proj = module.rpartition(".")
+    if proj in fused:
+        fused_name, offset, rows = fused[proj]
+        return params[f"{prefix}.{fused_name}.{leaf}"].data.narrow(0, offset, rows)
+    return params[name].data
+
+
+def _is_8bit(dtype: torch.dtype) -> bool:
+    return dtype in (torch.int8, torch.float8_e4m3fn)
+
+
+def _plan(model: Transformer, stored: list[Stored], source: Source, where: str) -> list[Stored]:
+    """Each stored tensor bound to its target, checked; the ones the model does not load dropped."""
+    params = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers())}
+    tied = model.cfg.tie_word_embeddings and isinstance(model.lm_head, torch.nn.Linear)
+    expected, fused = _expected(model, params, tied), model.fused_shards()
+    out, seen = [], set()
+    for s in stored:
+        name = s.name.removeprefix("model.")
+        if name.endswith(IGNORED_SUFFIXES) or (tied and name == "lm_head.weight"):
+            continue
+        file = source.describe(s.file)
+        if name not in expected:
+            raise ModelLoadError(f"{file}: unexpected tensor {s.name!r} for {model.cfg.architecture}")
+        target = _target(params, fused, name)
+        shape = s.shape
+        if name.endswith(".weight_scale") and shape == (target.shape[0], 1):
+            shape = shape[:1]  # compressed-tensors stores [out, 1]; we keep [out]
+        if _is_8bit(s.dtype) != _is_8bit(target.dtype) or (_is_8bit(s.dtype) and s.dtype != target.dtype):
+            raise ModelLoadError(f"{file}: tensor {s.name!r} is {s.dtype} but config.json implies {target.dtype} "
+                                 "(check its quantization_config)")
+        if shape != tuple(target.shape):
+            raise ModelLoadError(f"{file}: tensor {s.name!r} has shape {s.shape}, config.json implies "
+                                 f"{tuple(target.shape)}")
+        s.target, s.missing = target, s.end - s.begin
+        if s.dtype == target.dtype and target.is_contiguous():
+            s.direct = target.view(-1).view(torch.uint8)
+        seen.add(name)
+        out.append(s)
+    missing = sorted(expected - seen)
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ModelLoadError(f"{where}: checkpoint lacks tensors {', '.join(missing[:5])}{more}")
+    return out
+
+
+def _place(tensors: list[Stored], starts: list[int], offset: int, data: bytes) -> None:
+    """Copy the bytes of one block into every tensor it overlaps."""
+    end = offset + len(data)
+    src = torch.frombuffer(data, dtype=torch.uint8) if data else None
+    i = max(bisect_right(starts, offset) - 1, 0)
+    while i < len(tensors) and tensors[i].begin < end:
+        t = tensors[i]
+        i += 1
+        lo, hi = max(t.begin, offset), min(t.end, end)
+        if lo >= hi:
+            continue
+        piece = src[lo - offset:hi - offset]
+        if t.direct is not None:
+            t.direct[lo - t.begin:hi - t.begin].copy_(piece)
+        else:
+            if t.staging is None:
+                t.staging = bytearray(t.end - t.begin)
+            torch.frombuffer(t.staging, dtype=torch.uint8)[lo - t.begin:hi - t.begin].copy_(piece)
+        t.missing -= hi - lo
+        if t.missing == 0 and t.direct is None:
+            value = torch.frombuffer(t.staging, dtype=t.dtype) if t.staging else torch.empty(0, dtype=t.dtype)
+            with torch.no_grad():
+                t.target.copy_(value.view(t.target.shape))
+            t.staging = None
+
+
+def load_weights(model: Transformer, model_dir: Path, source: Source | None = None,
+                 cache: BlockCache | None = None, inflight: int = 8, block_size: int = BLOCK_SIZE) -> dict[str, int]:
+    """Fill the model's parameters from the checkpoint in `source` (default: `model_dir` itself;
+    its index, if any, is read from `model_dir`). Returns the bytes fetched and read from the cache."""
+    source = source or LocalSource(model_dir)
+    where = source.url
+    files = weight_files(model_dir, source)
+    infos = _stat_all(source, files, (model_dir / "model.safetensors.index.json").is_file(), where)
+    fetcher = BlockFetcher(source, cache, block_size, inflight)
+    first: dict[tuple[str, int], bytes] = {}
+    stored: list[Stored] = []
+    try:
+        for name, info in infos:
+            first[(name, 0)] = fetcher.block(name, info, 0) if info.size else b""
+            stored += _parse_header(source, fetcher, name, info, first[(name, 0)])
+        plan = _plan(model, stored, source, where)
+        by_file: dict[str, list[Stored]] = {}
+        for s in sorted(plan, key=lambda s: (s.file, s.begin)):
+            by_file.setdefault(s.file, []).append(s)
+        starts = {f: [t.begin for t in ts] for f, ts in by_file.items()}
+        progress = Progress(f"fetching weights from {where}")
+        total = sum(info.size for _, info in infos)
+        # frombuffer warns that bytes are read-only; they are only ever read here
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.filterwarnings("ignore", message="The given buffer is not writable")
+            for name, offset, data in fetcher.blocks(infos, first, progress):
+                if name in by_file:
+                    _place(by_file[name], starts[name], offset, data)
+    except StorageError as e:
+        raise ModelLoadError(str(e)) from None
+    unfinished = [s.name for s in plan if s.missing]
+    if unfinished:  # cannot happen with whole blocks read; a guard against a short read slipping by
+        raise ModelLoadError(f"{where}: tensors {', '.join(unfinished[:5])} were not read completely")
+    cached = f"; {fetcher.cached_bytes / 2**20:.0f} MiB from the block cache" if fetcher.cached_bytes else ""
+    progress.finish(total, cached)
+    return {"fetched_bytes": fetcher.fetched_bytes, "cached_bytes": fetcher.cached_bytes, "bytes": total}

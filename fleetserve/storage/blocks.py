@@ -1,0 +1,114 @@
+"""Files read as fixed-size blocks, several in flight at once, through an optional block cache.
+
+Blocks are aligned to the file (block k holds bytes [k x size, (k+1) x size)), so a block
+means the same bytes to every reader and the cache can share it. Fetches run on a thread
+pool (the sources' network reads release the GIL) and are handed over in the order they
+finish, so a slow block never holds the others back; at most `inflight` blocks are fetched
+or waiting to be taken at any time, which bounds the memory a load holds in transit.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from fleetserve.storage.block_cache import BlockCache
+from fleetserve.storage.sources import ObjectInfo, Source
+
+BLOCK_SIZE = 4 << 20  # the seed's lazily loaded images fetched 4 MB blocks; S3 serves such ranges at full speed
+
+
+class BlockFetcher:
+    def __init__(self, source: Source, cache: BlockCache | None = None, block_size: int = BLOCK_SIZE,
+                 inflight: int = 8):
+        if block_size < 1 or inflight < 1:
+            raise ValueError("block_size and inflight must be positive")
+        self.source, self.cache, self.block_size, self.inflight = source, cache, block_size, inflight
+        self.fetched_bytes = self.cached_bytes = 0
+        self._lock = threading.Lock()  # the counts are bumped from the fetch threads
+
+    def _range(self, info: ObjectInfo, index: int) -> tuple[int, int]:
+        start = index * self.block_size
+        return start, min(start + self.block_size, info.size)
+
+    def block(self, name: str, info: ObjectInfo, index: int) -> bytes:
+        """Block `index` of the file, from the cache when it holds it."""
+        start, end = self._range(info, index)
+        key = BlockCache.key(self.source.url, name, info.version, start) if self.cache else ""
+        if self.cache is not None:
+            data = self.cache.get(key, end - start)
+            if data is not None:
+                with self._lock:
+                    self.cached_bytes += len(data)
+                return data
+        data = self.source.read(name, start, end)
+        with self._lock:
+            self.fetched_bytes += len(data)
+        if self.cache is not None:
+            self.cache.put(key, data)
+        return data
+
+    def blocks(self, files: list[tuple[str, ObjectInfo]], have: dict[tuple[str, int], bytes] | None = None,
+               progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[str, int, bytes]]:
+        """(file, offset, bytes) for every block of every file, as they arrive. `have`: blocks
+        already read (by (file, index)), handed over first instead of fetched again."""
+        have = have or {}
+        todo = [(name, info, i) for name, info in files for i in range(-(-info.size // self.block_size))]
+        total, done = sum(info.size for _, info in files), 0
+        for name, _, i in todo:
+            if (name, i) in have:
+                data = have[(name, i)]
+                done += len(data)
+                if progress:
+                    progress(done, total)
+                yield name, i * self.block_size, data
+        todo = [t for t in todo if (t[0], t[2]) not in have]
+        pending: dict[Future, tuple[str, int]] = {}
+        with ThreadPoolExecutor(self.inflight, thread_name_prefix="fetch") as pool:
+            it = iter(todo)
+            try:
+                while True:
+                    while len(pending) < self.inflight:
+                        nxt = next(it, None)
+                        if nxt is None:
+                            break
+                        name, info, i = nxt
+                        pending[pool.submit(self.block, name, info, i)] = (name, i * self.block_size)
+                    if not pending:
+                        return
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        name, start = pending.pop(f)
+                        data = f.result()  # a StorageError ends the load, naming the object
+                        done += len(data)
+                        if progress:
+                            progress(done, total)
+                        yield name, start, data
+            finally:
+                for f in pending:
+                    f.cancel()
+
+
+class Progress:
+    """A line on stderr about once a second for loads that take longer than that, and one at the end."""
+
+    def __init__(self, what: str, every: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.what, self.every, self.clock = what, every, clock
+        self.started = self.shown = clock()
+        self.any = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if now - self.shown >= self.every:
+            self.shown, self.any = now, True
+            rate = done / max(now - self.started, 1e-9) / 2**20
+            print(f"{self.what}: {done / 2**20:.0f} of {total / 2**20:.0f} MiB ({rate:.0f} MiB/s)",
+                  file=sys.stderr, flush=True)
+
+    def finish(self, total: int, note: str = "") -> None:
+        if self.any:
+            took = self.clock() - self.started
+            print(f"{self.what}: {total / 2**20:.0f} MiB in {took:.1f} s{note}", file=sys.stderr, flush=True)
