@@ -155,7 +155,7 @@ def test_a_failed_step_is_a_500_for_that_request_alone_over_http(tiny_model_dir)
     """The one-process pod's HTTP face (in-process, Starlette's test client)."""
     from starlette.testclient import TestClient
 
-    from fleetserve.engine.engine_core import EngineConfig
+    from fleetserve.engine.config import EngineConfig
     from fleetserve.server.options import ServerOptions
     from fleetserve.server.serve import build_server
 
@@ -181,7 +181,7 @@ def test_the_one_process_pod_exits_1_when_its_step_loop_crashes(tiny_model_dir):
 
     import httpx
 
-    from fleetserve.engine.engine_core import EngineConfig
+    from fleetserve.engine.config import EngineConfig
     from fleetserve.http_common import free_port
     from fleetserve.server.draining import DrainingServer, uvicorn_config
     from fleetserve.server.options import ServerOptions
@@ -216,7 +216,8 @@ def test_the_one_process_pod_exits_1_when_its_step_loop_crashes(tiny_model_dir):
 def test_requests_that_wait_too_long_for_a_slot_are_refused(tiny_model_dir):
     """An overloaded engine refuses (REJECTED, a 429 in the pod) what has waited longer than
     max_queue_time, oldest first, and serves the rest as before."""
-    from fleetserve.engine.engine_core import EngineConfig, EngineCore
+    from fleetserve.engine.config import EngineConfig
+    from fleetserve.engine.engine_core import EngineCore
 
     core = EngineCore(tiny_model_dir, EngineConfig(max_num_seqs=1, max_model_len=64, max_queue_time=5.0))
     params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)

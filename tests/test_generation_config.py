@@ -36,7 +36,7 @@ def test_unusable_values_fail_naming_the_file(tmp_path, cfg):
 def test_the_bundled_model_answers_chat_and_completions_greedily_by_default():
     from starlette.testclient import TestClient
 
-    from fleetserve.engine.engine_core import EngineConfig
+    from fleetserve.engine.config import EngineConfig
     from fleetserve.server.serve import build_server
 
     server = build_server(BUNDLED, EngineConfig(max_num_seqs=4))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fleetserve.engine.engine_core import EngineConfig, EngineCore
+from fleetserve.engine.config import EngineConfig
+from fleetserve.engine.engine_core import EngineCore
 from fleetserve.engine.llm import LLM
 from fleetserve.engine.sampling_params import SamplingParams
 from tests.conftest import make_hf_checkpoint

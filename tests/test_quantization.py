@@ -21,8 +21,9 @@ from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.model import compressed_tensors
 from fleetserve.model.config import ModelConfig, ModelLoadError
 from fleetserve.model.loader import load_model
+from fleetserve.model.quant_groups import parse_groups
 from fleetserve.model.quantization import (QMAX, QuantLinear, QuantSpec, dequantize_weight, linear_reference,
-                                           parse_groups, quantize_tokens, quantize_weight)
+                                           quantize_tokens, quantize_weight)
 from fleetserve.model.saver import write_quantized
 from tests.conftest import make_hf_checkpoint
 

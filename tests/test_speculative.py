@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fleetserve.engine.engine_core import EngineConfig, EngineCore
+from fleetserve.engine.config import EngineConfig
+from fleetserve.engine.engine_core import EngineCore
 from fleetserve.engine.llm import LLM
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.speculative import DraftState, Proposer, accept

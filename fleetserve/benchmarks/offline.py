@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from fleetserve.engine.engine_core import EngineConfig
+from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.llm import LLM
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.model.config import ModelConfig

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the engine imports torch: only the commands that run it pay for that
-    from fleetserve.engine.engine_core import EngineConfig
+    from fleetserve.engine.config import EngineConfig
 
 
 def add_engine_arguments(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> None:
@@ -62,7 +62,7 @@ def add_quantization_arguments(g, prefix: str = "", what: str = "") -> None:
 
 
 def engine_config(a: argparse.Namespace) -> EngineConfig:
-    from fleetserve.engine.engine_core import EngineConfig
+    from fleetserve.engine.config import EngineConfig
 
     if a.cache_size < 0 or a.fetch_inflight < 1:
         raise ValueError("--cache-size must not be negative and --fetch-inflight must be at least 1")
@@ -77,6 +77,6 @@ def engine_config(a: argparse.Namespace) -> EngineConfig:
 
 
 def quantize_groups(text: str) -> tuple[str, ...]:
-    from fleetserve.model.quantization import parse_groups
+    from fleetserve.model.quant_groups import parse_groups
 
     return tuple(sorted(parse_groups(text)))

@@ -22,7 +22,7 @@ def _line(label: str, r: EvalResult) -> str:
 
 def run(a: argparse.Namespace) -> int:
     """Returns the exit status: 1 when a gate objective fails."""
-    from fleetserve.model.quantization import parse_groups  # torch: not at argument-parsing time
+    from fleetserve.model.quant_groups import parse_groups
 
     gating = a.max_gleu_drop is not None or a.min_agreement is not None
     if gating and a.baseline is None:

@@ -21,7 +21,7 @@ SCHEMES = {"int8-channel": "int8", "fp8-channel": "fp8", "fp8-weight-channel": "
 
 def run(a: argparse.Namespace) -> int:
     """Returns the exit status: 1 when the gate fails (and nothing is left at OUT_DIR)."""
-    from fleetserve.model.quantization import parse_groups
+    from fleetserve.model.quant_groups import parse_groups
 
     in_dir, out_dir = Path(a.in_dir), Path(a.out_dir)
     if a.scheme not in SCHEMES:

@@ -33,8 +33,11 @@ STALE_AFTER_S = 2.0  # eight missed heartbeats: not ready until they resume
 
 
 class CoreClient(EngineClient):
-    def __init__(self, address: str, limits: ipc.Welcome, connect_timeout: float = 60.0):
-        """`limits`: the engine's shape as the supervisor configured it (the core confirms it on connect)."""
+    def __init__(self, address: str, limits: ipc.Welcome, connect_timeout: float | None = None):
+        """`limits`: the engine's shape as the supervisor configured it (the core confirms it on connect).
+        `connect_timeout`: how long to wait for the core's welcome; None (the pod's frontends): as long
+        as it takes, since frontends start while the core still loads the model and the supervisor
+        stops them if it fails."""
         super().__init__()
         self.address = address
         self.connect_timeout = connect_timeout
@@ -63,7 +66,7 @@ class CoreClient(EngineClient):
         self._beats.setsockopt(zmq.SUBSCRIBE, b"")
         self._beats.connect(ipc.beats_address(self.address))
         await self._sock.send(ipc.to_core_encoder.encode(ipc.Hello(os.getpid())))
-        if not await self._sock.poll(int(self.connect_timeout * 1000)):
+        if not await self._sock.poll(None if self.connect_timeout is None else int(self.connect_timeout * 1000)):
             raise EngineDeadError(f"no answer from the engine core at {self.address}")
         msg = ipc.to_frontend_decoder.decode(await self._sock.recv())
         if not isinstance(msg, ipc.Welcome):

@@ -20,13 +20,17 @@ import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 
 from fleetserve.engine import ipc
-from fleetserve.engine.engine_core import EngineConfig, EngineCore
+from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.engine_loop import EngineLoop
 from fleetserve.engine.outputs import StepOutput
+
+if TYPE_CHECKING:  # torch: loaded in the core process only, so that the supervisor starts without it
+    from fleetserve.engine.engine_core import EngineCore
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 0.25
@@ -110,6 +114,7 @@ def run_core_process(model_dir: str | Path, config: EngineConfig, address: str, 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s engine-core: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
     parent = os.getppid()
+    from fleetserve.engine.engine_core import EngineCore
     from fleetserve.model.config import ModelConfig, ModelLoadError
     from fleetserve.model.tokenizer import Tokenizer
 

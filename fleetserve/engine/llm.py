@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetserve.engine.detokenizer import IncrementalDetokenizer
-from fleetserve.engine.engine_core import EngineConfig, EngineCore
+from fleetserve.engine.config import EngineConfig
+from fleetserve.engine.engine_core import EngineCore
 from fleetserve.engine.outputs import FinishReason
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.model.config import ModelConfig

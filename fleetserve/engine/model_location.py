@@ -16,7 +16,7 @@ from fleetserve.storage.model_files import default_cache_dir, fetch_model_files
 from fleetserve.storage.sources import Source, is_remote, open_source
 
 if TYPE_CHECKING:
-    from fleetserve.engine.engine_core import EngineConfig
+    from fleetserve.engine.config import EngineConfig
 
 
 def locate_model(location: str | Path, config: EngineConfig) -> Path:

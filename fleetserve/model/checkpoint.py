@@ -119,31 +119,39 @@ def _parse_header(source: Source, fetcher: BlockFetcher, name: str, info: Object
     return out
 
 
-def _expected(model: Transformer, params: dict[str, torch.Tensor], tied: bool) -> set[str]:
-    """The checkpoint names (without "model.") the model needs, fused parameters by their parts."""
-    fused = model.fused_shards()
-    expected: set[str] = set()
-    for name in params:
-        if tied and name == "lm_head.weight":
-            continue
+class Targets:
+    """Where each checkpoint tensor goes in the model: its parameter, or the rows of a fused one
+    (q/k/v, gate/up); None for tensors the model does not load (a tied head, recomputed buffers)."""
+
+    def __init__(self, model: Transformer):
+        self.model = model
+        self.params = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers())}
+        self.tied = model.cfg.tie_word_embeddings and isinstance(model.lm_head, torch.nn.Linear)
+        self.fused = model.fused_shards()
+        self.expected: set[str] = set()  # the checkpoint names (without "model.") the model needs
+        for name in self.params:
+            if self.tied and name == "lm_head.weight":
+                continue
+            module, _, leaf = name.rpartition(".")
+            prefix, _, kind = module.rpartition(".")
+            parts = [k for k, (fused_name, _, _) in self.fused.items() if fused_name == kind]
+            if parts:
+                self.expected.update(f"{prefix}.{p}.{leaf}" for p in parts)
+            else:
+                self.expected.add(name)
+
+    def __call__(self, checkpoint_name: str, where: str) -> torch.Tensor | None:
+        name = checkpoint_name.removeprefix("model.")
+        if name.endswith(IGNORED_SUFFIXES) or (self.tied and name == "lm_head.weight"):
+            return None
+        if name not in self.expected:
+            raise ModelLoadError(f"{where}: unexpected tensor {checkpoint_name!r} for {self.model.cfg.architecture}")
         module, _, leaf = name.rpartition(".")
-        prefix, _, kind = module.rpartition(".")
-        parts = [k for k, (fused_name, _, _) in fused.items() if fused_name == kind]
-        if parts:
-            expected.update(f"{prefix}.{p}.{leaf}" for p in parts)
-        else:
-            expected.add(name)
-    return expected
-
-
-def _target(params: dict[str, torch.Tensor], fused: dict, name: str) -> torch.Tensor:
-    """The parameter, or the rows of a fused parameter, that checkpoint tensor `name` fills."""
-    module, _, leaf = name.rpartition(".")
-    prefix, _, proj = module.rpartition(".")
-    if proj in fused:
-        fused_name, offset, rows = fused[proj]
-        return params[f"{prefix}.{fused_name}.{leaf}"].data.narrow(0, offset, rows)
-    return params[name].data
+        prefix, _, proj = module.rpartition(".")
+        if proj in self.fused:
+            fused_name, offset, rows = self.fused[proj]
+            return self.params[f"{prefix}.{fused_name}.{leaf}"].data.narrow(0, offset, rows)
+        return self.params[name].data
 
 
 def _is_8bit(dtype: torch.dtype) -> bool:
@@ -152,20 +160,15 @@ def _is_8bit(dtype: torch.dtype) -> bool:
 
 def _plan(model: Transformer, stored: list[Stored], source: Source, where: str) -> list[Stored]:
     """Each stored tensor bound to its target, checked; the ones the model does not load dropped."""
-    params = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers())}
-    tied = model.cfg.tie_word_embeddings and isinstance(model.lm_head, torch.nn.Linear)
-    expected, fused = _expected(model, params, tied), model.fused_shards()
+    targets = Targets(model)
     out, seen = [], set()
     for s in stored:
-        name = s.name.removeprefix("model.")
-        if name.endswith(IGNORED_SUFFIXES) or (tied and name == "lm_head.weight"):
-            continue
         file = source.describe(s.file)
-        if name not in expected:
-            raise ModelLoadError(f"{file}: unexpected tensor {s.name!r} for {model.cfg.architecture}")
-        target = _target(params, fused, name)
+        target = targets(s.name, file)
+        if target is None:
+            continue
         shape = s.shape
-        if name.endswith(".weight_scale") and shape == (target.shape[0], 1):
+        if s.name.endswith(".weight_scale") and shape == (target.shape[0], 1):
             shape = shape[:1]  # compressed-tensors stores [out, 1]; we keep [out]
         if _is_8bit(s.dtype) != _is_8bit(target.dtype) or (_is_8bit(s.dtype) and s.dtype != target.dtype):
             raise ModelLoadError(f"{file}: tensor {s.name!r} is {s.dtype} but config.json implies {target.dtype} "
@@ -176,9 +179,9 @@ def _plan(model: Transformer, stored: list[Stored], source: Source, where: str) 
         s.target, s.missing = target, s.end - s.begin
         if s.dtype == target.dtype and target.is_contiguous():
             s.direct = target.view(-1).view(torch.uint8)
-        seen.add(name)
+        seen.add(s.name.removeprefix("model."))
         out.append(s)
-    missing = sorted(expected - seen)
+    missing = sorted(targets.expected - seen)
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise ModelLoadError(f"{where}: checkpoint lacks tensors {', '.join(missing[:5])}{more}")

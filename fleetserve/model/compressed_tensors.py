@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleetserve.model.config import ModelConfig, ModelLoadError
-from fleetserve.model.quantization import GROUPS, QuantSpec
+from fleetserve.model.quant_groups import GROUPS
+from fleetserve.model.quantization import QuantSpec
 
 FORMATS = {"int8": "int-quantized", "fp8": "float-quantized", "fp8-weight": "float-quantized"}
 TYPES = {"int8": "int", "fp8": "float", "fp8-weight": "float"}

@@ -16,9 +16,10 @@ import torch
 from fleetserve.model import compressed_tensors
 from fleetserve.model.checkpoint import load_weights
 from fleetserve.model.config import ModelConfig, ModelLoadError
+from fleetserve.model.quant_groups import DEFAULT_GROUPS, parse_groups
 from fleetserve.model.device import resolve_device
 from fleetserve.model.llama import Transformer, random_init
-from fleetserve.model.quantization import DEFAULT_GROUPS, QuantSpec, parse_groups, prepare_quantized, quantize_model
+from fleetserve.model.quantization import QuantSpec, prepare_quantized, quantize_model
 from fleetserve.storage.block_cache import BlockCache
 from fleetserve.storage.sources import Source
 

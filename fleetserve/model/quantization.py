@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fleetserve.model.quant_groups import DEFAULT_GROUPS, GROUPS
+
 log = logging.getLogger(__name__)
 
 SCHEMES = ("int8", "fp8", "fp8-weight")
@@ -42,13 +44,6 @@ STORAGE = {"int8": torch.int8, "fp8": torch.float8_e4m3fn, "fp8-weight": torch.f
 QMAX = {"int8": 127.0, "fp8": float(torch.finfo(torch.float8_e4m3fn).max)}
 QMAX["fp8-weight"] = QMAX["fp8"]
 
-# Layer groups that can be switched independently; the names are our (fused) modules.
-GROUPS: dict[str, tuple[str, ...]] = {
-    "attention": ("self_attn.qkv_proj", "self_attn.o_proj"),
-    "mlp": ("mlp.gate_up_proj", "mlp.down_proj"),
-    "lm_head": ("lm_head",),
-}
-DEFAULT_GROUPS = ("attention", "mlp")
 
 
 @dataclass(frozen=True)
@@ -79,16 +74,6 @@ class QuantSpec:
                     names.extend(f"layers.{i}.{suffix}" for i in range(num_layers))
         return names
 
-
-
-def parse_groups(text: str | Iterable[str]) -> frozenset[str]:
-    """'attention,mlp' -> {'attention', 'mlp'}; '' or 'none' -> no group."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    groups = frozenset(g.strip() for g in items if g.strip() and g.strip() != "none")
-    unknown = groups - set(GROUPS)
-    if unknown:
-        raise ValueError(f"unknown quantization group(s) {', '.join(sorted(unknown))}; choose from {', '.join(GROUPS)}")
-    return groups
 
 
 def quantize_weight(w: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from fleetserve.engine.core_process import run_core_process
-from fleetserve.engine.engine_core import EngineConfig
+from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.openmp import waiting
 from fleetserve.http_common import check_port_free
 from fleetserve.server.frontend import FrontendConfig, run_frontend
@@ -71,16 +71,22 @@ class Pod:
         self.draining = False
         self.stall_timeout = frontend.options.engine_stall_timeout
         self.progress = self.ctx.Value("d", 0.0, lock=False)  # the core loop's last turn (time.monotonic())
+        self._core_pipe = None
 
-    def start_core(self) -> dict:
-        """Start the engine core and wait until the model is loaded; raises ValueError
-        with the core's message when the model cannot be served."""
+    def start_core(self) -> None:
+        """Start the engine core; `core_loaded` waits for its model."""
         here, there = self.ctx.Pipe(duplex=False)
         self.core = self.ctx.Process(target=run_core_process, name="fleetserve-engine-core",
                                      args=(self.model_dir, self.config, self.frontend_cfg.core_address,
                                            self.max_waiting, there, self.log_level, self.progress))
         self.core.start()
         there.close()
+        self._core_pipe = here
+
+    def core_loaded(self) -> dict:
+        """Wait until the engine core has loaded the model; raises ValueError with the core's
+        message when the model cannot be served."""
+        here = self._core_pipe
         while not here.poll(0.2):
             if not self.core.is_alive():
                 raise RuntimeError(f"the engine core exited with status {self.core.exitcode} while loading the model")
@@ -185,14 +191,21 @@ def serve_pod(model_dir: str | Path, host: str, port: int, config: EngineConfig,
     status = 1
     try:
         start = time.monotonic()
-        info = pod.start_core()
+        pod.start_core()
+        # The frontends need no model: they start (interpreter, tokenizer, HTTP) while the core loads
+        # it, and answer /ready once the core welcomes them.
+        for i in range(frontends):
+            pod.start_frontend(i)
+        try:
+            info = pod.core_loaded()
+        except BaseException:
+            pod._stop_frontends(timeout=0.0)  # they never served: nothing to drain
+            raise
         print(f"fleetserve: loaded {info['architecture']} ({info['parameters'] / 1e6:.1f}M parameters) from "
               f"{config.weights_from or model_dir} in {time.monotonic() - start:.1f}s; {config.max_num_seqs} slots x "
               f"{config.max_model_len} tokens; {config.threads or 'default'} engine thread(s) (waiting: {waiting()}); "
               f"{frontends} frontend process{'es' if frontends > 1 else ''}",
               file=sys.stderr)
-        for i in range(frontends):
-            pod.start_frontend(i)
         print(f"fleetserve: serving on http://{host}:{port}  (Ctrl-C to stop)", file=sys.stderr, flush=True)
         status = pod.supervise()
     finally:

@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from fleetserve.engine.engine_core import EngineConfig, EngineCore
+from fleetserve.engine.config import EngineConfig
+from fleetserve.engine.engine_core import EngineCore
 from fleetserve.engine.inproc_client import InProcessClient
 from fleetserve.engine.openmp import waiting
 from fleetserve.http_common import check_port_free
