@@ -18,7 +18,7 @@ DIR = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes"
 KINDS = {("v1", "Namespace"): "V1Namespace", ("v1", "Service"): "V1Service",
          ("v1", "ServiceAccount"): "V1ServiceAccount", ("v1", "ConfigMap"): "V1ConfigMap",
          ("apps/v1", "Deployment"): "V1Deployment", ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
-         ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding"}
+         ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding", ("v1", "Secret"): "V1Secret"}
 PRIMITIVES = {"str": str, "int": int, "bool": bool, "float": (int, float), "object": object, "datetime": str,
               "date": str}
 
@@ -194,3 +194,39 @@ def test_prometheus_scrapes_the_annotated_pods():
         assert ann["prometheus.io/port"] in ports
     keep = [r for r in job["relabel_configs"] if r.get("action") == "keep"]
     assert any(re.fullmatch(r["regex"], "fleetserve") for r in keep)  # pods labelled part-of=fleetserve
+
+
+def _merge(base: dict, patch: dict) -> dict:
+    """Kubernetes' strategic merge as these patches use it: mappings merged, containers by name,
+    other lists (volumes, envFrom, ...) appended or replaced (args)."""
+    out = dict(base)
+    for key, value in patch.items():
+        if key == "containers":
+            by_name = {c["name"]: c for c in base.get(key, [])}
+            out[key] = [_merge(by_name.get(c["name"], {}), c) for c in value]
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            out[key] = _merge(base[key], value)
+        elif isinstance(value, list) and key != "args" and isinstance(base.get(key), list):
+            out[key] = base[key] + value
+        else:
+            out[key] = value
+    return out
+
+
+def test_the_object_storage_overlay_streams_the_model_from_s3_into_a_node_cache():
+    over = DIR / "object-storage"
+    k = yaml.safe_load((over / "kustomization.yaml").read_text())
+    assert "../" in k["resources"] and {p["path"] for p in k["patches"]} == {"pod-from-s3.yaml"}
+    secret = yaml.safe_load((over / "s3-credentials.yaml").read_text())
+    check_schema(secret, "V1Secret", "s3-credentials.yaml")
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(secret["stringData"])
+    pod = _merge(find("Deployment", "correct-pod"), yaml.safe_load((over / "pod-from-s3.yaml").read_text()))
+    check_schema(pod, "V1Deployment", "object-storage: correct-pod")
+    container = pod["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    build_parser().parse_args(args[1:])
+    assert args[2].startswith("s3://")
+    assert [e["secretRef"]["name"] for e in container["envFrom"]] == [secret["metadata"]["name"]]
+    mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mount["block-cache"] == opt(args, "--cache-dir")
+    assert "block-cache" in {v["name"] for v in pod["spec"]["template"]["spec"]["volumes"]}

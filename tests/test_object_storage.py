@@ -156,7 +156,8 @@ def test_blocks_arrive_whole_and_aligned_from_a_local_source(tmp_path):
     (tmp_path / "f").write_bytes(data)
     source = LocalSource(tmp_path)
     fetcher = BlockFetcher(source, block_size=4096, inflight=3)
-    got = {off: b for _, off, b in fetcher.blocks([("f", source.stat("f"))])}
+    got: dict[int, bytes] = {}
+    fetcher.fetch_all([("f", source.stat("f"))], lambda name, off, b: got.__setitem__(off, bytes(b)))
     assert sorted(got) == [0, 4096, 8192] and b"".join(got[k] for k in sorted(got)) == data
     with pytest.raises(StorageError, match="truncated"):
         source.read("f", 9000, 11_000)
@@ -181,3 +182,24 @@ def test_progress_prints_on_long_loads_only(capsys):
     p.finish(8 << 20)
     err = capsys.readouterr().err
     assert "fetching: 4 of 8 MiB (2 MiB/s)" in err and "fetching: 8 MiB in 3.0 s" in err
+
+
+def test_a_checkpoint_in_another_dtype_is_converted_as_its_tensors_complete(tmp_path):
+    """bf16 on disk, float32 in the model: each tensor gathered from its blocks (small blocks here, so
+    tensors span several) and converted once whole; the same values as converting the file's tensors."""
+    from safetensors.torch import load_file, save_file
+
+    from fleetserve.model.checkpoint import Targets
+    from fleetserve.training.init_model import init_model
+
+    src = init_model(tmp_path / "m", "tiny-qwen2", seed=0)
+    stored = {k: v.bfloat16() for k, v in load_file(src / "model.safetensors").items()}
+    save_file(stored, str(src / "model.safetensors"))
+    cfg = ModelConfig.from_dir(src)
+    model = load_model(src, cfg, load_format="dummy")
+    load_weights(model, src, block_size=1000, inflight=3)
+    targets = Targets(model)
+    for name, value in stored.items():
+        target = targets(name, "test")
+        if target is not None:
+            assert torch.equal(target, value.float()), name

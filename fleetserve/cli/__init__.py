@@ -30,6 +30,7 @@ COMMANDS = {
     "demo-fleet": "demo_fleet",
     "simulate": "simulate",
     "bench-simulate": "bench_simulate",
+    "bench-start": "bench_start",
     "stub-server": "stub_server",
 }
 

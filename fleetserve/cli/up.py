@@ -9,13 +9,17 @@ from pathlib import Path
 from fleetserve.fleet.autoscaler import AutoscalerConfig
 from fleetserve.http_common import check_port_free
 from fleetserve.fleet.local_fleet import FleetConfig, bundled_model, run_fleet, target_from_file
+from fleetserve.storage.model_files import default_cache_dir, fetch_model_files
+from fleetserve.storage.sources import is_remote, open_source
 
 HELP = ('a self-sizing local fleet: router, supervisor and '
         "autoscaler with pods as child processes (the README's main job)")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", default=None, help="model directory for the pods (default: the bundled correct-6m)")
+    p.add_argument("--model", default=None, help="model directory for the pods, or s3://BUCKET/PREFIX or an http(s) "
+                                                "URL (see fleetserve serve; the pods of this machine share one block "
+                                                "cache) (default: the bundled correct-6m)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address the router listens on (default %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="the router's port: the fleet's URL (default %(default)s)")
@@ -50,7 +54,10 @@ def run(a) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     model = a.model or bundled_model()
-    if not (Path(model) / "config.json").is_file():
+    if is_remote(model):
+        # its config and tokenizer once now: a wrong URL or credentials fail here, before any pod starts
+        fetch_model_files(open_source(model), default_cache_dir())
+    elif not (Path(model) / "config.json").is_file():
         raise FileNotFoundError(f"{model}: not a model directory (no config.json)")
     target = target_from_file(a.target_from) if a.target_from else (a.target_per_pod or 16.0)
     scaler = AutoscalerConfig(target_per_pod=target, min_replicas=a.min_replicas, max_replicas=a.max_replicas,

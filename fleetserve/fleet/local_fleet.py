@@ -161,13 +161,16 @@ class LocalFleet:
                     events.write(json.dumps({"t": round(now - t0, 3), **counts, "desired": d.desired,
                                              "load": round(d.load, 2), "panic": d.panic, "reason": d.reason,
                                              "rps": round(stats.rate, 1), "replaced": self.supervisor.replaced,
-                                             "sick": self.supervisor.sick})
+                                             "sick": self.supervisor.sick,
+                                             "ready_in_s": [round(x, 2) for x in self.supervisor.ready_in]})
                                  + "\n")
                     events.flush()
                 if self.cfg.status:
                     line = (f"pods ready {counts['ready']} starting {counts['starting']} draining "
                             f"{counts['draining']} | in flight {d.load:6.1f} | {stats.rate:7.1f} req/s | "
                             f"desired {d.desired}{' PANIC' if d.panic else ''}")
+                    if self.supervisor.ready_in:
+                        line += f" | last pod ready in {self.supervisor.ready_in[-1]:.1f}s"
                     if self.supervisor.replaced:
                         line += f" | replaced {self.supervisor.replaced} ({self.supervisor.sick} sick)"
                     if sys.stdout.isatty():

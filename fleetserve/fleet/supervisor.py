@@ -69,6 +69,7 @@ class Supervisor:
         self.pods: list[Pod] = []
         self.replaced = 0  # pods that died or were sick, each replaced
         self.sick = 0  # of those, the ones found sick (alive but failing health checks)
+        self.ready_in: list[float] = []  # seconds from exec to ready, of every pod that turned ready
         self._written: list[dict] | None = None
 
     # --- what the autoscaler sees ------------------------------------------------
@@ -148,6 +149,7 @@ class Supervisor:
                 if await pod_ready(pod.url):
                     pod.state = "ready"
                     pod.healthy_at = now
+                    self.ready_in.append(now - pod.started)
                     log.info("pod on port %d ready after %.1fs", pod.port, now - pod.started)
                 elif now - pod.started > self.cfg.start_timeout:
                     log.error("pod on port %d not ready after %.0fs; replacing it", pod.port, self.cfg.start_timeout)

@@ -14,13 +14,15 @@ parameter; tied embeddings load once; 8-bit checkpoints keep their storage dtype
 
 from __future__ import annotations
 
+import ctypes
 import json
 import struct
-import warnings
+import threading
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fleetserve.model.config import ModelLoadError
@@ -47,8 +49,8 @@ class Stored:
     begin: int  # byte offsets in the file
     end: int
     target: torch.Tensor | None = None
-    direct: torch.Tensor | None = None  # the target's bytes, when they can be written as stored
-    staging: bytearray | None = None
+    direct: torch.Tensor | None = None  # the target itself, when its bytes can be written as stored
+    staging: torch.Tensor | None = None  # uint8, for a tensor converted once complete
     missing: int = 0  # bytes not yet placed
 
 
@@ -79,20 +81,20 @@ def _stat_all(source: Source, files: list[str], indexed: bool, where: str) -> li
 
 
 def _parse_header(source: Source, fetcher: BlockFetcher, name: str, info: ObjectInfo,
-                  first: bytes) -> list[Stored]:
+                  first: bytes | memoryview) -> list[Stored]:
     where = source.describe(name)
     if info.size < 8:
         raise ModelLoadError(f"{where}: not a safetensors file ({info.size} bytes)")
     (n,) = struct.unpack("<Q", first[:8])
     if n > MAX_HEADER or 8 + n > info.size:
         raise ModelLoadError(f"{where}: not a safetensors file (header of {n} bytes in an object of {info.size})")
-    raw = first[8:8 + n]
+    raw = bytes(first[8:8 + n])
     i = 1
     while len(raw) < n:  # a header longer than a block
-        raw += fetcher.block(name, info, i)[: n - len(raw)]
+        raw += bytes(fetcher.block(name, info, i)[: n - len(raw)])
         i += 1
     try:
-        header = json.loads(bytes(raw))
+        header = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelLoadError(f"{where}: not a safetensors file (its header is not JSON: {e})") from None
     out = []
@@ -178,7 +180,7 @@ def _plan(model: Transformer, stored: list[Stored], source: Source, where: str) 
                                  f"{tuple(target.shape)}")
         s.target, s.missing = target, s.end - s.begin
         if s.dtype == target.dtype and target.is_contiguous():
-            s.direct = target.view(-1).view(torch.uint8)
+            s.direct = target
         seen.add(s.name.removeprefix("model."))
         out.append(s)
     missing = sorted(targets.expected - seen)
@@ -188,30 +190,45 @@ def _plan(model: Transformer, stored: list[Stored], source: Source, where: str) 
     return out
 
 
-def _place(tensors: list[Stored], starts: list[int], offset: int, data: bytes) -> None:
-    """Copy the bytes of one block into every tensor it overlaps."""
-    end = offset + len(data)
-    src = torch.frombuffer(data, dtype=torch.uint8) if data else None
-    i = max(bisect_right(starts, offset) - 1, 0)
-    while i < len(tensors) and tensors[i].begin < end:
-        t = tensors[i]
-        i += 1
-        lo, hi = max(t.begin, offset), min(t.end, end)
-        if lo >= hi:
-            continue
-        piece = src[lo - offset:hi - offset]
-        if t.direct is not None:
-            t.direct[lo - t.begin:hi - t.begin].copy_(piece)
-        else:
-            if t.staging is None:
-                t.staging = bytearray(t.end - t.begin)
-            torch.frombuffer(t.staging, dtype=torch.uint8)[lo - t.begin:hi - t.begin].copy_(piece)
-        t.missing -= hi - lo
-        if t.missing == 0 and t.direct is None:
-            value = torch.frombuffer(t.staging, dtype=t.dtype) if t.staging else torch.empty(0, dtype=t.dtype)
-            with torch.no_grad():
-                t.target.copy_(value.view(t.target.shape))
-            t.staging = None
+class Placer:
+    """Copies each arriving block's bytes into the tensors it overlaps; called from the fetch
+    threads at once (disjoint byte ranges; the per-tensor counts under a lock). A tensor stored
+    in its parameter's dtype is written in place; another is gathered in a staging buffer and
+    converted into its parameter by the thread that brings its last byte."""
+
+    def __init__(self, plan: list[Stored]):
+        self.by_file: dict[str, list[Stored]] = {}
+        for s in sorted(plan, key=lambda s: (s.file, s.begin)):
+            self.by_file.setdefault(s.file, []).append(s)
+        self.starts = {f: [t.begin for t in ts] for f, ts in self.by_file.items()}
+        self.lock = threading.Lock()
+
+    def __call__(self, name: str, offset: int, data: bytes | memoryview) -> None:
+        tensors = self.by_file.get(name)
+        if not tensors or not len(data):
+            return
+        end = offset + len(data)
+        src = np.frombuffer(data, dtype=np.uint8).ctypes.data  # read-only views too, without a copy
+        i = max(bisect_right(self.starts[name], offset) - 1, 0)
+        while i < len(tensors) and tensors[i].begin < end:
+            t = tensors[i]
+            i += 1
+            lo, hi = max(t.begin, offset), min(t.end, end)
+            if lo >= hi:
+                continue
+            if t.direct is None:
+                with self.lock:
+                    if t.staging is None:
+                        t.staging = torch.empty(t.end - t.begin, dtype=torch.uint8)
+            dest = t.direct if t.direct is not None else t.staging
+            # the plan checked both ranges: [lo, hi) lies in the block and in the tensor's bytes
+            ctypes.memmove(dest.data_ptr() + (lo - t.begin), src + (lo - offset), hi - lo)
+            with self.lock:
+                t.missing -= hi - lo
+                complete = t.missing == 0 and t.direct is None
+            if complete:
+                t.target.copy_(t.staging.view(t.dtype).view(t.target.shape))
+                t.staging = None
 
 
 def load_weights(model: Transformer, model_dir: Path, source: Source | None = None,
@@ -223,25 +240,18 @@ def load_weights(model: Transformer, model_dir: Path, source: Source | None = No
     files = weight_files(model_dir, source)
     infos = _stat_all(source, files, (model_dir / "model.safetensors.index.json").is_file(), where)
     fetcher = BlockFetcher(source, cache, block_size, inflight)
-    first: dict[tuple[str, int], bytes] = {}
+    first: dict[tuple[str, int], bytes | memoryview] = {}
     stored: list[Stored] = []
     try:
         for name, info in infos:
             first[(name, 0)] = fetcher.block(name, info, 0) if info.size else b""
             stored += _parse_header(source, fetcher, name, info, first[(name, 0)])
         plan = _plan(model, stored, source, where)
-        by_file: dict[str, list[Stored]] = {}
-        for s in sorted(plan, key=lambda s: (s.file, s.begin)):
-            by_file.setdefault(s.file, []).append(s)
-        starts = {f: [t.begin for t in ts] for f, ts in by_file.items()}
+        placer = Placer(plan)
         progress = Progress(f"fetching weights from {where}")
         total = sum(info.size for _, info in infos)
-        # frombuffer warns that bytes are read-only; they are only ever read here
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.filterwarnings("ignore", message="The given buffer is not writable")
-            for name, offset, data in fetcher.blocks(infos, first, progress):
-                if name in by_file:
-                    _place(by_file[name], starts[name], offset, data)
+        with torch.no_grad():
+            fetcher.fetch_all(infos, placer, first, progress)
     except StorageError as e:
         raise ModelLoadError(str(e)) from None
     unfinished = [s.name for s in plan if s.missing]

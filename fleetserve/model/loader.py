@@ -39,6 +39,14 @@ def resolve_dtype(name: str, cfg: ModelConfig, device: torch.device | str = "cpu
     return DTYPES[name]
 
 
+def empty_model(cfg: ModelConfig, dtype: torch.dtype) -> Transformer:
+    """The model with its memory allocated in `dtype` and nothing written to it: cast while it has
+    no data (converting 2 GB of uninitialised float32 to bfloat16 cost a second at the 0.5B shape)."""
+    with torch.device("meta"):
+        model = Transformer(cfg).to(dtype)
+    return model.to_empty(device="cpu")
+
+
 def load_model(
     model_dir: str | Path,
     cfg: ModelConfig | None = None,
@@ -69,10 +77,8 @@ def load_model(
     if stored is not None and quantization not in ("auto", stored.scheme):
         raise ValueError(f"{model_dir} holds {stored.scheme} weights; it cannot be served as "
                          f"--quantization {quantization} (quantize its float original instead)")
-    with torch.device("meta"):
-        model = Transformer(cfg)
+    model = empty_model(cfg, torch_dtype)
     # 8-bit layers go in after the dtype cast, which would turn float8 storage into floats.
-    model = model.to_empty(device="cpu").to(torch_dtype)
     if stored is not None and load_format != "dummy":
         prepare_quantized(model, stored.scheme, stored.modules)
     model.tie_weights()

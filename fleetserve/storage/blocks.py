@@ -3,8 +3,9 @@
 Blocks are aligned to the file (block k holds bytes [k x size, (k+1) x size)), so a block
 means the same bytes to every reader and the cache can share it. Fetches run on a thread
 pool (the sources' network reads release the GIL) and are handed over in the order they
-finish, so a slow block never holds the others back; at most `inflight` blocks are fetched
-or waiting to be taken at any time, which bounds the memory a load holds in transit.
+finish, on the thread that fetched them, so a slow block never holds the others back and
+copying one out overlaps fetching the next; at most `inflight` blocks are in transit at any
+time, which bounds the memory a load holds.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from fleetserve.storage.block_cache import BlockCache
@@ -34,7 +35,7 @@ class BlockFetcher:
         start = index * self.block_size
         return start, min(start + self.block_size, info.size)
 
-    def block(self, name: str, info: ObjectInfo, index: int) -> bytes:
+    def block(self, name: str, info: ObjectInfo, index: int) -> bytes | memoryview:
         """Block `index` of the file, from the cache when it holds it."""
         start, end = self._range(info, index)
         key = BlockCache.key(self.source.url, name, info.version, start) if self.cache else ""
@@ -51,22 +52,23 @@ class BlockFetcher:
             self.cache.put(key, data)
         return data
 
-    def blocks(self, files: list[tuple[str, ObjectInfo]], have: dict[tuple[str, int], bytes] | None = None,
-               progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[str, int, bytes]]:
-        """(file, offset, bytes) for every block of every file, as they arrive. `have`: blocks
-        already read (by (file, index)), handed over first instead of fetched again."""
+    def fetch_all(self, files: list[tuple[str, ObjectInfo]], consume: Callable[[str, int, bytes | memoryview], None],
+                  have: dict[tuple[str, int], bytes | memoryview] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> None:
+        """Every block of every file handed to `consume(file, offset, bytes)` as it arrives, on the
+        fetch thread that brought it (so that copying it out overlaps the other fetches; consume
+        must be thread-safe). `have`: blocks already read, by (file, index), not fetched again.
+        The first error (a StorageError names the object) stops the rest and is raised here."""
         have = have or {}
         todo = [(name, info, i) for name, info in files for i in range(-(-info.size // self.block_size))]
         total, done = sum(info.size for _, info in files), 0
-        for name, _, i in todo:
-            if (name, i) in have:
-                data = have[(name, i)]
-                done += len(data)
-                if progress:
-                    progress(done, total)
-                yield name, i * self.block_size, data
-        todo = [t for t in todo if (t[0], t[2]) not in have]
-        pending: dict[Future, tuple[str, int]] = {}
+
+        def one(name: str, info: ObjectInfo, i: int) -> int:
+            data = have[(name, i)] if (name, i) in have else self.block(name, info, i)
+            consume(name, i * self.block_size, data)
+            return len(data)
+
+        pending: set[Future] = set()
         with ThreadPoolExecutor(self.inflight, thread_name_prefix="fetch") as pool:
             it = iter(todo)
             try:
@@ -75,18 +77,14 @@ class BlockFetcher:
                         nxt = next(it, None)
                         if nxt is None:
                             break
-                        name, info, i = nxt
-                        pending[pool.submit(self.block, name, info, i)] = (name, i * self.block_size)
+                        pending.add(pool.submit(one, *nxt))
                     if not pending:
                         return
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in finished:
-                        name, start = pending.pop(f)
-                        data = f.result()  # a StorageError ends the load, naming the object
-                        done += len(data)
+                        done += f.result()
                         if progress:
                             progress(done, total)
-                        yield name, start, data
             finally:
                 for f in pending:
                     f.cancel()

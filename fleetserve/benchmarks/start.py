@@ -1,0 +1,238 @@
+"""`fleetserve bench-start`: how fast a pod starts, and how fast weights load, from local disk
+and from a real object store, against the loaders a platform team would otherwise pick.
+
+1. Pod start: `python -c "import torch"` and `fleetserve serve MODEL` from exec to the first
+   200 of /ready, for each pod layout and for the model in SeaweedFS (an empty block cache, then
+   the cache the previous start left), alternating, `rounds` times each; medians.
+2. Weights: a checkpoint of the Qwen2.5-0.5B shape (random weights, written once per dtype) put
+   into the same model by fleetserve (local files; S3 with an empty cache, without a cache, with
+   the cache warm), a plain `safetensors` load, Run:ai Model Streamer (local and S3) and
+   fastsafetensors (local; it reads files only). Each load runs in a fresh process, timed from
+   the model's construction to its last tensor placed (interpreter and torch import excluded:
+   the same for all); the page cache holds the local files for every loader alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from fleetserve.benchmarks.object_store import ObjectStore, seaweedfs
+from fleetserve.http_common import free_port
+
+LOADERS = ("fleetserve local", "fleetserve s3, empty cache", "fleetserve s3, no cache", "fleetserve s3, warm cache",
+           "safetensors local", "runai local", "runai s3", "fastsafetensors local")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _ready_after(args: list[str], env: dict[str, str], timeout: float = 300.0) -> float:
+    """Seconds from exec of `fleetserve serve ARGS` to its first 200 on /ready."""
+    port = free_port()
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "serve", *args, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return time.monotonic() - started
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"fleetserve serve {' '.join(args)} exited {proc.returncode}: "
+                                   f"{proc.stderr.read().decode()[-1500:]}")
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"fleetserve serve {' '.join(args)} not ready in {timeout:g}s")
+            time.sleep(0.01)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _import_torch() -> float:
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    return time.monotonic() - started
+
+
+def pod_start(model: Path, store: ObjectStore, rounds: int, work: Path) -> dict[str, Any]:
+    store.upload(model, "models", "bundled")
+    env = {**os.environ, **store.env()}
+    cache = work / "pod-cache"
+
+    def from_s3(empty: bool) -> float:
+        if empty:
+            shutil.rmtree(cache, ignore_errors=True)
+        return _ready_after(["s3://models/bundled", "--cache-dir", str(cache)], env)
+
+    cases = {
+        "python -c 'import torch'": _import_torch,
+        "serve, one process (--frontends 0)": lambda: _ready_after([str(model), "--frontends", "0"], env),
+        "serve, default layout": lambda: _ready_after([str(model)], env),
+        "serve s3://, default layout, empty cache": lambda: from_s3(True),
+        "serve s3://, default layout, warm cache": lambda: from_s3(False),
+    }
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for r in range(rounds):
+        for name, run in cases.items():  # in this order each round: the warm start follows the empty one
+            times[name].append(run())
+        _log(f"pod start, round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
+    torch_s = statistics.median(times["python -c 'import torch'"])
+    return {name: {"median_s": round(statistics.median(v), 3), "runs_s": [round(x, 3) for x in v],
+                   "above_import_torch_s": round(statistics.median(v) - torch_s, 3)} for name, v in times.items()}
+
+
+def write_checkpoint(out: Path, dtype: str, preset: str = "qwen2.5-0.5b") -> Path:
+    """Random weights at the preset's shape, stored in `dtype`."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from fleetserve.training.init_model import init_model
+
+    if (out / "model.safetensors").exists():
+        return out
+    init_model(out, preset)
+    if dtype != "float32":
+        sd = {k: v.to(getattr(torch, dtype)) for k, v in load_file(out / "model.safetensors").items()}
+        save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
+        cfg = json.loads((out / "config.json").read_text())
+        (out / "config.json").write_text(json.dumps({**cfg, "torch_dtype": dtype}, indent=2))
+    return out
+
+
+def load_once(loader: str, model_dir: str, url: str, dtype: str, cache_dir: str) -> dict[str, Any]:
+    """One load into a fresh model, in this process; what `weight_loads` runs in a subprocess."""
+    import torch
+
+    from fleetserve.model.checkpoint import Targets, load_weights
+    from fleetserve.model.config import ModelConfig
+    from fleetserve.model.loader import empty_model
+    from fleetserve.storage.block_cache import BlockCache
+    from fleetserve.storage.sources import open_source
+
+    cfg = ModelConfig.from_dir(model_dir)
+    path = str(Path(model_dir) / "model.safetensors")
+    started = time.monotonic()
+    model = empty_model(cfg, getattr(torch, dtype))  # as fleetserve builds it, for every loader
+    model.tie_weights()
+    targets = Targets(model)
+
+    def place(name: str, tensor: torch.Tensor) -> None:
+        target = targets(name, path)
+        if target is not None:
+            target.copy_(tensor)
+
+    with torch.no_grad():
+        if loader.startswith("fleetserve"):
+            source = open_source(url if "s3" in loader else model_dir)
+            cache = BlockCache(cache_dir, 64 << 30) if "cache" in loader and "no cache" not in loader else None
+            load_weights(model, Path(model_dir), source, cache)
+        elif loader == "safetensors local":
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as f:
+                for name in f.keys():
+                    place(name, f.get_tensor(name))
+        elif loader.startswith("runai"):
+            from runai_model_streamer import SafetensorsStreamer
+
+            with SafetensorsStreamer() as s:
+                s.stream_file(f"{url}/model.safetensors" if "s3" in loader else path)
+                for name, tensor in s.get_tensors():
+                    place(name, tensor)
+        elif loader == "fastsafetensors local":
+            from fastsafetensors import fastsafe_open
+
+            with fastsafe_open(filenames=[path], nogds=True, framework="pt", device="cpu") as f:
+                for name in f.keys():
+                    place(name, f.get_tensor(name))
+        else:
+            raise ValueError(f"unknown loader {loader!r}")
+    seconds = time.monotonic() - started
+    first = next(iter(model.parameters()))
+    return {"seconds": seconds, "bytes": Path(path).stat().st_size, "check": float(first.detach().float().sum())}
+
+
+def weight_loads(store: ObjectStore, work: Path, dtypes: list[str], rounds: int) -> dict[str, Any]:
+    env = {**os.environ, **store.env(),
+           "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0", "AWS_EC2_METADATA_DISABLED": "true"}
+    out: dict[str, Any] = {}
+    for dtype in dtypes:
+        model_dir = write_checkpoint(work / f"qwen0.5b-{dtype}", dtype)
+        _log(f"uploading {model_dir} to the object store ...")
+        store.upload(model_dir, "models", f"qwen0.5b-{dtype}")
+        url = f"s3://models/qwen0.5b-{dtype}"
+        warm = work / f"cache-warm-{dtype}"
+        times: dict[str, list[float]] = {k: [] for k in LOADERS}
+        checks: dict[str, set[float]] = {k: set() for k in LOADERS}
+        size = 0
+        for r in range(rounds):
+            for loader in LOADERS:
+                cache = str(warm) if "warm" in loader else tempfile.mkdtemp(prefix="bench-start-cache-")
+                if "warm" in loader and not warm.exists():  # fill it once, unmeasured
+                    _load_in_subprocess("fleetserve s3, empty cache", model_dir, url, dtype, str(warm), env)
+                res = _load_in_subprocess(loader, model_dir, url, dtype, cache, env)
+                if "warm" not in loader:
+                    shutil.rmtree(cache, ignore_errors=True)
+                times[loader].append(res["seconds"])
+                checks[loader].add(res["check"])
+                size = res["bytes"]
+            _log(f"{dtype}, round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
+        ours = statistics.median(times["fleetserve s3, empty cache"])
+        out[dtype] = {"bytes": size, "same_weights_every_loader": len({c for s in checks.values() for c in s}) == 1,
+                      "loaders": {k: {"median_s": round(statistics.median(v), 3), "runs_s": [round(x, 3) for x in v],
+                                      "MiB_per_s": round(size / 2**20 / statistics.median(v), 1),
+                                      "ratio_to_fleetserve_s3": round(statistics.median(v) / ours, 2)}
+                                  for k, v in times.items()}}
+    return out
+
+
+def _load_in_subprocess(loader: str, model_dir: Path, url: str, dtype: str, cache: str,
+                        env: dict[str, str]) -> dict[str, Any]:
+    code = ("import json, sys; from fleetserve.benchmarks.start import load_once; "
+            "print(json.dumps(load_once(*sys.argv[1:])))")
+    r = subprocess.run([sys.executable, "-c", code, loader, str(model_dir), url, dtype, cache],
+                       capture_output=True, text=True, env=env, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError(f"{loader}: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def run_bench_start(model: Path, work: Path, rounds: int = 3, dtypes: tuple[str, ...] = ("float32", "bfloat16"),
+                    parts: tuple[str, ...] = ("pod", "weights")) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"cpu": _cpu(), "rounds": rounds}
+    with seaweedfs(work / "seaweedfs") as store:
+        if "pod" in parts:
+            result["pod_start"] = pod_start(model, store, rounds, work)
+        if "weights" in parts:
+            result["weights"] = weight_loads(store, work, list(dtypes), rounds)
+    shutil.rmtree(work / "seaweedfs", ignore_errors=True)
+    return result
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores"
