@@ -104,11 +104,10 @@ def write_checkpoint(out: Path, dtype: str, preset: str = "qwen2.5-0.5b") -> Pat
     import torch
     from safetensors.torch import load_file, save_file
 
-    from fleetserve.training.init_model import init_model
-
     if (out / "model.safetensors").exists():
         return out
-    init_model(out, preset)
+    subprocess.run([sys.executable, "-m", "fleetserve", "init-model", "--preset", preset, "--out", str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
     if dtype != "float32":
         sd = {k: v.to(getattr(torch, dtype)) for k, v in load_file(out / "model.safetensors").items()}
         save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
