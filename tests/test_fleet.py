@@ -22,6 +22,11 @@ def test_fleet_scales_up_on_a_ramp_and_down_after_it(tiny_model_dir, tmp_path):
     assert r["checks"] and r["passed"], json.dumps(r, indent=1)
     assert r["max_pods"] == 2 and r["errors"] == {}
     assert (tmp_path / "pods.png").stat().st_size > 1000 and (tmp_path / "report.json").exists()
+    # every pod's time to ready, and to the router's first request to it (the scale-up's pod too)
+    last = json.loads((tmp_path / "fleet-events.jsonl").read_text().splitlines()[-1])
+    ready, serving = last["ready_in_s"], last["serving_in_s"]
+    assert len(ready) >= 2 and len(serving) >= 2, last
+    assert all(0 < x < 60 for x in ready + serving) and sorted(serving)[1] >= sorted(ready)[1], last
 
 
 def test_fleet_replaces_a_killed_pod_without_losing_requests(tiny_model_dir, tmp_path):

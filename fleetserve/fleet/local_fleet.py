@@ -72,19 +72,26 @@ def pod_serve_args(serve_args: list[str], max_pods: int, cores: int) -> list[str
 
 
 class RouterStats:
-    """Requests/s through the router, from the growth of its request counter."""
+    """Requests/s through the router, from the growth of its request counter, and the requests
+    it has sent to each endpoint (so that a new pod's first request is seen)."""
 
     def __init__(self, url: str):
         self.url = url
         self.last: tuple[float, float] | None = None
         self.rate = 0.0
+        self.sent: dict[str, float] = {}  # endpoint URL -> requests sent to it
 
     async def sample(self) -> None:
         status, body = await http_get(self.url, "/metrics", 1.0)
         if status != 200:
             return
-        total = sum(float(line.rsplit(b" ", 1)[1]) for line in body.splitlines()
+        lines = body.splitlines()
+        total = sum(float(line.rsplit(b" ", 1)[1]) for line in lines
                     if line.startswith(b"fleetserve_router_requests_total{"))
+        for line in lines:
+            if line.startswith(b"fleetserve_router_endpoint_requests_total{"):
+                url = line.split(b'endpoint="', 1)[1].split(b'"', 1)[0].decode()
+                self.sent[url] = float(line.rsplit(b" ", 1)[1])
         now = time.monotonic()
         if self.last is not None and now > self.last[0]:
             self.rate = max(0.0, (total - self.last[1]) / (now - self.last[0]))
@@ -149,6 +156,7 @@ class LocalFleet:
                 await self.supervisor.tick()
                 await stats.sample()
                 now = time.monotonic()
+                self.supervisor.first_requests(now, stats.sent)
                 ready = self.supervisor.ready()
                 self.autoscaler.observe(now, [p.inflight for p in ready])
                 d = self.autoscaler.decide(now, len(self.supervisor.active()), len(ready))
@@ -162,7 +170,8 @@ class LocalFleet:
                                              "load": round(d.load, 2), "panic": d.panic, "reason": d.reason,
                                              "rps": round(stats.rate, 1), "replaced": self.supervisor.replaced,
                                              "sick": self.supervisor.sick,
-                                             "ready_in_s": [round(x, 2) for x in self.supervisor.ready_in]})
+                                             "ready_in_s": [round(x, 2) for x in self.supervisor.ready_in],
+                                             "serving_in_s": [round(x, 2) for x in self.supervisor.serving_in]})
                                  + "\n")
                     events.flush()
                 if self.cfg.status:
@@ -171,6 +180,8 @@ class LocalFleet:
                             f"desired {d.desired}{' PANIC' if d.panic else ''}")
                     if self.supervisor.ready_in:
                         line += f" | last pod ready in {self.supervisor.ready_in[-1]:.1f}s"
+                    if self.supervisor.serving_in:
+                        line += f", serving in {self.supervisor.serving_in[-1]:.1f}s"
                     if self.supervisor.replaced:
                         line += f" | replaced {self.supervisor.replaced} ({self.supervisor.sick} sick)"
                     if sys.stdout.isatty():

@@ -44,6 +44,7 @@ class Pod:
     terminated: bool = False  # SIGTERM sent
     health_errors: int = 0  # /health answered with an error, times in a row
     healthy_at: float = 0.0  # when /health last answered 200
+    serving: bool = False  # the router has sent it a request
 
     @property
     def url(self) -> str:
@@ -70,6 +71,7 @@ class Supervisor:
         self.replaced = 0  # pods that died or were sick, each replaced
         self.sick = 0  # of those, the ones found sick (alive but failing health checks)
         self.ready_in: list[float] = []  # seconds from exec to ready, of every pod that turned ready
+        self.serving_in: list[float] = []  # seconds from exec to the router's first request to it
         self._written: list[dict] | None = None
 
     # --- what the autoscaler sees ------------------------------------------------
@@ -85,6 +87,14 @@ class Supervisor:
         for p in self.pods:
             out[p.state] += 1
         return out
+
+    def first_requests(self, now: float, sent: dict[str, float]) -> None:
+        """Note the pods the router has sent their first request (`sent`: requests per endpoint URL):
+        exec to first request is a new pod's whole cost to the fleet, decision to work."""
+        for pod in self.pods:
+            if not pod.serving and sent.get(pod.url, 0) > 0:
+                pod.serving = True
+                self.serving_in.append(now - pod.started)
 
     # --- actions ----------------------------------------------------------------
     def scale(self, n: int) -> None:
