@@ -203,3 +203,15 @@ def test_a_checkpoint_in_another_dtype_is_converted_as_its_tensors_complete(tmp_
         target = targets(name, "test")
         if target is not None:
             assert torch.equal(target, value.float()), name
+
+
+def test_the_offline_llm_reads_a_model_from_s3(store, tmp_path):
+    from fleetserve.engine.llm import LLM
+    from fleetserve.engine.sampling_params import SamplingParams
+
+    params = SamplingParams(max_tokens=12, temperature=0.0)
+    remote = LLM("s3://models/correct-6m", cache_dir=str(tmp_path), max_num_seqs=4)
+    local = LLM(str(BUNDLED), max_num_seqs=4)
+    prompts = ["She go to school every days.", "He have two cat."]
+    assert [o.token_ids for o in remote.generate(prompts, params)] == \
+        [o.token_ids for o in local.generate(prompts, params)]

@@ -8,9 +8,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fleetserve.engine.detokenizer import IncrementalDetokenizer
 from fleetserve.engine.config import EngineConfig
+from fleetserve.engine.detokenizer import IncrementalDetokenizer
 from fleetserve.engine.engine_core import EngineCore
+from fleetserve.engine.model_location import locate_model
 from fleetserve.engine.outputs import FinishReason
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.model.config import ModelConfig
@@ -31,9 +32,12 @@ class GenerationOutput:
 
 class LLM:
     def __init__(self, model_dir: str | Path, **engine_args):
+        """`model_dir`: a directory, or s3://BUCKET/PREFIX or an http(s) URL (engine/model_location.py)."""
+        config = EngineConfig(**engine_args)
+        model_dir = locate_model(model_dir, config)
         model_config = ModelConfig.from_dir(model_dir)  # the most basic problems first, before the tokenizer's
         self.tokenizer = Tokenizer(model_dir)
-        self.engine = EngineCore(model_dir, EngineConfig(**engine_args), self.tokenizer.eos_token_ids, model_config)
+        self.engine = EngineCore(model_dir, config, self.tokenizer.eos_token_ids, model_config)
         d = SamplingDefaults.from_dir(model_dir)  # the model's own defaults, as the server applies them
         self.default_params = SamplingParams(max_tokens=d.max_tokens or 16, temperature=d.temperature, top_p=d.top_p,
                                              top_k=d.top_k)

@@ -27,8 +27,8 @@ from dataclasses import replace
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from fleetserve.engine.core_process import run_core_process
 from fleetserve.engine.config import EngineConfig
+from fleetserve.engine.core_process import run_core_process
 from fleetserve.engine.openmp import waiting
 from fleetserve.http_common import check_port_free
 from fleetserve.server.frontend import FrontendConfig, run_frontend
