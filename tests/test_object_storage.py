@@ -215,3 +215,13 @@ def test_the_offline_llm_reads_a_model_from_s3(store, tmp_path):
     prompts = ["She go to school every days.", "He have two cat."]
     assert [o.token_ids for o in remote.generate(prompts, params)] == \
         [o.token_ids for o in local.generate(prompts, params)]
+
+
+def test_up_checks_a_remote_model_before_starting_anything(store, tmp_path):
+    from fleetserve.http_common import free_port
+
+    r = subprocess.run([sys.executable, "-m", "fleetserve", "up", "--model", "s3://models/nothing-here", "--port",
+                        str(free_port()), "--workdir", str(tmp_path / "fleet"), "--no-status"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "s3://models/nothing-here: no files there" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "fleet" / "router.log").exists()  # nothing was started
