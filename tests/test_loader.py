@@ -99,3 +99,10 @@ def test_loading_a_model_does_not_import_torch_dynamo():
             f"load_model({str(bundled)!r}); print('torch._dynamo' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "False", r.stderr[-2000:]
+
+
+def test_shard_names_outside_the_model_are_refused(model_dir):
+    index = {"weight_map": {"model.norm.weight": "../elsewhere/model.safetensors"}}
+    (model_dir / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError, match="shard names must be paths inside the model"):
+        load_model(model_dir)

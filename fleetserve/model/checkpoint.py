@@ -29,14 +29,14 @@ from fleetserve.model.config import ModelLoadError
 from fleetserve.model.llama import Transformer
 from fleetserve.storage.block_cache import BlockCache
 from fleetserve.storage.blocks import BLOCK_SIZE, BlockFetcher, Progress
-from fleetserve.storage.sources import LocalSource, ObjectInfo, Source, StorageError
+from fleetserve.storage.sources import LocalSource, NotFound, ObjectInfo, Source, StorageError
 
 # Present in some older checkpoints; recomputed by us, never loaded.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 MAX_HEADER = 100 << 20  # safetensors' own bound on the JSON header
 ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-          "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+             "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+             "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
 @dataclass
@@ -59,10 +59,13 @@ def weight_files(model_dir: Path, source: Source) -> list[str]:
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            return sorted(set(weight_map.values()))
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise ModelLoadError(f"{index}: not a valid safetensors index ({e})") from e
+        outside = [f for f in files if not isinstance(f, str) or f.startswith("/") or ".." in Path(f).parts]
+        if outside:
+            raise ModelLoadError(f"{index}: shard names must be paths inside the model, not {outside[0]!r}")
+        return files
     return ["model.safetensors"]
 
 
@@ -71,7 +74,7 @@ def _stat_all(source: Source, files: list[str], indexed: bool, where: str) -> li
     for name in files:
         try:
             out.append((name, source.stat(name)))
-        except StorageError as e:
+        except NotFound as e:
             if indexed:
                 raise ModelLoadError(f"model.safetensors.index.json lists shard {name}, which is missing "
                                      f"({e})") from None
@@ -238,11 +241,11 @@ def load_weights(model: Transformer, model_dir: Path, source: Source | None = No
     source = source or LocalSource(model_dir)
     where = source.url
     files = weight_files(model_dir, source)
-    infos = _stat_all(source, files, (model_dir / "model.safetensors.index.json").is_file(), where)
     fetcher = BlockFetcher(source, cache, block_size, inflight)
     first: dict[tuple[str, int], bytes | memoryview] = {}
     stored: list[Stored] = []
     try:
+        infos = _stat_all(source, files, (model_dir / "model.safetensors.index.json").is_file(), where)
         for name, info in infos:
             first[(name, 0)] = fetcher.block(name, info, 0) if info.size else b""
             stored += _parse_header(source, fetcher, name, info, first[(name, 0)])

@@ -12,7 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from fleetserve.storage.sources import Source, StorageError
+from fleetserve.storage.sources import NotFound, Source, StorageError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".onnx", ".msgpack", ".h5")
 KNOWN_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -38,8 +38,8 @@ def fetch_model_files(source: Source, cache_dir: Path) -> Path:
             raise StorageError(f"{source.url}: no files there (check the bucket and prefix)")
         names = [n for n, size in listed.items() if not n.endswith(WEIGHT_SUFFIXES) and size <= MAX_SMALL_FILE]
         if "config.json" not in names:
-            raise StorageError(f"{source.describe('config.json')}: no such object (the model's config is needed "
-                               "first)")
+            raise NotFound(f"{source.describe('config.json')}: no such object (the model's config is needed "
+                           "first)")
     local = cache_dir / "files" / hashlib.sha256(source.url.encode()).hexdigest()[:16]
     local.mkdir(parents=True, exist_ok=True)
     (local / ".source").write_text(source.url + "\n")
@@ -49,7 +49,7 @@ def fetch_model_files(source: Source, cache_dir: Path) -> Path:
         else:
             try:
                 size = source.stat(name).size
-            except StorageError:
+            except NotFound:
                 if name == "config.json":
                     raise
                 (local / name).unlink(missing_ok=True)  # optional, and absent there

@@ -23,6 +23,10 @@ class StorageError(ValueError):
     """A file could not be listed, found or read; the message names it and says why."""
 
 
+class NotFound(StorageError):
+    """The store answered, and has no such file."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     size: int
@@ -80,6 +84,8 @@ class LocalSource(Source):
     def stat(self, name: str) -> ObjectInfo:
         try:
             st = (self.root / name).stat()
+        except FileNotFoundError as e:
+            raise NotFound(f"{self.describe(name)}: {e.strerror or e}") from None
         except OSError as e:
             raise StorageError(f"{self.describe(name)}: {e.strerror or e}") from None
         return ObjectInfo(st.st_size, f"{st.st_mtime_ns}-{st.st_size}")
@@ -121,7 +127,7 @@ class HttpSource(Source):
         except urllib3.exceptions.HTTPError as e:
             raise StorageError(f"{self.describe(name)}: cannot reach the server ({e})") from None
         if r.status == 404:
-            raise StorageError(f"{self.describe(name)}: not found (HTTP 404)")
+            raise NotFound(f"{self.describe(name)}: not found (HTTP 404)")
         if r.status in (401, 403):
             raise StorageError(f"{self.describe(name)}: access denied (HTTP {r.status})")
         if r.status >= 400:
@@ -183,7 +189,7 @@ class S3Source(Source):
             code = str(e.response.get("Error", {}).get("Code", ""))
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("NoSuchKey", "404", "NotFound"):
-                return StorageError(f"{where}: no such object")
+                return NotFound(f"{where}: no such object")
             if code == "NoSuchBucket":
                 return StorageError(f"{where}: no such bucket {self.bucket!r}")
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken",
