@@ -72,6 +72,8 @@ def weed_binary() -> str:
 
 
 def _free_ports(n: int) -> list[int]:
+    """n distinct free ports: all held open until every one is chosen (http_common.free_port, called
+    n times, could hand out one twice)."""
     socks = []
     try:
         for _ in range(n):

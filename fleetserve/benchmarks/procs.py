@@ -41,8 +41,10 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
             proc.wait()
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float, what: str = "the server") -> None:
-    """Return once GET url/ready answers 200; RuntimeError if `proc` exits first or time runs out."""
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float, what: str = "the server",
+               poll: float = 0.2) -> None:
+    """Return once GET url/ready answers 200 (asked every `poll` seconds); RuntimeError if `proc`
+    exits first or time runs out."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -55,7 +57,7 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float, what: str = "th
             raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} at {url} was not ready within {timeout:.0f}s")
-        time.sleep(0.2)
+        time.sleep(poll)
 
 
 @contextlib.contextmanager

@@ -22,11 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from fleetserve.benchmarks.object_store import ObjectStore, seaweedfs
+from fleetserve.benchmarks.procs import wait_ready
 from fleetserve.http_common import free_port
 
 LOADERS = ("fleetserve local", "fleetserve s3, empty cache", "fleetserve s3, no cache", "fleetserve s3, warm cache",
@@ -44,19 +44,12 @@ def _ready_after(args: list[str], env: dict[str, str], timeout: float = 300.0) -
     proc = subprocess.Popen([sys.executable, "-m", "fleetserve", "serve", *args, "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return time.monotonic() - started
-            except OSError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError(f"fleetserve serve {' '.join(args)} exited {proc.returncode}: "
-                                   f"{proc.stderr.read().decode()[-1500:]}")
-            if time.monotonic() - started > timeout:
-                raise RuntimeError(f"fleetserve serve {' '.join(args)} not ready in {timeout:g}s")
-            time.sleep(0.01)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", proc, timeout, f"fleetserve serve {' '.join(args)}", poll=0.01)
+        except RuntimeError as e:
+            tail = proc.stderr.read().decode()[-1500:] if proc.poll() is not None else ""
+            raise RuntimeError(f"{e}: {tail}") from None
+        return time.monotonic() - started
     finally:
         proc.terminate()
         try:

@@ -6,11 +6,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+
+from fleetserve.engine.config import EngineConfig
+from fleetserve.engine.model_location import locate_model
 from fleetserve.fleet.autoscaler import AutoscalerConfig
 from fleetserve.http_common import check_port_free
 from fleetserve.fleet.local_fleet import FleetConfig, bundled_model, run_fleet, target_from_file
-from fleetserve.storage.model_files import default_cache_dir, fetch_model_files
-from fleetserve.storage.sources import is_remote, open_source
+from fleetserve.storage.sources import is_remote
 
 HELP = ('a self-sizing local fleet: router, supervisor and '
         "autoscaler with pods as child processes (the README's main job)")
@@ -56,7 +58,7 @@ def run(a) -> None:
     model = a.model or bundled_model()
     if is_remote(model):
         # its config and tokenizer once now: a wrong URL or credentials fail here, before any pod starts
-        fetch_model_files(open_source(model), default_cache_dir())
+        locate_model(model, EngineConfig())
     elif not (Path(model) / "config.json").is_file():
         raise FileNotFoundError(f"{model}: not a model directory (no config.json)")
     target = target_from_file(a.target_from) if a.target_from else (a.target_per_pod or 16.0)

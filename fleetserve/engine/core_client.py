@@ -33,14 +33,12 @@ STALE_AFTER_S = 2.0  # eight missed heartbeats: not ready until they resume
 
 
 class CoreClient(EngineClient):
-    def __init__(self, address: str, limits: ipc.Welcome, connect_timeout: float | None = None):
-        """`limits`: the engine's shape as the supervisor configured it (the core confirms it on connect).
-        `connect_timeout`: how long to wait for the core's welcome; None (the pod's frontends): as long
-        as it takes, since frontends start while the core still loads the model and the supervisor
-        stops them if it fails."""
+    def __init__(self, address: str, limits: ipc.Welcome):
+        """`limits`: the engine's shape as the supervisor configured it (the core confirms it on
+        connect, which may take as long as the model's load: frontends start while the core loads
+        it, and the supervisor stops them if it fails)."""
         super().__init__()
         self.address = address
-        self.connect_timeout = connect_timeout
         self.max_model_len, self.max_num_seqs, self.vocab_size = (limits.max_model_len, limits.max_num_seqs,
                                                                   limits.vocab_size)
         self.welcome: ipc.Welcome | None = None
@@ -66,8 +64,6 @@ class CoreClient(EngineClient):
         self._beats.setsockopt(zmq.SUBSCRIBE, b"")
         self._beats.connect(ipc.beats_address(self.address))
         await self._sock.send(ipc.to_core_encoder.encode(ipc.Hello(os.getpid())))
-        if not await self._sock.poll(None if self.connect_timeout is None else int(self.connect_timeout * 1000)):
-            raise EngineDeadError(f"no answer from the engine core at {self.address}")
         msg = ipc.to_frontend_decoder.decode(await self._sock.recv())
         if not isinstance(msg, ipc.Welcome):
             raise EngineDeadError(f"unexpected first message from the engine core: {msg!r}")

@@ -25,8 +25,7 @@ def locate_model(location: str | Path, config: EngineConfig) -> Path:
     and `config.weights_from` is set so that the engine streams the weights."""
     if not is_remote(location):
         return Path(location)
-    cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    local = fetch_model_files(open_source(str(location), config.fetch_inflight), cache_dir)
+    local = fetch_model_files(open_source(str(location), config.fetch_inflight), _cache_dir(config))
     config.weights_from = str(location)
     return local
 
@@ -38,5 +37,8 @@ def weights_source(config: EngineConfig) -> tuple[Source | None, BlockCache | No
     source = open_source(config.weights_from, config.fetch_inflight)
     if config.cache_bytes <= 0:
         return source, None
-    root = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) / "blocks"
-    return source, BlockCache(root, config.cache_bytes)
+    return source, BlockCache(_cache_dir(config) / "blocks", config.cache_bytes)
+
+
+def _cache_dir(config: EngineConfig) -> Path:
+    return Path(config.cache_dir) if config.cache_dir else default_cache_dir()

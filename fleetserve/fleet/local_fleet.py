@@ -85,11 +85,11 @@ class RouterStats:
         status, body = await http_get(self.url, "/metrics", 1.0)
         if status != 200:
             return
-        lines = body.splitlines()
-        total = sum(float(line.rsplit(b" ", 1)[1]) for line in lines
-                    if line.startswith(b"fleetserve_router_requests_total{"))
-        for line in lines:
-            if line.startswith(b"fleetserve_router_endpoint_requests_total{"):
+        total = 0.0
+        for line in body.splitlines():
+            if line.startswith(b"fleetserve_router_requests_total{"):
+                total += float(line.rsplit(b" ", 1)[1])
+            elif line.startswith(b"fleetserve_router_endpoint_requests_total{"):
                 url = line.split(b'endpoint="', 1)[1].split(b'"', 1)[0].decode()
                 self.sent[url] = float(line.rsplit(b" ", 1)[1])
         now = time.monotonic()

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from fleetserve.fleet.discovery.file import write_endpoint_file
 from fleetserve.http_common import free_port
 
 log = logging.getLogger("fleetserve.supervisor")
+RECENT_STARTS = 32
 
 
 @dataclass
@@ -70,8 +72,10 @@ class Supervisor:
         self.pods: list[Pod] = []
         self.replaced = 0  # pods that died or were sick, each replaced
         self.sick = 0  # of those, the ones found sick (alive but failing health checks)
-        self.ready_in: list[float] = []  # seconds from exec to ready, of every pod that turned ready
-        self.serving_in: list[float] = []  # seconds from exec to the router's first request to it
+        # Seconds from exec to ready, and to the router's first request, of the latest pods (bounded:
+        # every decision's event line carries them, for as long as the fleet runs).
+        self.ready_in: deque[float] = deque(maxlen=RECENT_STARTS)
+        self.serving_in: deque[float] = deque(maxlen=RECENT_STARTS)
         self._written: list[dict] | None = None
 
     # --- what the autoscaler sees ------------------------------------------------

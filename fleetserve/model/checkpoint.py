@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import struct
 import threading
 from bisect import bisect_right
@@ -114,9 +115,7 @@ def _parse_header(source: Source, fetcher: BlockFetcher, name: str, info: Object
         if end > info.size:
             raise ModelLoadError(f"{where}: truncated: tensor {tname!r} ends at byte {end}, the object has "
                                  f"{info.size}")
-        numel = 1
-        for d in shape:
-            numel *= d
+        numel = math.prod(shape)
         if e - b != numel * dtype.itemsize:
             raise ModelLoadError(f"{where}: tensor {tname!r} holds {e - b} bytes, its shape and dtype need "
                                  f"{numel * dtype.itemsize}")
@@ -251,7 +250,7 @@ def load_weights(model: Transformer, model_dir: Path, source: Source | None = No
             stored += _parse_header(source, fetcher, name, info, first[(name, 0)])
         plan = _plan(model, stored, source, where)
         placer = Placer(plan)
-        progress = Progress(f"fetching weights from {where}")
+        progress = Progress(f"loading weights from {where}")
         total = sum(info.size for _, info in infos)
         with torch.no_grad():
             fetcher.fetch_all(infos, placer, first, progress)

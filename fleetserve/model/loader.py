@@ -81,7 +81,7 @@ def load_model(
         raise ValueError(f"{model_dir} holds {stored.scheme} weights; it cannot be served as "
                          f"--quantization {quantization} (quantize its float original instead)")
     model = empty_model(cfg, torch_dtype)
-    # 8-bit layers go in after the dtype cast, which would turn float8 storage into floats.
+    # 8-bit layers go in after the model has its float memory (a dtype cast would turn float8 storage into floats).
     if stored is not None and load_format != "dummy":
         prepare_quantized(model, stored.scheme, stored.modules)
     model.tie_weights()

@@ -39,7 +39,7 @@ class BlockCache:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
-        self.hits = self.misses = self.corrupt = 0
+        self.corrupt = 0  # damaged blocks found (and deleted)
         self._lock = threading.Lock()
         self._size = sum(p.stat().st_size for p in self._files())
 
@@ -61,8 +61,6 @@ class BlockCache:
             with open(path, "rb") as f:
                 raw = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
         except (OSError, ValueError):  # absent, or empty (ValueError: cannot map an empty file)
-            with self._lock:
-                self.misses += 1
             return None
         body = raw[DIGEST:]
         if len(body) != length or _digest(body) != raw[:DIGEST]:
@@ -71,15 +69,12 @@ class BlockCache:
             path.unlink(missing_ok=True)
             with self._lock:
                 self.corrupt += 1
-                self.misses += 1
                 self._size -= len(raw)
             return None
         try:
             os.utime(path)  # recently used: the last to be evicted
         except OSError:
             pass
-        with self._lock:
-            self.hits += 1
         return body
 
     def put(self, key: str, data: bytes | memoryview) -> None:

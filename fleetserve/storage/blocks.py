@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from fleetserve.storage.block_cache import BlockCache
 from fleetserve.storage.sources import ObjectInfo, Source
@@ -31,25 +31,23 @@ class BlockFetcher:
         self.fetched_bytes = self.cached_bytes = 0
         self._lock = threading.Lock()  # the counts are bumped from the fetch threads
 
-    def _range(self, info: ObjectInfo, index: int) -> tuple[int, int]:
-        start = index * self.block_size
-        return start, min(start + self.block_size, info.size)
-
     def block(self, name: str, info: ObjectInfo, index: int) -> bytes | memoryview:
         """Block `index` of the file, from the cache when it holds it."""
-        start, end = self._range(info, index)
-        key = BlockCache.key(self.source.url, name, info.version, start) if self.cache else ""
-        if self.cache is not None:
+        start = index * self.block_size
+        end = min(start + self.block_size, info.size)
+        if self.cache is None:
+            data = self.source.read(name, start, end)
+        else:
+            key = BlockCache.key(self.source.url, name, info.version, start)
             data = self.cache.get(key, end - start)
             if data is not None:
                 with self._lock:
                     self.cached_bytes += len(data)
                 return data
-        data = self.source.read(name, start, end)
+            data = self.source.read(name, start, end)
+            self.cache.put(key, data)
         with self._lock:
             self.fetched_bytes += len(data)
-        if self.cache is not None:
-            self.cache.put(key, data)
         return data
 
     def fetch_all(self, files: list[tuple[str, ObjectInfo]], consume: Callable[[str, int, bytes | memoryview], None],
@@ -68,26 +66,17 @@ class BlockFetcher:
             consume(name, i * self.block_size, data)
             return len(data)
 
-        pending: set[Future] = set()
+        # Every block is queued at once: a queued block holds no bytes, and the pool's `inflight`
+        # threads are what bounds the blocks in transit.
         with ThreadPoolExecutor(self.inflight, thread_name_prefix="fetch") as pool:
-            it = iter(todo)
             try:
-                while True:
-                    while len(pending) < self.inflight:
-                        nxt = next(it, None)
-                        if nxt is None:
-                            break
-                        pending.add(pool.submit(one, *nxt))
-                    if not pending:
-                        return
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in finished:
-                        done += f.result()
-                        if progress:
-                            progress(done, total)
-            finally:
-                for f in pending:
-                    f.cancel()
+                for f in as_completed([pool.submit(one, *t) for t in todo]):
+                    done += f.result()
+                    if progress:
+                        progress(done, total)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
 
 
 class Progress:

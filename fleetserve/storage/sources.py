@@ -46,7 +46,8 @@ class Source:
         return f"{self.url.rstrip('/')}/{name}"
 
     def list(self) -> dict[str, int] | None:
-        """Every file under the root with its size, or None where the store cannot list (HTTP)."""
+        """Every file under the root with its size, or None where the store cannot list (HTTP).
+        Only remote models are listed (model_files.py)."""
         raise NotImplementedError
 
     def stat(self, name: str) -> ObjectInfo:
@@ -75,11 +76,6 @@ class LocalSource(Source):
 
     def describe(self, name: str) -> str:
         return str(self.root / name)
-
-    def list(self) -> dict[str, int]:
-        if not self.root.is_dir():
-            raise StorageError(f"{self.root}: no such directory")
-        return {str(p.relative_to(self.root)): p.stat().st_size for p in sorted(self.root.rglob("*")) if p.is_file()}
 
     def stat(self, name: str) -> ObjectInfo:
         try:
