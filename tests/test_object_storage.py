@@ -184,9 +184,11 @@ def test_progress_prints_on_long_loads_only(capsys):
     assert "fetching: 4 of 8 MiB (2 MiB/s)" in err and "fetching: 8 MiB in 3.0 s" in err
 
 
-def test_a_checkpoint_in_another_dtype_is_converted_as_its_tensors_complete(tmp_path):
-    """bf16 on disk, float32 in the model: each tensor gathered from its blocks (small blocks here, so
-    tensors span several) and converted once whole; the same values as converting the file's tensors."""
+@pytest.mark.parametrize("blocks", [True, False], ids=["in-blocks", "mapped"])
+def test_a_checkpoint_in_another_dtype_is_converted_as_its_tensors_complete(tmp_path, blocks):
+    """bf16 on disk, float32 in the model: in blocks (through a block cache; small blocks here, so
+    tensors span several) each tensor is gathered and converted once whole; mapped (a local file,
+    no cache) each is converted by its one copy; the same values as converting the file's tensors."""
     from safetensors.torch import load_file, save_file
 
     from fleetserve.model.checkpoint import Targets
@@ -197,7 +199,10 @@ def test_a_checkpoint_in_another_dtype_is_converted_as_its_tensors_complete(tmp_
     save_file(stored, str(src / "model.safetensors"))
     cfg = ModelConfig.from_dir(src)
     model = load_model(src, cfg, load_format="dummy")
-    load_weights(model, src, block_size=1000, inflight=3)
+    cache = BlockCache(tmp_path / "blocks", 1 << 30) if blocks else None
+    loaded = load_weights(model, src, cache=cache, block_size=1000, inflight=3)
+    # mapped, only the headers' blocks are read as blocks
+    assert (loaded["fetched_bytes"] == loaded["bytes"]) == blocks
     targets = Targets(model)
     for name, value in stored.items():
         target = targets(name, "test")

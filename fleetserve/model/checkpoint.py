@@ -7,6 +7,9 @@
    block's bytes are copied into the tensors they belong to as it arrives: straight into the
    parameter's memory when the stored dtype is the parameter's, else into a staging buffer that
    is converted into the parameter as soon as the tensor's last byte is in.
+   A local file (no block cache) is already in memory once mapped: each tensor is copied from
+   the mapping by one `copy_`, which torch splits across the cores and which converts dtypes on
+   the way (at 0.5B bf16, 0.22 s against 0.26 s for 4 MiB blocks on fetch threads).
 
 Fused projections (q/k/v, gate/up) receive their checkpoint tensors as row ranges of the fused
 parameter; tied embeddings load once; 8-bit checkpoints keep their storage dtype.
@@ -233,10 +236,23 @@ class Placer:
                 t.staging = None
 
 
+def _copy_mapped(plan: list[Stored], source: LocalSource, progress: Progress, total: int) -> None:
+    done = 0
+    for t in plan:
+        if t.end > t.begin:
+            # the mapping is copy-on-write (never written back), so torch may view it as writable
+            src = torch.frombuffer(source.read(t.file, t.begin, t.end), dtype=torch.uint8)
+            t.target.copy_(src.view(t.dtype).view(t.target.shape))
+        t.missing = 0
+        done += t.end - t.begin
+        progress(done, total)
+
+
 def load_weights(model: Transformer, model_dir: Path, source: Source | None = None,
                  cache: BlockCache | None = None, inflight: int = 8, block_size: int = BLOCK_SIZE) -> dict[str, int]:
     """Fill the model's parameters from the checkpoint in `source` (default: `model_dir` itself;
-    its index, if any, is read from `model_dir`). Returns the bytes fetched and read from the cache."""
+    its index, if any, is read from `model_dir`). Returns the bytes read in blocks, fetched and from
+    the cache (of a mapped local file only its headers are read so), and the files' total."""
     source = source or LocalSource(model_dir)
     where = source.url
     files = weight_files(model_dir, source)
@@ -253,7 +269,10 @@ def load_weights(model: Transformer, model_dir: Path, source: Source | None = No
         progress = Progress(f"loading weights from {where}")
         total = sum(info.size for _, info in infos)
         with torch.no_grad():
-            fetcher.fetch_all(infos, placer, first, progress)
+            if isinstance(source, LocalSource) and cache is None:
+                _copy_mapped(plan, source, progress, total)
+            else:
+                fetcher.fetch_all(infos, placer, first, progress)
     except StorageError as e:
         raise ModelLoadError(str(e)) from None
     unfinished = [s.name for s in plan if s.missing]

@@ -66,7 +66,9 @@ class Source:
 
 class LocalSource(Source):
     """Files mapped into memory: a read is a view of the page cache, so a block is copied once,
-    straight into the model's tensors (as a plain safetensors load does)."""
+    straight into the model's tensors (as a plain safetensors load does). Mapped copy-on-write,
+    as torch maps files: writable views that never write to the file, so torch takes them
+    without a warning."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -94,7 +96,7 @@ class LocalSource(Source):
             if view is None:
                 try:
                     with open(self.root / name, "rb") as f:
-                        view = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+                        view = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
                 except OSError as e:
                     raise StorageError(f"{self.describe(name)}: {e.strerror or e}") from None
                 except ValueError:  # an empty file cannot be mapped
