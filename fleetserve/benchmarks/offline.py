@@ -1,8 +1,8 @@
 """`fleetserve bench`: offline throughput on the reference workload.
 
 50 prompt tokens, 50 generated, greedy, ignore_eos, measured for fleetserve's
-engine and, in the same run, for Hugging Face `generate` at its best batch size
-(the baseline). Also reports the decode step time against this machine's
+engine and, in the same run, for the baselines: Hugging Face `generate` at its best
+batch size, and CTranslate2 (float32 and int8) converted from the same checkpoint. Also reports the decode step time against this machine's
 measured matrix-multiply rate, so we know how close to the hardware we run.
 """
 
@@ -139,7 +139,24 @@ def bench_hf(model_dir: str, load_format: str, dtype: torch.dtype, prompts: list
     return {"by_batch_size": results, "best_batch_size": best, **results[best]}
 
 
+def _baselines(spec: str | None, model: Path, load_format: str) -> set[str]:
+    if spec is None:  # the default: CTranslate2 where there is a checkpoint to convert
+        has_weights = load_format != "dummy" and any(model.glob("*.safetensors"))
+        if not has_weights:
+            print("CTranslate2 baseline skipped: it converts the checkpoint and this model has no weights "
+                  "(fleetserve init-model without --no-weights makes some)", file=sys.stderr)
+        return {"hf", "ct2"} if has_weights else {"hf"}
+    names = {s.strip() for s in spec.split(",") if s.strip()} - {"none"}
+    unknown = names - {"hf", "ct2"}
+    if unknown:
+        raise SystemExit(f"--baseline: unknown {', '.join(sorted(unknown))}; choose from hf, ct2, none")
+    if "ct2" in names and load_format == "dummy":
+        raise SystemExit("--baseline ct2 converts the checkpoint: it cannot run with --load-format dummy")
+    return names
+
+
 def run_bench(a: argparse.Namespace, config: EngineConfig) -> dict[str, Any]:
+    baselines = _baselines(a.baseline, Path(a.model), a.load_format)
     print(f"fleetserve bench: loading {a.model} ({a.load_format})", file=sys.stderr)
     llm = LLM(a.model, **vars(config))
     mc = llm.engine.model_config
@@ -169,7 +186,7 @@ def run_bench(a: argparse.Namespace, config: EngineConfig) -> dict[str, Any]:
                              "matmul_peak_gflops": peak, "fraction_of_peak": flops / step_s / 1e9 / peak}
     del llm
 
-    if a.baseline == "hf":
+    if "hf" in baselines:
         sizes = [int(s) for s in a.hf_batch_sizes.split(",")]
         print(f"Hugging Face generate: batch sizes {sizes}", file=sys.stderr)
         # The baseline runs at the engine's precision: like for like.
@@ -177,12 +194,25 @@ def run_bench(a: argparse.Namespace, config: EngineConfig) -> dict[str, Any]:
                                 a.hf_max_requests, a.hf_batch1_requests, device)
         result["speedup_vs_hf"] = result["fleetserve"]["requests_per_s"] / result["hf"]["requests_per_s"]
 
+    if "ct2" in baselines:
+        from fleetserve.benchmarks.ctranslate2_baseline import bench_ct2
+
+        types = tuple(a.ct2_compute_types.split(","))
+        print(f"CTranslate2: {', '.join(types)}", file=sys.stderr)
+        result["ct2"] = bench_ct2(Path(a.model), prompts, a.output_len,
+                                  [int(s) for s in a.ct2_batch_sizes.split(",")], a.hf_max_requests, types,
+                                  torch.get_num_threads())
+        result["ratio_to_ct2"] = {t: result["fleetserve"]["requests_per_s"] / result["ct2"][t]["requests_per_s"]
+                                  for t in types}
+
     print(json.dumps(result, indent=2))
     fs, d = result["fleetserve"], result["decode_step"]
     summary = f"fleetserve {fs['requests_per_s']:.2f} req/s ({fs['output_tokens_per_s']:.0f} tok/s)"
     if "hf" in result:
         summary += (f" | HF best (batch {result['hf']['best_batch_size']}) {result['hf']['requests_per_s']:.2f} req/s"
                     f" | speedup {result['speedup_vs_hf']:.2f}x")
+    for t, r in result.get("ratio_to_ct2", {}).items():
+        summary += f" | CTranslate2 {t} {result['ct2'][t]['requests_per_s']:.2f} req/s ({r:.2f}x)"
     summary += (f" | decode step at batch {d['batch']}: {d['seconds'] * 1e3:.1f} ms, "
                 f"{d['achieved_gflops']:.0f} GFLOP/s of {d['matmul_peak_gflops']:.0f} measured matmul peak")
     print(summary, file=sys.stderr)
