@@ -11,7 +11,8 @@ from torch import nn
 
 from fleetserve.engine.llm import LLM
 from fleetserve.engine.sampling_params import SamplingParams
-from fleetserve.model.onednn_linear import OneDNNLinear, onednn_fails, use_onednn_linears
+from fleetserve.model.onednn_linear import OneDNNLinear, onednn_fails
+from fleetserve.model.product_paths import choose_products
 from fleetserve.model.quantization import QuantLinear
 
 BF16_ONEDNN = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # what this CPU offers, read from its features
@@ -21,7 +22,8 @@ BF16_ONEDNN = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # what this CPU offe
 def test_onednn_linear_matches_nn_linear(dtype, tol):
     if dtype == torch.bfloat16 and not BF16_ONEDNN:
         assert onednn_fails(dtype) is not None  # the start-up probe finds out, and nothing is swapped
-        assert use_onednn_linears(nn.Sequential(nn.Linear(8, 8).to(dtype))) == 0
+        model = nn.Sequential(nn.Linear(8, 8).to(dtype))
+        assert choose_products(model, rows=2)["float 8x8"]["path"] == "plain" and type(model[0]) is nn.Linear
         return
     torch.manual_seed(0)
     lin = nn.Linear(64, 96).to(dtype)
@@ -33,22 +35,12 @@ def test_onednn_linear_matches_nn_linear(dtype, tol):
 
 def test_only_plain_float_linears_are_swapped():
     model = nn.Sequential(nn.Linear(8, 8), QuantLinear.from_linear(nn.Linear(8, 8), "int8"), nn.Embedding(4, 8))
-    assert use_onednn_linears(model) == 1
+    choose_products(model, rows=2, float_linear="onednn")
     assert isinstance(model[0], OneDNNLinear) and isinstance(model[1], QuantLinear)
 
 
-def test_engine_outputs_are_the_same_with_and_without(tiny_model_dir):
-    prompts = [[(5 * i + j) % 500 + 3 for j in range(10 + 3 * i)] for i in range(4)]
-    params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
-    on = LLM(tiny_model_dir, max_num_seqs=4)
-    assert any(isinstance(m, OneDNNLinear) for m in on.engine.runner.model.modules())
-    off = LLM(tiny_model_dir, max_num_seqs=4, onednn_linear=False)
-    assert not any(isinstance(m, OneDNNLinear) for m in off.engine.runner.model.modules())
-    assert [o.token_ids for o in on.generate(prompts, params)] == [o.token_ids for o in off.generate(prompts, params)]
-
-
 def test_bfloat16_serves_on_this_cpu_with_the_linears_it_can_run(tiny_model_dir):
-    llm = LLM(tiny_model_dir, max_num_seqs=2, dtype="bfloat16")
+    llm = LLM(tiny_model_dir, max_num_seqs=2, dtype="bfloat16", float_linear="onednn" if BF16_ONEDNN else "auto")
     swapped = any(isinstance(m, OneDNNLinear) for m in llm.engine.runner.model.modules())
     assert swapped == BF16_ONEDNN
     out = llm.generate("The weather", SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True))[0]
@@ -57,7 +49,8 @@ def test_bfloat16_serves_on_this_cpu_with_the_linears_it_can_run(tiny_model_dir)
 
 def test_a_dtype_whose_onednn_linear_fails_keeps_plain_linears(tiny_model_dir, monkeypatch, caplog):
     """As on an AVX2-only CPU (simulated here by making oneDNN's bf16 product raise the
-    error such a CPU gives): the engine starts, says so once, and serves with F.linear."""
+    error such a CPU gives): the engine starts, says so once, and serves with F.linear;
+    forcing the oneDNN layout fails at start-up saying why."""
     real = OneDNNLinear.forward
 
     def forward(self, x):
@@ -70,7 +63,9 @@ def test_a_dtype_whose_onednn_linear_fails_keeps_plain_linears(tiny_model_dir, m
     onednn_fails.cache_clear()
     try:
         llm = LLM(tiny_model_dir, max_num_seqs=2, dtype="bfloat16")
-        plain = LLM(tiny_model_dir, max_num_seqs=2, dtype="bfloat16", onednn_linear=False)
+        plain = LLM(tiny_model_dir, max_num_seqs=2, dtype="bfloat16", float_linear="plain")
+        with pytest.raises(ValueError, match="--float-linear onednn does not run here: .*avx512bw"):
+            LLM(tiny_model_dir, max_num_seqs=2, dtype="bfloat16", float_linear="onednn")
     finally:
         onednn_fails.cache_clear()
     assert not any(isinstance(m, OneDNNLinear) for m in llm.engine.runner.model.modules())

@@ -54,28 +54,6 @@ def test_round_trip_error_is_bounded_per_channel(scheme):
     assert (dequantize_weight(q, scale)[5] == 0).all()
 
 
-def test_a_cpu_whose_8bit_product_is_not_exact_multiplies_in_float32(monkeypatch, caplog):
-    """As on a CPU without VNNI where oneDNN's int8 kernel saturates (simulated here by a
-    product clamped to 16 bits): the start-up trial finds it out, says so, and the int8
-    layer still computes what its 8-bit parts say."""
-    from fleetserve.model import quantization
-
-    real = torch._int_mm
-    monkeypatch.setattr(torch, "_int_mm", lambda a, b: real(a, b).clamp(-32768, 32767))
-    quantization.int8_product_exact.cache_clear()
-    try:
-        assert not quantization.int8_product_exact()
-        assert "not usable" in caplog.text
-        lin = torch.nn.Linear(64, 96)
-        lin.weight.data = _weights()
-        layer = QuantLinear.from_linear(lin, "int8")
-        x = torch.randn(3, 7, 64, generator=torch.Generator().manual_seed(1))
-        ref = linear_reference(layer, x)
-        assert ((layer(x) - ref).norm() / ref.norm()) < 0.01
-    finally:
-        quantization.int8_product_exact.cache_clear()
-
-
 @pytest.mark.parametrize("scheme", ["int8", "fp8"])
 def test_quantized_linear_matches_its_dequantized_float_reference(scheme):
     lin = torch.nn.Linear(64, 96)
@@ -299,7 +277,7 @@ def test_bench_quant_times_every_path_and_variant(tiny_model_dir, tmp_path):
     assert set(result["linear_paths_ms"]) == {"4", "200"}  # decode rows, prefill rows
     for paths in result["linear_paths_ms"].values():
         assert paths["float32"]["speedup_vs_float32"] == 1.0
-        assert all(v["ms"] > 0 for v in paths.values()) and "int8 per-token (_int_mm, ours)" in paths
+        assert all(v["ms"] > 0 for v in paths.values()) and any(p.startswith("int8 per-token") for p in paths)
     engine = result["engine"]
     best = max(engine["float32"]["requests_per_s"], engine["bfloat16"]["requests_per_s"])
     for v in engine.values():

@@ -5,7 +5,8 @@ and what quantization does to the engine's throughput, in one run.
    a decode step's rows (one per slot) and a prefill's (50 per slot): float32 and
    bfloat16 `F.linear`, weight-only int8 (`torch._weight_int8pack_mm`), dynamic
    int8 (`torch.ao` quantize_dynamic, per-channel weights, fbgemm) and ours
-   (`torch._int_mm` with per-token activation scales).
+   (`torch._int_mm` with per-token activation scales where it is exact here, 7-bit
+   weights on CPUs without VNNI; and the same 8-bit values multiplied in float32).
 2. Offline throughput of the reference workload (50 prompt tokens, 50 out, greedy,
    ignore_eos) for each precision variant, interleaved over `rounds` so a host
    whose speed drifts slows every variant alike; the median round counts and each
@@ -27,7 +28,7 @@ from fleetserve.engine.llm import LLM
 from fleetserve.engine.memory import keep_freed_memory
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.model.config import ModelConfig
-from fleetserve.model.quantization import int8_matmul, quantize_weight
+from fleetserve.model.quantization import int8_matmul, int8_weight_qmax, int_mm_fails, quantize_weight
 from fleetserve.loadtest.workload import reference_prompts
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -58,16 +59,18 @@ def linear_shapes(cfg: ModelConfig) -> list[tuple[str, int, int]]:
 
 def _paths(w: torch.Tensor) -> dict[str, Any]:
     """Each candidate as x -> y, its weights prepared once as a server would."""
-    q, scale = quantize_weight(w, "int8")
+    q, scale = quantize_weight(w, "int8", int8_weight_qmax())  # 7-bit where the 8-bit product saturates
     wb = w.bfloat16()
     paths: dict[str, Any] = {
         "float32": lambda x: F.linear(x, w),
         "bfloat16": lambda x: F.linear(x.bfloat16(), wb),
         "int8 weight-only (_weight_int8pack_mm, bf16 activations)":
             lambda x: torch._weight_int8pack_mm(x.bfloat16(), q, scale.bfloat16()),
-        "int8 per-token (_int_mm, ours)":
-            lambda x: int8_matmul(x, q, scale),
+        "int8 per-token, float32 product (ours where _int_mm is not exact)":
+            lambda x: int8_matmul(x, q, scale, "float"),
     }
+    if int_mm_fails(q) is None:
+        paths["int8 per-token (_int_mm, ours)"] = lambda x: int8_matmul(x, q, scale, "int-mm")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -25,8 +25,12 @@ def add_engine_arguments(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> 
     g.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's choice; fleetserve serve: every core, its OpenMP threads "
                         "waiting passively)")
-    g.add_argument("--onednn-linear", action=argparse.BooleanOptionalAction, default=True,
-                   help="float linear weights reordered once into oneDNN's layout (CPU; faster, see BENCHMARKS.md)")
+    g.add_argument("--float-linear", choices=["auto", "plain", "onednn"], default="auto",
+                   help="float linear products: plain F.linear, or weights reordered once into oneDNN's layout; "
+                        "auto times both at the model's shapes at start-up and keeps the faster (default %(default)s)")
+    g.add_argument("--int8-product", choices=["auto", "int-mm", "float"], default="auto",
+                   help="int8 layers' products: torch._int_mm (where a trial shows it exact on this CPU), or the "
+                        "same 8-bit values multiplied in float32; auto times both at start-up (default %(default)s)")
     g.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=False,
                    help="launch each step before the previous one's bookkeeping, on a worker thread "
                         "(same outputs; see BENCHMARKS.md for when it pays)")
@@ -71,7 +75,7 @@ def engine_config(a: argparse.Namespace) -> EngineConfig:
                         max_prefill_tokens=a.max_prefill_tokens, load_format=a.load_format, dtype=a.dtype,
                         compile=a.compile, seed=a.seed, threads=a.threads, async_scheduling=a.async_scheduling,
                         quantization=a.quantization, quantize_groups=quantize_groups(a.quantize_groups),
-                        onednn_linear=a.onednn_linear, device=a.device, speculative=a.speculative,
+                        float_linear=a.float_linear, int8_product=a.int8_product, device=a.device, speculative=a.speculative,
                         speculative_max_tokens=a.speculative_max_tokens, cache_dir=a.cache_dir,
                         cache_bytes=int(a.cache_size * 2**30), fetch_inflight=a.fetch_inflight)
 

@@ -25,9 +25,13 @@ class EngineConfig:
     # checkpoint's `quantize_groups` as it loads (see model/quantization.py).
     quantization: str = "auto"
     quantize_groups: tuple[str, ...] = DEFAULT_GROUPS
-    # Float linear weights reordered once into oneDNN's layout (model/onednn_linear.py);
-    # not with compile, whose graphs expect dense weights.
-    onednn_linear: bool = True
+    # Float linear products: "auto" (measured at start-up), "plain" (F.linear) or "onednn"
+    # (weights reordered once, model/onednn_linear.py); not with compile, whose graphs expect
+    # dense weights.
+    float_linear: str = "auto"
+    # int8 layers' product: "auto" (measured), "int-mm" (torch._int_mm) or "float" (the same
+    # 8-bit values multiplied in float32; model/product_paths.py).
+    int8_product: str = "auto"
     # cpu, cuda or cuda:N: where the weights, the KV cache and each step's products live.
     device: str = "cpu"
     # Seconds a request may wait for a slot; beyond it the engine refuses it (REJECTED, a 429)

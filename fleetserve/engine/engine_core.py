@@ -26,7 +26,7 @@ from fleetserve.engine.scheduler import ScheduledBatch, Scheduler
 from fleetserve.engine.speculative import DraftState, Proposer, accept
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.loader import load_model
-from fleetserve.model.onednn_linear import use_onednn_linears
+from fleetserve.model.product_paths import choose_products
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ class EngineCore:
         source, cache = weights_source(config)
         model = load_model(model_dir, self.model_config, config.load_format, config.dtype, config.seed,
                            config.quantization, config.quantize_groups, config.device, source, cache)
-        if config.onednn_linear and not config.compile:
-            use_onednn_linears(model)
+        if not config.compile:  # a compiled step fuses its own products
+            choose_products(model, min(config.max_num_seqs, 64), config.float_linear, config.int8_product)
         self.runner = ModelRunner(model, config.max_num_seqs, config.max_model_len, config.compile)
         try:
             self.runner.check()

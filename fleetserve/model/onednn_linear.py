@@ -2,8 +2,9 @@
 
 `F.linear` on CPU hands torch's dense weight to the matrix-multiply library at every
 call; oneDNN then works from the row-major layout. Reordered once at start-up, the
-same products ran 1.3-1.5x faster at a decode step's row counts on this project's CPU
-(BENCHMARKS.md, issue 2 section), with identical results in the tests. The input and
+same products ran 1.3-1.5x faster at a decode step's row counts on one CPU of this
+project's kind (BENCHMARKS.md, issue 2 section), and slower on the 5M model on another:
+product_paths.py times both at start-up and keeps the faster. Results are identical. The input and
 output stay dense torch tensors (`mkldnn._linear_pointwise`, the op inductor's frozen
 graphs call): converting them to and from oneDNN tensors at every call cost more than
 the reorder saved on small models (BENCHMARKS.md, issue 19). 8-bit layers
@@ -12,7 +13,8 @@ the reorder saved on small models (BENCHMARKS.md, issue 19). 8-bit layers
 Not every CPU of a machine kind runs every dtype this way (oneDNN's bf16 product
 needs AVX512-BF16/AVX-NE-CONVERT or AVX-512 BW/VL/DQ); whether it does is found
 by running one small product at start-up, never assumed, and a dtype that does
-not run keeps plain `F.linear`, saying so once.
+not run keeps plain `F.linear`, saying so once. A model whose layers are swapped for
+these serves, but is no longer a checkpoint to save.
 """
 
 from __future__ import annotations
@@ -42,11 +44,6 @@ class OneDNNLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, layout=onednn"
 
 
-def onednn_available(dtype: torch.dtype) -> bool:
-    return torch.backends.mkldnn.is_available() and dtype in (torch.float32, torch.bfloat16) \
-        and onednn_fails(dtype) is None
-
-
 @functools.cache
 def onednn_fails(dtype: torch.dtype) -> str | None:
     """Why a oneDNN-layout linear of this dtype cannot run on this CPU, or None when it runs."""
@@ -58,14 +55,3 @@ def onednn_fails(dtype: torch.dtype) -> str | None:
         return str(e)
     return None
 
-
-def use_onednn_linears(model: nn.Module) -> int:
-    """Swap every plain CPU `nn.Linear` for a `OneDNNLinear`, in place; returns how many.
-    A model so changed serves, but is no longer a checkpoint to save."""
-    swapped = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear and child.weight.device.type == "cpu" and onednn_available(child.weight.dtype):
-                setattr(parent, name, OneDNNLinear(child))
-                swapped += 1
-    return swapped

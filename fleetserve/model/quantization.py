@@ -9,9 +9,12 @@ result never depends on which other requests share its batch.
 - int8: `torch._int_mm` (int8 x int8 -> int32) on CPU, the fastest of the stock
   PyTorch 2.13 paths measured (BENCHMARKS.md, "Quantization"), where a trial
   product at start-up shows it exact. oneDNN's kernels for CPUs without VNNI
-  multiply u8 x s8 pairs into saturating 16-bit sums (vpmaddubsw), wrong by
-  thousands for full-range operands; there the same 8-bit values are multiplied
-  in float32 instead (correct, not fast: issue 22 looks for a fast 8-bit path).
+  shift the activations to u8 and multiply u8 x s8 pairs into saturating 16-bit
+  sums (vpmaddubsw): wrong by thousands for full-range weights, exact for weights
+  within [-63, 63] (2 x 255 x 63 < 32768). On such a CPU int8 layers quantized
+  here keep 7-bit weights (`int8_weight_qmax`), so the fast product stays exact;
+  each layer's product (`int-mm`, or its 8-bit values multiplied in float32) is
+  then chosen by measurement at start-up (model/product_paths.py).
 - fp8 (float8 e4m3): `torch._scaled_mm` with row-wise scales on a CUDA device
   that has it (Hopper); elsewhere the same numbers are computed in float32 from
   the 8-bit values (emulated), so CPU tests cover the fp8 numerics.
@@ -76,13 +79,15 @@ class QuantSpec:
 
 
 
-def quantize_weight(w: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(8-bit weight [out, in], float32 scale [out]) with w ~= q * scale[:, None]."""
+def quantize_weight(w: torch.Tensor, scheme: str, qmax: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(8-bit weight [out, in], float32 scale [out]) with w ~= q * scale[:, None]; `qmax`: the
+    largest stored magnitude (default: the format's)."""
     w = w.detach().float()
-    scale = (w.abs().amax(dim=1) / QMAX[scheme]).clamp(min=1e-12)
+    qmax = qmax or QMAX[scheme]
+    scale = (w.abs().amax(dim=1) / qmax).clamp(min=1e-12)
     scaled = w / scale[:, None]
     if scheme == "int8":
-        q = scaled.round().clamp(-127, 127).to(torch.int8)
+        q = scaled.round().clamp(-qmax, qmax).to(torch.int8)
     else:  # fp8 and fp8-weight store the same e4m3 values
         q = scaled.clamp(-QMAX["fp8"], QMAX["fp8"]).to(torch.float8_e4m3fn)
     return q, scale
@@ -102,33 +107,59 @@ def quantize_tokens(x: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.T
     return scaled.clamp(-QMAX["fp8"], QMAX["fp8"]).to(torch.float8_e4m3fn), scale
 
 
-def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x [rows, in] (float) times the int8 weight q [out, in] with scales [out]: float32 [rows, out]."""
+INT8_PRODUCTS = ("int-mm", "float")  # torch._int_mm, or the same 8-bit values multiplied in float32
+
+
+def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, product: str = "int-mm") -> torch.Tensor:
+    """x [rows, in] (float) times the int8 weight q [out, in] with scales [out]: float32 [rows, out].
+    `product`: "int-mm" (callers check it is exact here: `int_mm_fails`) or "float"."""
     xq, xs = quantize_tokens(x, "int8")
-    if x.is_cpu and not int8_product_exact():
-        product = xq.float() @ q.float().t()  # the same 8-bit values, exact up to float32 rounding
+    if product == "float":
+        product_ = xq.float() @ q.float().t()  # the same 8-bit values, exact up to float32 rounding
     else:
-        product = torch._int_mm(xq, q.t())
+        product_ = torch._int_mm(xq, q.t())
     # int32 x float32 promotes within the one pass; the weight scales then go in place
-    return torch.mul(product, xs).mul_(scale)
+    return torch.mul(product_, xs).mul_(scale)
 
 
 @functools.cache
-def int8_product_exact() -> bool:
+def int8_product_exact(weight_qmax: int = 127) -> bool:
     """Whether this CPU's `torch._int_mm` gives the exact int32 product of full-range int8
-    operands: found by one trial product, never assumed from the CPU's flags."""
+    activations and weights within [-weight_qmax, weight_qmax]: found by one trial product,
+    never assumed from the CPU's flags."""
     g = torch.Generator().manual_seed(0)
     a = torch.randint(-127, 128, (32, 64), dtype=torch.int8, generator=g)
-    b = torch.randint(-127, 128, (64, 96), dtype=torch.int8, generator=g)
+    a[0, :] = -127  # the corner a saturating kernel gets wrong first: every pair at full scale
+    b = torch.randint(-weight_qmax, weight_qmax + 1, (64, 96), dtype=torch.int8, generator=g)
+    b[:, 0], b[:, 1] = weight_qmax, -weight_qmax
     try:
-        exact = torch.equal(torch._int_mm(a, b), a.int() @ b.int())
-        why = "results differ from the exact product (saturating 16-bit sums, as without VNNI)"
-    except RuntimeError as e:
-        exact, why = False, str(e).splitlines()[0]
-    if not exact:
-        log.warning("this CPU's 8-bit matrix product (torch._int_mm) is not usable: %s; int8 layers multiply "
-                    "their 8-bit values in float32 instead (same numbers, slower)", why)
-    return exact
+        return torch.equal(torch._int_mm(a, b), a.int() @ b.int())
+    except RuntimeError:
+        return False
+
+
+@functools.cache
+def int8_weight_qmax() -> int:
+    """The largest int8 weight magnitude quantization here stores: 127 where this CPU's 8-bit
+    product is exact, else 63 where it is exact for 7-bit weights (no VNNI), else 127 (the
+    product then runs in float32 and gains nothing from a narrower range)."""
+    if int8_product_exact(127) or not int8_product_exact(63):
+        return 127
+    log.info("this CPU's 8-bit product saturates 16-bit sums (no VNNI): int8 weights are stored within "
+             "[-63, 63], where it is exact")
+    return 63
+
+
+def int_mm_fails(q: torch.Tensor) -> str | None:
+    """Why `torch._int_mm` would not give the exact product with the int8 weight q here, or None."""
+    if not q.is_cpu or int8_product_exact(127):
+        return None
+    if int8_product_exact(63):
+        if int(q.abs().max()) <= 63:
+            return None
+        return ("this CPU's 8-bit product (torch._int_mm) saturates with weights beyond [-63, 63] (no VNNI), "
+                "and this checkpoint's int8 weights use the full range")
+    return "this CPU's 8-bit product (torch._int_mm) does not give exact results or does not run"
 
 
 def fp8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -168,12 +199,15 @@ class QuantLinear(nn.Module):
         self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
         self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device), requires_grad=False) \
             if bias else None
+        # int8 only: how the product runs; product_paths.py chooses at start-up, else the first
+        # call takes int-mm where it is exact for these weights
+        self.product: str | None = None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, scheme: str) -> "QuantLinear":
         w = linear.weight
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None, scheme, w.dtype, w.device)
-        q, scale = quantize_weight(w, scheme)
+        q, scale = quantize_weight(w, scheme, int8_weight_qmax() if scheme == "int8" and w.is_cpu else None)
         layer.weight.copy_(q)
         layer.weight_scale.copy_(scale)
         if linear.bias is not None:
@@ -183,7 +217,9 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
         if self.scheme == "int8":
-            y = int8_matmul(rows, self.weight, self.weight_scale)
+            if self.product is None:
+                self.product = "int-mm" if int_mm_fails(self.weight) is None else "float"
+            y = int8_matmul(rows, self.weight, self.weight_scale, self.product)
         elif self.scheme in WEIGHT_ONLY:
             y = weight_only_matmul(rows, self.weight, self.weight_scale)
         else:
@@ -192,7 +228,8 @@ class QuantLinear(nn.Module):
         return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme}"
+        product = f", product={self.product}" if self.scheme == "int8" else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme}{product}"
 
 
 def _swap(model: nn.Module, name: str, make) -> None:

@@ -1,0 +1,143 @@
+"""Which implementation runs each linear product, chosen by measurement at start-up.
+
+CPUs of one machine kind differ (AVX-512 with VNNI and BF16, or AVX2 and FMA only), and
+which product is fastest differs with them and with the model's shapes: oneDNN's blocked
+float layout was 1.4x plain `F.linear` at the 0.5B shape on one CPU and slower on the 5M
+model on another; int8's `torch._int_mm` is exact only where the trial in quantization.py
+says so. So, for every distinct layer shape of the model, each candidate that runs here and
+gives the reference's numbers is timed at a decode step's rows, interleaved for a few
+milliseconds, and the fastest serves every layer of that shape; one log line says what was
+chosen. Forcing a path (`--float-linear`, `--int8-product`) skips the timing and fails at
+start-up when this CPU cannot run it.
+
+Candidates:
+- float layers (`nn.Linear`): `plain` (F.linear) and `onednn` (weights reordered once,
+  model/onednn_linear.py), identical in results.
+- int8 layers (`QuantLinear`): `int-mm` (torch._int_mm) and `float` (the same 8-bit values
+  multiplied in float32): the same numbers up to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from fleetserve.model.onednn_linear import OneDNNLinear, onednn_fails
+from fleetserve.model.quantization import INT8_PRODUCTS, QuantLinear, int_mm_fails
+
+log = logging.getLogger(__name__)
+
+FLOAT_PATHS = ("plain", "onednn")
+CHOICES = {"float_linear": ("auto",) + FLOAT_PATHS, "int8_product": ("auto",) + INT8_PRODUCTS}
+
+
+def fastest(timings: dict[str, float]) -> str:
+    """The candidate with the least time; on a tie the first listed (the reference)."""
+    return min(timings, key=lambda k: (timings[k], list(timings).index(k)))
+
+
+def measure(candidates: dict[str, Callable[[], Any]], rounds: int = 5,
+            clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Each candidate's fastest of `rounds` calls, the candidates interleaved so that a host whose
+    speed drifts slows them alike (after one untimed call each: first-call allocations)."""
+    for fn in candidates.values():
+        fn()
+    best = {name: float("inf") for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            started = clock()
+            fn()
+            best[name] = min(best[name], clock() - started)
+    return best
+
+
+def _float_candidates(layer: nn.Linear, forced: str) -> dict[str, nn.Module]:
+    dtype = layer.weight.dtype
+    takes = layer.weight.is_cpu and torch.backends.mkldnn.is_available() and dtype in (torch.float32, torch.bfloat16)
+    why = onednn_fails(dtype) if takes else \
+        f"oneDNN-layout linears take float32 or bfloat16 weights on the CPU, not {dtype} on {layer.weight.device}"
+    runs_onednn = why is None
+    if forced == "onednn" and not runs_onednn:
+        raise ValueError(f"--float-linear onednn does not run here: {why}")
+    out: dict[str, nn.Module] = {}
+    if forced in ("auto", "plain"):
+        out["plain"] = layer
+    if forced in ("auto", "onednn") and runs_onednn:
+        out["onednn"] = OneDNNLinear(layer)
+    return out
+
+
+def _int8_candidates(layer: QuantLinear, forced: str) -> list[str]:
+    why = int_mm_fails(layer.weight)
+    if forced == "int-mm" and why:
+        raise ValueError(f"--int8-product int-mm does not run here: {why}")
+    if forced != "auto":
+        return [forced]
+    return [p for p in INT8_PRODUCTS if p != "int-mm" or why is None]
+
+
+def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int8_product: str = "auto",
+                    rounds: int = 5) -> dict[str, dict[str, Any]]:
+    """Give every float and int8 linear layer of `model` its product, in place; returns, per
+    shape, {"path", "layers", "ms": {candidate: fastest call}} (ms empty when nothing was timed)."""
+    for name, value in (("float_linear", float_linear), ("int8_product", int8_product)):
+        if value not in CHOICES[name]:
+            raise ValueError(f"{name.replace('_', '-')}: {value!r}; choose from {', '.join(CHOICES[name])}")
+    groups: dict[tuple, list[tuple[nn.Module, str, nn.Module]]] = {}
+    for parent in list(model.modules()):
+        for child_name, child in parent.named_children():
+            if type(child) is nn.Linear:
+                key = ("float", child.in_features, child.out_features, child.weight.dtype, child.weight.device)
+            elif isinstance(child, QuantLinear) and child.scheme == "int8":
+                key = ("int8", child.in_features, child.out_features, child.weight.device)
+            else:
+                continue
+            groups.setdefault(key, []).append((parent, child_name, child))
+    chosen: dict[str, dict[str, Any]] = {}
+    with torch.inference_mode():
+        for key, members in groups.items():
+            first = members[0][2]
+            x = torch.randn(rows, first.in_features, generator=torch.Generator().manual_seed(0)).to(
+                first.weight.dtype if key[0] == "float" else torch.float32).to(first.weight.device)
+            if key[0] == "float":
+                candidates = _float_candidates(first, float_linear)
+                timed = measure({n: (lambda m=m: m(x)) for n, m in candidates.items()}, rounds) \
+                    if len(candidates) > 1 else {}
+                path = fastest(timed) if timed else next(iter(candidates))
+                for parent, child_name, child in members:
+                    if path == "onednn":
+                        setattr(parent, child_name, candidates["onednn"] if child is first else OneDNNLinear(child))
+            else:
+                options = _int8_candidates(first, int8_product)
+                for layer in [m[2] for m in members]:
+                    if int8_product == "int-mm":  # forced: every layer of the shape is checked
+                        _int8_candidates(layer, int8_product)
+
+                def run(p: str) -> Callable[[], Any]:
+                    def call() -> Any:
+                        first.product = p
+                        return first(x)
+                    return call
+
+                timed = measure({p: run(p) for p in options}, rounds) if len(options) > 1 else {}
+                path = fastest(timed) if timed else options[0]
+                for _, _, layer in members:
+                    layer.product = path if path == "float" or int_mm_fails(layer.weight) is None else "float"
+            label = f"{key[0]} {first.in_features}x{first.out_features}"
+            forced = (float_linear if key[0] == "float" else int8_product) != "auto"
+            chosen[label] = {"path": path, "layers": len(members), "forced": forced,
+                             "ms": {n: round(t * 1e3, 4) for n, t in timed.items()}}
+    if chosen:
+        log.info("linear products at %d rows: %s", rows, "; ".join(_describe(label, c) for label, c in chosen.items()))
+    return chosen
+
+
+def _describe(label: str, c: dict[str, Any]) -> str:
+    how = ", ".join(f"{n} {t:.3f} ms" for n, t in c["ms"].items()) if c["ms"] else \
+        "forced" if c["forced"] else "the only one that runs here"
+    return f"{label} x{c['layers']}: {c['path']} ({how})"
