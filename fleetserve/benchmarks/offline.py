@@ -163,6 +163,8 @@ def run_bench(a: argparse.Namespace, config: EngineConfig) -> dict[str, Any]:
     vocab = min(mc.vocab_size, llm.tokenizer.vocab_size)
     prompts = reference_prompts(a.num_prompts, a.input_len, vocab)
     device = llm.engine.runner.device
+    products = {k: v["path"] for k, v in llm.engine.products.items()}
+    print("linear products: " + (", ".join(f"{k} {v}" for k, v in products.items()) or "compiled"), file=sys.stderr)
     result: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
         "machine": machine(device),
@@ -170,6 +172,7 @@ def run_bench(a: argparse.Namespace, config: EngineConfig) -> dict[str, Any]:
         "model": str(a.model), "parameters": mc.num_parameters, "load_format": a.load_format,
         "workload": {"input_len": a.input_len, "output_len": a.output_len, "greedy": True, "ignore_eos": True},
         "engine": dict(vars(config)),
+        "linear_products": products,
     }
     print(f"fleetserve: {a.num_prompts} requests, {config.max_num_seqs} slots", file=sys.stderr)
     result["fleetserve"] = bench_fleetserve(llm, prompts, a.output_len, a.repeat)

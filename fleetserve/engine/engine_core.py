@@ -51,7 +51,8 @@ class EngineCore:
         source, cache = weights_source(config)
         model = load_model(model_dir, self.model_config, config.load_format, config.dtype, config.seed,
                            config.quantization, config.quantize_groups, config.device, source, cache)
-        if not config.compile:  # a compiled step fuses its own products
+        # which implementation runs each linear product, by shape (a compiled step fuses its own)
+        self.products = {} if config.compile else \
             choose_products(model, min(config.max_num_seqs, 64), config.float_linear, config.int8_product)
         self.runner = ModelRunner(model, config.max_num_seqs, config.max_model_len, config.compile)
         try:
