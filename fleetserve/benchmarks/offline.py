@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import torch
 
+from fleetserve.benchmarks.host import cpu_description
 from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.llm import LLM
 from fleetserve.engine.sampling_params import SamplingParams
@@ -29,7 +29,7 @@ from fleetserve.model.device import synchronize
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip()
+    return f"{cpu_description()}; {torch.get_num_threads()} torch threads"
 
 
 def reference_prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:

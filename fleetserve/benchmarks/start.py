@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fleetserve.benchmarks.host import cpu_description
 from fleetserve.benchmarks.object_store import ObjectStore, seaweedfs
 from fleetserve.benchmarks.procs import wait_ready
 from fleetserve.http_common import free_port
@@ -210,7 +211,7 @@ def _load_in_subprocess(loader: str, model_dir: Path, url: str, dtype: str, cach
 def run_bench_start(model: Path, work: Path, rounds: int = 3, dtypes: tuple[str, ...] = ("float32", "bfloat16"),
                     parts: tuple[str, ...] = ("pod", "weights")) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"cpu": _cpu(), "rounds": rounds}
+    result: dict[str, Any] = {"cpu": cpu_description(), "rounds": rounds}
     with seaweedfs(work / "seaweedfs") as store:
         if "pod" in parts:
             result["pod_start"] = pod_start(model, store, rounds, work)
@@ -218,13 +219,3 @@ def run_bench_start(model: Path, work: Path, rounds: int = 3, dtypes: tuple[str,
             result["weights"] = weight_loads(store, work, list(dtypes), rounds)
     shutil.rmtree(work / "seaweedfs", ignore_errors=True)
     return result
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores"
