@@ -2,8 +2,9 @@
 
 50 prompt tokens, 50 generated, greedy, ignore_eos, measured for fleetserve's
 engine and, in the same run, for the baselines: Hugging Face `generate` at its best
-batch size, and CTranslate2 (float32 and int8) converted from the same checkpoint. Also reports the decode step time against this machine's
-measured matrix-multiply rate, so we know how close to the hardware we run.
+batch size, and CTranslate2 (float32 and int8) converted from the same checkpoint.
+Also reports the decode step time against this machine's measured matrix-multiply
+rate, so we know how close to the hardware we run.
 """
 
 from __future__ import annotations

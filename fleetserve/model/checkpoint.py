@@ -265,14 +265,13 @@ def load_weights(model: Transformer, model_dir: Path, source: Source | None = No
             first[(name, 0)] = fetcher.block(name, info, 0) if info.size else b""
             stored += _parse_header(source, fetcher, name, info, first[(name, 0)])
         plan = _plan(model, stored, source, where)
-        placer = Placer(plan)
         progress = Progress(f"loading weights from {where}")
         total = sum(info.size for _, info in infos)
         with torch.no_grad():
             if isinstance(source, LocalSource) and cache is None:
                 _copy_mapped(plan, source, progress, total)
             else:
-                fetcher.fetch_all(infos, placer, first, progress)
+                fetcher.fetch_all(infos, Placer(plan), first, progress)
     except StorageError as e:
         raise ModelLoadError(str(e)) from None
     unfinished = [s.name for s in plan if s.missing]

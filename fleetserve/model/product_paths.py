@@ -72,13 +72,12 @@ def _float_candidates(layer: nn.Linear, forced: str) -> dict[str, nn.Module]:
     return out
 
 
-def _int8_candidates(layer: QuantLinear, forced: str) -> list[str]:
-    why = int_mm_fails(layer.weight)
-    if forced == "int-mm" and why:
-        raise ValueError(f"--int8-product int-mm does not run here: {why}")
+def _int8_candidates(why_not_int_mm: str | None, forced: str) -> list[str]:
+    if forced == "int-mm" and why_not_int_mm:
+        raise ValueError(f"--int8-product int-mm does not run here: {why_not_int_mm}")
     if forced != "auto":
         return [forced]
-    return [p for p in INT8_PRODUCTS if p != "int-mm" or why is None]
+    return [p for p in INT8_PRODUCTS if p != "int-mm" or why_not_int_mm is None]
 
 
 def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int8_product: str = "auto",
@@ -113,10 +112,10 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
                     if path == "onednn":
                         setattr(parent, child_name, candidates["onednn"] if child is first else OneDNNLinear(child))
             else:
-                options = _int8_candidates(first, int8_product)
-                for layer in [m[2] for m in members]:
-                    if int8_product == "int-mm":  # forced: every layer of the shape is checked
-                        _int8_candidates(layer, int8_product)
+                # each layer's own weights decide (full-range ones from elsewhere saturate without VNNI)
+                why = [int_mm_fails(layer.weight) for _, _, layer in members]
+                forced_fails = next((w for w in why if w), None) if int8_product == "int-mm" else None
+                options = _int8_candidates(forced_fails or why[0], int8_product)
 
                 def run(p: str) -> Callable[[], Any]:
                     def call() -> Any:
@@ -126,8 +125,8 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
 
                 timed = measure({p: run(p) for p in options}, rounds) if len(options) > 1 else {}
                 path = fastest(timed) if timed else options[0]
-                for _, _, layer in members:
-                    layer.product = path if path == "float" or int_mm_fails(layer.weight) is None else "float"
+                for (_, _, layer), w in zip(members, why):
+                    layer.product = "float" if w else path
             label = f"{key[0]} {first.in_features}x{first.out_features}"
             forced = (float_linear if key[0] == "float" else int8_product) != "auto"
             chosen[label] = {"path": path, "layers": len(members), "forced": forced,

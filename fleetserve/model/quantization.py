@@ -115,11 +115,11 @@ def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, product: 
     `product`: "int-mm" (callers check it is exact here: `int_mm_fails`) or "float"."""
     xq, xs = quantize_tokens(x, "int8")
     if product == "float":
-        product_ = xq.float() @ q.float().t()  # the same 8-bit values, exact up to float32 rounding
+        acc = xq.float() @ q.float().t()  # the same 8-bit values, exact up to float32 rounding
     else:
-        product_ = torch._int_mm(xq, q.t())
+        acc = torch._int_mm(xq, q.t())
     # int32 x float32 promotes within the one pass; the weight scales then go in place
-    return torch.mul(product_, xs).mul_(scale)
+    return torch.mul(acc, xs).mul_(scale)
 
 
 @functools.cache
