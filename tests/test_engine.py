@@ -101,6 +101,34 @@ def test_abort_frees_the_slot(tiny_model_dir):
     assert [o.request_id for o in outs] == ["b"]
 
 
+@pytest.mark.parametrize("speculative", ["off", "input"])
+def test_requests_moved_into_freed_slots_keep_their_outputs(tiny_model_dir, speculative):
+    """Requests of different lengths finish out of order; each freed slot below the highest
+    is filled by moving that request (and its KV cache) down, so the running requests always
+    hold slots 0..n-1, and every output is what the request gives alone."""
+    prompts = [[5, 6, 7], [9] * 12, [3, 1, 4, 1, 5], [2, 7], [8, 8, 8, 8], [11, 13], [4, 4, 6]]
+    lengths = [6, 30, 3, 17, 9, 22, 12]
+    params = [SamplingParams(max_tokens=n, temperature=0, ignore_eos=True) for n in lengths]
+    single = EngineCore(tiny_model_dir, EngineConfig(max_num_seqs=1, max_model_len=64, speculative=speculative))
+    alone = []
+    for i, (p, q) in enumerate(zip(prompts, params)):
+        single.add_request(str(i), p, q)
+        alone.append([t for _ in range(64) for o in single.step() for t in o.new_token_ids])
+    engine = EngineCore(tiny_model_dir, EngineConfig(max_num_seqs=4, max_model_len=64, speculative=speculative))
+    got: dict[str, list[int]] = {}
+    moved = step = 0
+    while step < len(prompts) or engine.has_unfinished():
+        if step < len(prompts):
+            engine.add_request(str(step), prompts[step], params[step])
+        moved += len(engine.scheduler.moves)
+        for out in engine.step():
+            got.setdefault(out.request_id, []).extend(out.new_token_ids)
+        assert sorted(engine.scheduler.running) == list(range(engine.num_running))
+        step += 1
+    assert moved > 0
+    assert [got[str(i)] for i in range(len(prompts))] == alone
+
+
 def test_async_scheduling_gives_the_same_outputs(tiny_model_dir):
     """The overlapped step loop (next step launched before the last one's bookkeeping)
     changes when work happens, never what comes out: greedy, seeded sampling, stop

@@ -51,3 +51,28 @@ def test_duplicate_ids_are_refused():
         assert "duplicate" in str(e)
     else:
         raise AssertionError("duplicate id accepted")
+
+
+def test_compaction_moves_the_highest_running_request_into_a_freed_slot():
+    s = Scheduler(max_num_seqs=4, max_prefill_tokens=100, compact=True)
+    reqs = [req(str(i)) for i in range(4)]
+    for r in reqs:
+        s.add(r)
+    s.schedule()
+    s.finish(reqs[1])  # slot 1 freed below the highest (3): request 3 moves down
+    assert [(m.src, m.dst, m.request.request_id) for m in s.take_moves()] == [(3, 1, "3")]
+    assert reqs[3].slot == 1 and sorted(s.running) == [0, 1, 2] and s.take_moves() == []
+    s.finish(reqs[2])  # the highest: nothing to move
+    assert s.take_moves() == [] and sorted(s.running) == [0, 1]
+    s.add(req("new"))
+    assert [r.slot for r in s.schedule().prefill] == [2]  # the next slot up, not a hole
+
+
+def test_without_compaction_holes_stay():
+    s = Scheduler(max_num_seqs=3, max_prefill_tokens=100)
+    reqs = [req(str(i)) for i in range(3)]
+    for r in reqs:
+        s.add(r)
+    s.schedule()
+    s.finish(reqs[0])
+    assert s.take_moves() == [] and sorted(s.running) == [1, 2]

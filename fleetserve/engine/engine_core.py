@@ -62,7 +62,10 @@ class EngineCore:
             raise ValueError(f"the model does not run on this machine as configured (dtype {dtype}, quantization "
                              f"{config.quantization}, device {config.device}): {str(e).splitlines()[0]}; "
                              "try --dtype float32 or --quantization none") from e
-        self.scheduler = Scheduler(config.max_num_seqs, max(config.max_prefill_tokens, config.max_model_len))
+        # Slots are compacted (running requests moved down into freed slots) in the plain loop
+        # only: the overlapped one has a step in flight that writes to the old slots.
+        self.scheduler = Scheduler(config.max_num_seqs, max(config.max_prefill_tokens, config.max_model_len),
+                                   compact=not config.async_scheduling)
         self.eos_token_ids = frozenset(eos_token_ids) | frozenset(self.model_config.eos_token_ids)
         self.stats = EngineStats()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="engine-step") if config.async_scheduling else None
@@ -130,6 +133,8 @@ class EngineCore:
                 for r in late]
 
     def _step_plain(self) -> list[StepOutput]:
+        for move in self.scheduler.take_moves():
+            self.runner.move_slot(move.src, move.dst, move.request.num_tokens)
         batch = self.scheduler.schedule()
         if not batch:
             return []

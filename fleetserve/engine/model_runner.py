@@ -1,10 +1,12 @@
 """Runs the model for a scheduled batch: builds the step's input tensors, owns the KV cache.
 
 Mechanism only: the scheduler decides who runs; this turns that into tensors.
-Decoding slots run as slots 0..B-1 (B a power of two, empty slots included), so
-their cache reads are views, never gathers; prompts (and any sequence of several
-query tokens) run as a second attention group. Attention lengths are rounded up
-to a multiple of KV_BLOCK so that a compiled step sees few distinct shapes.
+Decoding slots run as slots 0..B-1 (B the highest running slot + 1, or with a
+compiled step a power of two; empty slots included), so their cache reads are
+views, never gathers; prompts run as a second attention group, a view too when
+their slots are consecutive (as the scheduler's compaction keeps them), gathered
+otherwise. Attention lengths are rounded up to a multiple of KV_BLOCK so that a
+compiled step sees few distinct shapes.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class ModelRunner:
         self.window = model.cfg.sliding_window
         self.heads_per_kv = model.cfg.num_heads // model.cfg.num_kv_heads
         model.setup_cache(max_num_seqs, max_model_len)
-        self.batch_buckets = _buckets(max_num_seqs)
+        # A compiled step sees few batch shapes; eager runs exactly the slots in use.
+        self.batch_buckets = _buckets(max_num_seqs) if compile else list(range(1, max_num_seqs + 1))
         self._step = model.step
         if compile:
             # Compiled code cannot write into inference-mode tensors (the KV cache), so the
@@ -67,6 +70,14 @@ class ModelRunner:
         """One token through the model (K/V written at slot 0, position 0, which any request
         there overwrites): a path this machine cannot run fails here, at start-up."""
         self.run(self.build([], [], [Sequence(0, [0], 0)]))
+
+    def move_slot(self, src: int, dst: int, length: int) -> None:
+        """Copy the KV cache positions below `length` of slot `src` to slot `dst` (a
+        request the scheduler moved down: see scheduler.Move)."""
+        for layer in self.model.layers:
+            a = layer.self_attn
+            a.k_cache[dst, :, :length] = a.k_cache[src, :, :length]
+            a.v_cache[dst, :, :length] = a.v_cache[src, :, :length]
 
     def prepare(self, decode: list[Request], prefill: list[Request], pending: dict[int, int] | None = None,
                 drafts: dict[int, list[int]] | None = None) -> PreparedStep:
@@ -95,7 +106,8 @@ class ModelRunner:
     def build(self, bucket: list[Sequence], live: list[int], seqs: list[Sequence]) -> PreparedStep:
         """`bucket`: the sequences of slots 0..b-1, in slot order (their cache is read as
         views), of which the slots `live` return logits, in that order; `seqs`: sequences in
-        any slots (their cache is gathered). Each returns the logits of its last `logits` tokens."""
+        any slots (their cache is gathered unless the slots are consecutive). Each returns the
+        logits of its last `logits` tokens."""
         tokens: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
@@ -120,9 +132,13 @@ class ModelRunner:
         if seqs:
             begin = len(tokens)
             firsts = rows_of(seqs)
-            groups.append(self._group(slice(begin, len(tokens)), [s.start for s in seqs],
-                                      [len(s.tokens) for s in seqs], self._ids([s.slot for s in seqs]),
-                                      max(s.start + len(s.tokens) for s in seqs)))
+            ids = [s.slot for s in seqs]
+            consecutive = ids == list(range(ids[0], ids[0] + len(ids)))
+            group = self._group(slice(begin, len(tokens)), [s.start for s in seqs], [len(s.tokens) for s in seqs],
+                                None if consecutive else self._ids(ids), max(s.start + len(s.tokens) for s in seqs))
+            if consecutive:
+                group.first_slot = ids[0]
+            groups.append(group)
             layout += [(s.slot, first, len(s.tokens), s.logits) for s, first in zip(seqs, firsts)]
         ends = [r for _, first, n, k in layout for r in range(first + n - k, first + n)]
         inputs = StepInputs(self._ids(tokens), self._ids(positions), self._ids(slots), groups, self._ids(ends))

@@ -85,7 +85,8 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 class AttentionGroup:
     """Sequences whose queries attend to the KV cache in one call: `num_seqs` sequences
     of at most `q_len` query tokens, rows `rows` of the step. `slots`: their cache slots,
-    or None for slots 0..num_seqs-1 (read as views of the cache, never gathered). `pad`:
+    or None for slots first_slot..first_slot+num_seqs-1 (read as views of the cache, never
+    gathered). `pad`:
     where each row goes in the padded [num_seqs * q_len] layout (None when every
     sequence has exactly q_len tokens). `mask` [num_seqs, 1, heads per KV head * q_len,
     kv_len]: the cache positions each query row sees (query head g of a KV head, token t
@@ -97,6 +98,7 @@ class AttentionGroup:
     slots: torch.Tensor | None
     pad: torch.Tensor | None
     mask: torch.Tensor
+    first_slot: int = 0
 
 
 @dataclass
@@ -180,7 +182,8 @@ class StepContext:
                 padded[g.pad] = qg
                 qg = padded
             if g.slots is None:
-                keys, values = attn.k_cache[:s, :, :kv_len], attn.v_cache[:s, :, :kv_len]
+                a, b = g.first_slot, g.first_slot + s
+                keys, values = attn.k_cache[a:b, :, :kv_len], attn.v_cache[a:b, :, :kv_len]
             else:
                 keys, values = attn.k_cache[g.slots, :, :kv_len], attn.v_cache[g.slots, :, :kv_len]
             # Grouped-query attention without repeating K/V: the query heads that share
