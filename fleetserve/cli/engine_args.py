@@ -25,6 +25,10 @@ def add_engine_arguments(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> 
     g.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's choice; fleetserve serve: every core, its OpenMP threads "
                         "waiting passively)")
+    g.add_argument("--thread-choice", choices=["measured", "fixed"], default="measured",
+                   help="measured: each step runs on one thread or on --threads, whichever the engine measures "
+                        "faster for steps of its size on this host right now (small steps and a busy host favour "
+                        "one); fixed: always --threads (default %(default)s)")
     g.add_argument("--float-linear", choices=["auto", "plain", "onednn"], default="auto",
                    help="float linear products: plain F.linear, or weights reordered once into oneDNN's layout; "
                         "auto times both at the model's shapes at start-up and keeps the faster (default %(default)s)")
@@ -73,7 +77,7 @@ def engine_config(a: argparse.Namespace) -> EngineConfig:
 
     return EngineConfig(max_num_seqs=a.max_num_seqs, max_model_len=a.max_model_len,
                         max_prefill_tokens=a.max_prefill_tokens, load_format=a.load_format, dtype=a.dtype,
-                        compile=a.compile, seed=a.seed, threads=a.threads, async_scheduling=a.async_scheduling,
+                        compile=a.compile, seed=a.seed, threads=a.threads, thread_choice=a.thread_choice, async_scheduling=a.async_scheduling,
                         quantization=a.quantization, quantize_groups=quantize_groups(a.quantize_groups),
                         float_linear=a.float_linear, int8_product=a.int8_product, device=a.device, speculative=a.speculative,
                         speculative_max_tokens=a.speculative_max_tokens, cache_dir=a.cache_dir,

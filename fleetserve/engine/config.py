@@ -18,6 +18,9 @@ class EngineConfig:
     compile: bool = False
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    # "measured": each step runs on 1 thread or all of them, whichever measures faster for
+    # steps of its size (engine/thread_choice.py); "fixed": always all of them.
+    thread_choice: str = "measured"
     # Overlap: launch step N+1 on a worker thread before appending step N's tokens,
     # sending its outputs and admitting new requests (see EngineCore.step).
     async_scheduling: bool = False

@@ -24,6 +24,7 @@ from fleetserve.engine.sampler import sample
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.scheduler import ScheduledBatch, Scheduler
 from fleetserve.engine.speculative import DraftState, Proposer, accept
+from fleetserve.engine.thread_choice import ThreadChoice
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.loader import load_model
 from fleetserve.model.product_paths import choose_products
@@ -41,6 +42,13 @@ class EngineCore:
             raise ValueError(f"speculative_max_tokens must be >= 1, got {config.speculative_max_tokens}")
         if config.threads:
             torch.set_num_threads(config.threads)
+        if config.thread_choice not in ("measured", "fixed"):
+            raise ValueError(f"thread_choice must be measured or fixed, got {config.thread_choice!r}")
+        # Per step in the plain loop only: a thread count set here would not reach the
+        # overlapped loop's worker thread (OpenMP's count is per calling thread).
+        most = torch.get_num_threads()
+        self.threads = ThreadChoice(most) if config.thread_choice == "measured" and most > 1 and \
+            not config.async_scheduling else None
         keep_freed_memory()  # before the weights: every large tensor from here on stays mapped
         self.model_config = model_config or ModelConfig.from_dir(model_dir)
         if config.max_model_len > self.model_config.max_position_embeddings:
@@ -142,7 +150,19 @@ class EngineCore:
         self._admitted(batch)
         drafts = self._propose(batch.decode) if self.proposer is not None else {}
         step = self.runner.prepare(batch.decode, batch.prefill, None, drafts)
-        outputs = self._finish_step(batch, *self._run(batch, step, drafts))
+        if self.threads is None:
+            result = self._run(batch, step, drafts)
+        else:
+            rows = step.inputs.tokens.numel()
+            n = self.threads.choose(rows)
+            if n != torch.get_num_threads():
+                torch.set_num_threads(n)
+            began = time.perf_counter()
+            result = self._run(batch, step, drafts)
+            self.threads.record(rows, n, time.perf_counter() - began)
+            if n == 1:
+                self.stats.single_thread_steps += 1
+        outputs = self._finish_step(batch, *result)
         self._timed(start)
         return outputs
 

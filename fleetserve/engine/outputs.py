@@ -49,6 +49,7 @@ class EngineStats(msgspec.Struct, tag="stats", array_like=True):
     refused: int = 0  # requests that waited longer than the queue limit for a slot
     draft_tokens: int = 0  # tokens proposed by speculative decoding
     accepted_tokens: int = 0  # of which greedy decoding agreed with
+    single_thread_steps: int = 0  # steps the measured thread choice ran on one thread
 
 
 class HeldAnswers:

@@ -84,6 +84,9 @@ class PodServer:
         m.add(Gauge("fleetserve_engine_steps_total", "Engine steps run", lambda: engine.snapshot().steps, "counter"))
         m.add(Gauge("fleetserve_engine_step_seconds_total", "Time spent in engine steps",
                     lambda: engine.snapshot().step_seconds, "counter"))
+        m.add(Gauge("fleetserve_engine_single_thread_steps_total", "Engine steps run on one thread, where that "
+                    "measured faster than all of them (--thread-choice measured)",
+                    lambda: engine.snapshot().single_thread_steps, "counter"))
         m.add(Gauge("fleetserve_engine_last_step_seconds", "Duration of the latest engine step",
                     lambda: engine.snapshot().last_step_s))
         m.add(Gauge("fleetserve_engine_last_batch_size", "Requests that advanced in the latest step",
