@@ -101,6 +101,30 @@ def test_abort_frees_the_slot(tiny_model_dir):
     assert [o.request_id for o in outs] == ["b"]
 
 
+def test_snapshots_integrate_the_requests_in_flight_over_time(tiny_model_dir):
+    """inflight_seconds is the time integral of waiting + running: with two requests held
+    between two clock readings it grows by twice the time between them, and once every
+    request has finished it stops growing."""
+    import time
+
+    engine = EngineCore(tiny_model_dir, EngineConfig(max_num_seqs=1, max_model_len=32))
+    empty = engine.snapshot()
+    engine.add_request("a", [5, 6], SamplingParams(max_tokens=3, ignore_eos=True))
+    engine.add_request("b", [7, 8], SamplingParams(max_tokens=3, ignore_eos=True))
+    held_from = time.monotonic()
+    time.sleep(0.05)
+    held = engine.snapshot()
+    assert held.waiting == 2 and empty.inflight_seconds <= 2 * (held_from - empty.clock) + 1e-9
+    assert 2 * (held.clock - held_from) <= held.inflight_seconds - empty.inflight_seconds \
+        <= 2 * (held.clock - empty.clock) + 1e-9
+    while engine.has_unfinished():
+        engine.step()
+    done = engine.snapshot()
+    time.sleep(0.02)
+    later = engine.snapshot()
+    assert held.inflight_seconds < done.inflight_seconds == later.inflight_seconds and later.clock > done.clock
+
+
 @pytest.mark.parametrize("speculative", ["off", "input"])
 def test_requests_moved_into_freed_slots_keep_their_outputs(tiny_model_dir, speculative):
     """Requests of different lengths finish out of order; each freed slot below the highest

@@ -76,6 +76,7 @@ class EngineCore:
                                    compact=not config.async_scheduling)
         self.eos_token_ids = frozenset(eos_token_ids) | frozenset(self.model_config.eos_token_ids)
         self.stats = EngineStats()
+        self._inflight_area = (time.monotonic(), 0.0, 0)  # since, integral up to since, count since
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="engine-step") if config.async_scheduling else None
         self._inflight: tuple[ScheduledBatch, Future] | None = None
         # Speculation needs the plain loop: the overlapped one runs one token per request and step.
@@ -95,6 +96,7 @@ class EngineCore:
         if self.proposer is not None and params.greedy:  # sampled requests decode one token at a time
             request.draft = DraftState(k=min(4, self.proposer.max_k))
         self.scheduler.add(request)
+        self._count_inflight()
         return request
 
     def abort_request(self, request_id: str) -> bool:
@@ -103,14 +105,26 @@ class EngineCore:
             return False
         request.finish_reason = FinishReason.ABORT
         self.scheduler.finish(request)
+        self._count_inflight()
         return True
 
     def has_unfinished(self) -> bool:
         return self.scheduler.num_unfinished > 0 or self._inflight is not None
 
     def snapshot(self) -> EngineStats:
-        """A copy of the counters with the current queue lengths."""
-        return msgspec.structs.replace(self.stats, waiting=self.num_waiting, running=self.num_running)
+        """A copy of the counters with the current queue lengths. Safe from another
+        thread (the core process's heartbeat): the in-flight integral is one tuple."""
+        since, area, count = self._inflight_area
+        now = time.monotonic()
+        return msgspec.structs.replace(self.stats, waiting=self.num_waiting, running=self.num_running,
+                                       inflight_seconds=area + count * (now - since), clock=now)
+
+    def _count_inflight(self) -> None:
+        """Close the interval over which the in-flight count held and start one at the
+        current count; called after every change of it (add, abort, a step's finishes)."""
+        since, area, count = self._inflight_area
+        now = time.monotonic()
+        self._inflight_area = (now, area + count * (now - since), self.scheduler.num_unfinished)
 
     @property
     def num_waiting(self) -> int:
@@ -125,6 +139,7 @@ class EngineCore:
         returns the previous step's tokens, having launched the next one first."""
         refused = self._refuse_late() if self.config.max_queue_time else []
         outputs = self._step_overlapped() if self._worker is not None else self._step_plain()
+        self._count_inflight()
         return refused + outputs if refused else outputs
 
     def _refuse_late(self) -> list[StepOutput]:

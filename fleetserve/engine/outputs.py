@@ -50,6 +50,11 @@ class EngineStats(msgspec.Struct, tag="stats", array_like=True):
     draft_tokens: int = 0  # tokens proposed by speculative decoding
     accepted_tokens: int = 0  # of which greedy decoding agreed with
     single_thread_steps: int = 0  # steps the measured thread choice ran on one thread
+    # The time integral of waiting + running, and the engine's monotonic clock when this
+    # copy was taken: two snapshots give the mean number in flight between them, which
+    # the autoscaler reads (a sample of the instant count at a fast pod is mostly 0 or 1).
+    inflight_seconds: float = 0.0
+    clock: float = 0.0
 
 
 class HeldAnswers:

@@ -17,7 +17,7 @@ import time
 from fleetserve.fleet.autoscaler import Autoscaler, AutoscalerConfig, Decision
 from fleetserve.fleet.discovery import Snapshot
 from fleetserve.fleet.discovery.kubernetes import KubernetesDiscovery, transport_errors
-from fleetserve.fleet.load_signal import pod_inflight
+from fleetserve.fleet.load_signal import InflightMeter
 
 log = logging.getLogger("fleetserve.autoscale")
 
@@ -62,6 +62,7 @@ async def autoscale_kubernetes(policy: AutoscalerConfig, scaler: DeploymentScale
 
     stop = stop or asyncio.Event()
     autoscaler = Autoscaler(policy)
+    meter = InflightMeter()
     ready: Snapshot = ()
 
     async def follow() -> None:
@@ -74,7 +75,7 @@ async def autoscale_kubernetes(policy: AutoscalerConfig, scaler: DeploymentScale
         while not stop.is_set():
             if watcher.done():
                 watcher.result()  # discovery failed for good: raise its error
-            loads = await asyncio.gather(*(pod_inflight(s.url) for s in ready))
+            loads = await meter.read_all([s.url for s in ready])
             now = time.monotonic()
             autoscaler.observe(now, [v for v in loads if v is not None])
             try:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetserve.fleet.discovery.file import write_endpoint_file
+from fleetserve.fleet.load_signal import InflightMeter
 from fleetserve.http_common import free_port
 
 log = logging.getLogger("fleetserve.supervisor")
@@ -42,7 +43,7 @@ class Pod:
     started: float
     state: str = "starting"  # starting | ready | draining
     drain_at: float | None = None
-    inflight: float = 0.0  # last sampled (waiting + running in its engine)
+    inflight: float = 0.0  # mean waiting + running in its engine over the last tick
     terminated: bool = False  # SIGTERM sent
     health_errors: int = 0  # /health answered with an error, times in a row
     healthy_at: float = 0.0  # when /health last answered 200
@@ -77,6 +78,7 @@ class Supervisor:
         self.ready_in: deque[float] = deque(maxlen=RECENT_STARTS)
         self.serving_in: deque[float] = deque(maxlen=RECENT_STARTS)
         self._written: list[dict] | None = None
+        self._meter = InflightMeter()
 
     # --- what the autoscaler sees ------------------------------------------------
     def active(self) -> list[Pod]:
@@ -142,7 +144,7 @@ class Supervisor:
     # --- the loop -----------------------------------------------------------------
     async def tick(self) -> None:
         """Check every pod once: readiness, deaths, drains due; sample load; rewrite the endpoint file."""
-        from fleetserve.fleet.load_signal import pod_health, pod_inflight, pod_ready
+        from fleetserve.fleet.load_signal import pod_health, pod_ready
 
         now = time.monotonic()
         ready = self.ready()
@@ -177,7 +179,7 @@ class Supervisor:
                     log.error("pod on port %d still draining after %.0fs; killing it", pod.port, since)
                     pod.proc.kill()
         ready = self.ready()
-        loads = await asyncio.gather(*(pod_inflight(p.url) for p in ready))
+        loads = await self._meter.read_all([p.url for p in ready])
         for pod, load in zip(ready, loads):
             if load is not None:
                 pod.inflight = load

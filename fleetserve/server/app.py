@@ -77,6 +77,11 @@ class PodServer:
         m.add(Gauge("fleetserve_requests_waiting", "Requests waiting for a slot", lambda: engine.snapshot().waiting))
         m.add(Gauge("fleetserve_slots_running", "Slots holding a running request", lambda: engine.snapshot().running))
         m.add(Gauge("fleetserve_slots_total", "Slots (max-num-seqs)", lambda: engine.max_num_seqs))
+        m.add(Gauge("fleetserve_inflight_seconds_total", "Time integral of requests waiting + running: its "
+                    "increase over fleetserve_engine_clock_seconds' is the mean number in flight",
+                    lambda: engine.snapshot().inflight_seconds, "counter"))
+        m.add(Gauge("fleetserve_engine_clock_seconds", "The engine's monotonic clock when the figures were taken",
+                    lambda: engine.snapshot().clock))
         m.add(Gauge("fleetserve_generation_tokens_total", "Tokens generated",
                     lambda: engine.snapshot().generated_tokens, "counter"))
         m.add(Gauge("fleetserve_prompt_tokens_total", "Prompt tokens prefilled",
