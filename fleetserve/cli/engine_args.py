@@ -24,7 +24,7 @@ def add_engine_arguments(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> 
                    help="torch.compile the decode step (see BENCHMARKS.md for when it helps)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's choice; fleetserve serve: every core, its OpenMP threads "
-                        "waiting passively)")
+                        "spinning only briefly before they sleep: GOMP_SPINCOUNT=10000)")
     g.add_argument("--thread-choice", choices=["measured", "fixed"], default="measured",
                    help="measured: each step runs on one thread or on --threads, whichever the engine measures "
                         "faster for steps of its size on this host right now (small steps and a busy host favour "

@@ -47,9 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
-    from fleetserve.engine.openmp import wait_passively
+    from fleetserve.engine.openmp import choose_serving_wait
 
-    wait_passively()  # first: nothing may have loaded torch yet
+    choose_serving_wait()  # first: nothing may have loaded torch yet
     from fleetserve.server.options import ServerOptions
 
     if (a.frontends is not None and a.frontends < 0) or a.max_waiting < 0 or a.drain_timeout < 0 \
