@@ -42,15 +42,17 @@ def test_the_proposer_continues_the_copy_of_the_source_and_realigns_after_an_edi
         Proposer("sometimes")
 
 
-def test_the_draft_length_follows_what_is_accepted_and_misses_back_off():
+def test_the_draft_length_follows_what_is_accepted_and_repeated_misses_back_off():
     s = DraftState(k=4)
     s.update(4, 4, max_k=8)
     assert s.k == 8
     s.update(8, 8, max_k=8)
     assert s.k == 8
-    s.update(8, 2, max_k=8)
-    assert s.k == 3
-    s.update(3, 0, max_k=8)
+    s.update(8, 2, max_k=8)  # an edit: the copy goes on after it
+    assert (s.k, s.wait) == (8, 0)
+    s.update(8, 0, max_k=8)  # one miss: half as many, at once
+    assert (s.k, s.wait) == (4, 0)
+    s.update(4, 0, max_k=8)  # misses in a row: back off
     assert (s.k, s.wait) == (1, 2)
     s.update(1, 0, max_k=8)
     assert (s.k, s.wait) == (1, 4)
