@@ -130,11 +130,14 @@ class CoreClient(EngineClient):
             log.warning("the engine core answers again; ready")
 
     async def _watch(self) -> None:
+        tick = STALE_AFTER_S / 8
         while self.error is None:
-            await asyncio.sleep(STALE_AFTER_S / 8)
-            silent = time.monotonic() - self._last_seen
-            if silent <= STALE_AFTER_S or self._pending(self._beats) or self._pending(self._sock):
+            asleep = time.monotonic()
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if not core_silent(now - self._last_seen, now - asleep, tick):
                 continue
+            silent = now - self._last_seen
             if self.welcome.pid and process_gone(self.welcome.pid):
                 self.error = EngineDeadError(f"the engine core (pid {self.welcome.pid}) has exited")
                 log.error("%s; failing %d requests in flight", self.error, len(self._queues))
@@ -144,10 +147,16 @@ class CoreClient(EngineClient):
                 log.warning("no heartbeat from the engine core for %.1fs; not ready until it answers "
                             "(requests in flight are kept)", silent)
 
-    @staticmethod
-    def _pending(sock: zmq.asyncio.Socket) -> bool:
-        """Messages already here but not yet read (this process itself was paused)."""
-        return bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+
+
+def core_silent(silent: float, slept: float, tick: float) -> bool:
+    """Whether the core has said nothing for too long: `silent` seconds since its last message,
+    judged after a sleep of `tick` that took `slept`. A sleep that overran by far means this
+    process itself was paused or starved, so what the core sent meanwhile is here but unread:
+    the readers run first, and the next turn judges. (Asking the sockets whether messages wait,
+    ZMQ_EVENTS, would take their edge-triggered wake-up from pyzmq's asyncio readers, which
+    then never wake again: a frontend that stops reading its outputs or heartbeats for good.)"""
+    return silent > STALE_AFTER_S and slept < tick + STALE_AFTER_S / 2
 
 
 def process_gone(pid: int) -> bool:
