@@ -148,7 +148,6 @@ class CoreClient(EngineClient):
                             "(requests in flight are kept)", silent)
 
 
-
 def core_silent(silent: float, slept: float, tick: float) -> bool:
     """Whether the core has said nothing for too long: `silent` seconds since its last message,
     judged after a sleep of `tick` that took `slept`. A sleep that overran by far means this

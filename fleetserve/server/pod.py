@@ -50,9 +50,10 @@ def default_threads() -> int:
     HTTP side (the frontends, or a one-process pod's event loop) takes about 1 ms of CPU
     per correction request against the engine's 9-15 ms, so a core kept for it would idle
     most of the time, and the engine's OpenMP threads spin only briefly before they sleep
-    (engine/openmp.py), so they yield the core when a frontend has work. Measured on 2 cores, correction
-    traffic at p99 < 1 s (BENCHMARKS.md, issue 19): two threads served 1.25x one thread's
-    rate on a quiet host and 0.87x beside two busy loops. (Spinning, two threads had
+    (engine/openmp.py), so they yield the core when a frontend has work. Measured on 2
+    cores, correction traffic at p99 < 1 s (BENCHMARKS.md, issue 19, second part, waiting
+    passively then): two threads served 1.25x one thread's rate on a quiet host and 0.87x
+    beside two busy loops. (Spinning, two threads had
     served nothing there: the reason this default was once the cores minus the frontends.)"""
     return len(os.sched_getaffinity(0))
 
