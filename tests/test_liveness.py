@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from serving import server_process
-from test_pod import children_alive, complete, pod_children, wait_idle
+from test_pod import children_alive, complete, pod_children, still_busy
 
 pytestmark = pytest.mark.slow  # starts processes or servers (make test-quick skips it)
 
@@ -82,8 +82,8 @@ def test_a_paused_engine_core_serves_again_without_a_restart():
         while status_of(url, "/ready")[0] != 200:
             assert time.monotonic() < deadline, "the pod never turned ready again"
             time.sleep(0.1)
-        idle = wait_idle(url)  # the figures say which side still counts it, if one does
-        assert idle, f"the abandoned request still holds a slot ({idle!r})"
+        busy = still_busy(url)  # the figures say which side still counts it, if one does
+        assert not busy, f"the abandoned request still holds a slot ({busy})"
         assert pod_children(proc.pid)["core"] == [core] and proc.poll() is None
         assert complete(url, "after", max_tokens=4).status_code == 200
 

@@ -135,9 +135,9 @@ class CoreClient(EngineClient):
             asleep = time.monotonic()
             await asyncio.sleep(tick)
             now = time.monotonic()
-            if not core_silent(now - self._last_seen, now - asleep, tick):
-                continue
             silent = now - self._last_seen
+            if not core_silent(silent, now - asleep, tick):
+                continue
             if self.welcome.pid and process_gone(self.welcome.pid):
                 self.error = EngineDeadError(f"the engine core (pid {self.welcome.pid}) has exited")
                 log.error("%s; failing %d requests in flight", self.error, len(self._queues))
