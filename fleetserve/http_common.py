@@ -22,9 +22,9 @@ REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not All
            503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
-class TooLarge(Exception):
-    """Raised from an HTTP parser's callback when a request passes a size limit; the parser
-    then fails with it as the cause (see `refusal`)."""
+class Refused(Exception):
+    """Raised from an HTTP parser's callback to refuse a request (a size limit passed, a URL
+    that cannot be parsed); the parser then fails with it as the cause (see `refusal`)."""
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -33,22 +33,22 @@ class TooLarge(Exception):
 
 def check_url(url: bytes) -> None:
     if len(url) > MAX_URL_BYTES:
-        raise TooLarge(414, f"the URL is over {MAX_URL_BYTES} bytes")
+        raise Refused(414, f"the URL is over {MAX_URL_BYTES} bytes")
 
 
 def count_header(total: int, name: bytes, value: bytes) -> int:
-    """The request's header bytes so far, with this header; TooLarge past the limit."""
+    """The request's header bytes so far, with this header; Refused past the limit."""
     total += len(name) + len(value)
     if total > MAX_HEADER_BYTES:
-        raise TooLarge(431, f"the request headers are over {MAX_HEADER_BYTES} bytes")
+        raise Refused(431, f"the request headers are over {MAX_HEADER_BYTES} bytes")
     return total
 
 
 def refusal(parse_error: Exception) -> tuple[int, str]:
     """Status and message for a request the HTTP parser refused: a size limit when one of our
-    callbacks raised TooLarge (httptools wraps it), else 400 with the parser's reason."""
+    callbacks raised Refused (httptools wraps it), else 400 with the parser's reason."""
     cause = parse_error.__context__
-    if isinstance(cause, TooLarge):
+    if isinstance(cause, Refused):
         return cause.status, str(cause)
     return 400, f"malformed HTTP request: {parse_error}"
 
@@ -62,12 +62,25 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
                                  "code": code}}).encode()
 
 
+def answer_head(status: int, content_type: bytes, length: int | None, extra: bytes = b"",
+                close: bool = False) -> bytes:
+    """A response's status line and headers, for the layers that write to sockets
+    themselves; `length` None: chunked; `extra`: more header lines, each ending in CRLF."""
+    framing = b"Transfer-Encoding: chunked" if length is None else b"Content-Length: %d" % length
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s\r\n%s%s\r\n" % (
+        status, REASONS.get(status, "").encode(), content_type, framing, extra,
+        b"Connection: close\r\n" if close else b"")
+
+
+def answer(status: int, body: bytes, content_type: bytes = b"application/json", extra: bytes = b"",
+           close: bool = False) -> bytes:
+    """A whole response."""
+    return answer_head(status, content_type, len(body), extra, close) + body
+
+
 def error_message(status: int, message: str, code: str | None = None, extra: bytes = b"") -> bytes:
-    """A whole HTTP/1.1 answer with an error object that closes the connection, for
-    answers written straight to a socket (no framework in between)."""
-    body = error_body(status, message, code)
-    return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n"
-            % (status, REASONS.get(status, "").encode(), len(body), extra)) + body
+    """A whole answer with an error object that closes the connection."""
+    return answer(status, error_body(status, message, code), extra=extra, close=True)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

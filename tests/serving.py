@@ -51,6 +51,38 @@ def server_process(model_dir, *args: str, timeout: float = 60) -> Iterator[tuple
 
 
 @contextlib.contextmanager
+def serving_in_thread(pod, stall_timeout: float | None = None) -> Iterator[tuple[str, object]]:
+    """A PodServer served over real HTTP by its DrainingServer, as `fleetserve serve
+    --frontends 0` runs it but on a thread of this process (so that a test can reach into
+    the engine); yields (url, the DrainingServer) once ready, and stops it after."""
+    import threading
+    import time
+
+    from fleetserve.server.draining import DrainingServer
+    from fleetserve.server.http_server import listen_socket
+    from fleetserve.server.options import ServerOptions
+
+    port = free_port()
+    runner = DrainingServer(pod, ServerOptions(log_level="warning"), stall_timeout=stall_timeout)
+    thread = threading.Thread(target=runner.run, args=(listen_socket("127.0.0.1", port),), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/ready", timeout=5):
+                break
+        except OSError:
+            assert thread.is_alive() and time.monotonic() < deadline, "the in-thread pod did not turn ready"
+            time.sleep(0.05)
+    try:
+        yield url, runner
+    finally:
+        runner.stop()
+        thread.join(timeout=30)
+
+
+@contextlib.contextmanager
 def announcing_process(*args: str, stop_timeout: float = 10) -> Iterator[tuple[str, subprocess.Popen]]:
     """`fleetserve ARGS` for a command that prints its http:// URL first (stub-server, router);
     yields (url, process) and terminates it after."""

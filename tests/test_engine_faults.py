@@ -152,16 +152,16 @@ def test_sampling_stays_finite_for_a_tiny_temperature_above_the_greedy_cut():
 
 
 def test_a_failed_step_is_a_500_for_that_request_alone_over_http(tiny_model_dir):
-    """The one-process pod's HTTP face (in-process, Starlette's test client)."""
-    from starlette.testclient import TestClient
+    """The one-process pod's HTTP face (served on a thread of the test)."""
+    import httpx
+    from serving import serving_in_thread
 
     from fleetserve.engine.config import EngineConfig
-    from fleetserve.server.options import ServerOptions
     from fleetserve.server.serve import build_server
 
-    server = build_server(tiny_model_dir, EngineConfig(max_num_seqs=2, max_model_len=64), ServerOptions())
+    server = build_server(tiny_model_dir, EngineConfig(max_num_seqs=2, max_model_len=64))
     _poison_core(server.engine.core, 77)
-    with TestClient(server.app) as client:
+    with serving_in_thread(server) as (url, _), httpx.Client(base_url=url, timeout=30) as client:
         body = {"max_tokens": 3, "temperature": 0, "ignore_eos": True}
         bad = client.post("/v1/completions", json={"prompt": [5, 77, 9], **body})
         assert bad.status_code == 500 and bad.json()["error"]["code"] == "generation_failed"
@@ -177,40 +177,25 @@ def test_a_failed_step_is_a_500_for_that_request_alone_over_http(tiny_model_dir)
 def test_the_one_process_pod_exits_1_when_its_step_loop_crashes(tiny_model_dir):
     """A failure outside any request's computation (here a scheduler bug) is a broken
     engine: requests get 503, and the process ends with status 1 to be replaced."""
-    import threading
-
     import httpx
+    from serving import serving_in_thread
 
     from fleetserve.engine.config import EngineConfig
-    from fleetserve.http_common import free_port
-    from fleetserve.server.draining import DrainingServer, uvicorn_config
     from fleetserve.server.options import ServerOptions
     from fleetserve.server.serve import build_server
 
-    options = ServerOptions(log_level="warning")
-    server = build_server(tiny_model_dir, EngineConfig(max_num_seqs=2, max_model_len=64), options)
-    port = free_port()
-    runner = DrainingServer(uvicorn_config(server.app, options, host="127.0.0.1", port=port), server,
-                            stall_timeout=options.engine_stall_timeout)
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(url + "/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
+    server = build_server(tiny_model_dir, EngineConfig(max_num_seqs=2, max_model_len=64))
+    with serving_in_thread(server, stall_timeout=ServerOptions().engine_stall_timeout) as (url, runner):
+        def broken(*args, **kwargs):
+            raise RuntimeError("a bug in the scheduler")
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("a bug in the scheduler")
-
-    server.engine.core.scheduler.schedule = broken
-    r = httpx.post(url + "/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=30)
-    assert r.status_code == 503 and r.json()["error"]["code"] == "engine_dead"
-    thread.join(timeout=30)
-    assert not thread.is_alive() and runner.exit_status == 1
+        server.engine.core.scheduler.schedule = broken
+        r = httpx.post(url + "/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=30)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "engine_dead"
+        deadline = time.monotonic() + 30
+        while not runner.finished and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert runner.finished and runner.exit_status == 1
 
 
 def test_requests_that_wait_too_long_for_a_slot_are_refused(tiny_model_dir):

@@ -34,14 +34,15 @@ def test_unusable_values_fail_naming_the_file(tmp_path, cfg):
 
 
 def test_the_bundled_model_answers_chat_and_completions_greedily_by_default():
-    from starlette.testclient import TestClient
+    import httpx
+    from serving import serving_in_thread
 
     from fleetserve.engine.config import EngineConfig
     from fleetserve.server.serve import build_server
 
     server = build_server(BUNDLED, EngineConfig(max_num_seqs=4))
     chat = {"messages": [{"role": "user", "content": "He dont like insects."}], "max_tokens": 24}
-    with TestClient(server.app) as client:
+    with serving_in_thread(server) as (url, _), httpx.Client(base_url=url, timeout=60) as client:
         default = [client.post("/v1/chat/completions", json=chat).json()["choices"][0]["message"]["content"]
                    for _ in range(3)]
         greedy = client.post("/v1/chat/completions", json={**chat, "temperature": 0}).json()

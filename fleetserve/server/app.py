@@ -18,11 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
 
 from fleetserve.engine.client import EngineClient
 from fleetserve.engine.detokenizer import IncrementalDetokenizer
@@ -33,6 +28,7 @@ from fleetserve.model.generation_config import SamplingDefaults
 from fleetserve.model.tokenizer import Tokenizer
 from fleetserve.server.correct import char_edits
 from fleetserve.server.errors import APIError, error_response
+from fleetserve.server.http_server import EventStream, Request, Response, json_response
 from fleetserve.server.metrics import Counter, Gauge, Histogram, Registry
 from fleetserve.server.options import ServerOptions
 from fleetserve.server.protocol import ChatCompletionRequest, CompletionRequest, CorrectRequest
@@ -114,28 +110,33 @@ class PodServer:
         self.m_ttft = m.add(Histogram("fleetserve_time_to_first_token_seconds",
                                           "Time to first token (streamed requests and those with stop strings)"))
 
-        routes = [
-            Route("/v1/completions", self._route(self.completions), methods=["POST"]),
-            Route("/v1/chat/completions", self._route(self.chat), methods=["POST"]),
-            Route("/v1/correct", self._route(self.correct), methods=["POST"]),
-            Route("/v1/models", self.models, methods=["GET"]),
-            Route("/health", self.health, methods=["GET"]),
-            Route("/ready", self.ready, methods=["GET"]),
-            Route("/metrics", self.metrics_endpoint, methods=["GET"]),
-        ]
-        self.app = Starlette(routes=routes, lifespan=self._lifespan,
-                             exception_handlers={HTTPException: _http_error, Exception: _server_error})
+        self.routes = {  # path: (method, handler); GET routes answer HEAD too
+            "/v1/completions": ("POST", self._generation(self.completions)),
+            "/v1/chat/completions": ("POST", self._generation(self.chat)),
+            "/v1/correct": ("POST", self._generation(self.correct)),
+            "/v1/models": ("GET", self.models),
+            "/health": ("GET", self.health),
+            "/ready": ("GET", self.ready),
+            "/metrics": ("GET", self.metrics_endpoint),
+        }
 
-    @contextlib.asynccontextmanager
-    async def _lifespan(self, app):
-        await self.engine.start()
-        yield
-        self.engine.stop()
+    async def handle(self, request: Request) -> Response | EventStream:
+        """Every request the HTTP server has read: to its route, or a 404 / 405 error object."""
+        route = self.routes.get(request.path)
+        if route is None:
+            return error_response(404, f"no route {request.path}; see /v1/models, /v1/completions, "
+                                       "/v1/chat/completions, /v1/correct")
+        method, handler = route
+        if request.method != method and not (method == "GET" and request.method == "HEAD"):
+            response = error_response(405, f"{request.method} is not allowed on {request.path}")
+            response.headers["allow"] = method
+            return response
+        return await handler(request)
 
     # ---- plumbing shared by the generation routes -------------------------------------------
 
-    def _route(self, handler):
-        async def endpoint(request: Request) -> Response:
+    def _generation(self, handler):
+        async def endpoint(request: Request) -> Response | EventStream:
             if self.draining:
                 response = error_response(503, "server is draining", "draining")
             elif not self.engine.alive:
@@ -154,32 +155,26 @@ class PodServer:
                 except RequestRejected as e:
                     response = error_response(e.status, str(e), _REJECTED_CODES.get(e.status))
                     if e.status == 429:
-                        response.headers["Retry-After"] = "1"
+                        response.headers["retry-after"] = "1"
                 except Exception as e:  # a bug met by one request fails that request alone
-                    log.exception("%s %s failed", request.method, request.url.path)
+                    log.exception("%s %s failed", request.method, request.path)
                     response = error_response(500, f"internal error: {type(e).__name__}: {e}", "internal_error")
-            self.m_requests.inc(1, request.url.path, str(response.status_code))
+            self.m_requests.inc(1, request.path, str(response.status))
             stats = self.engine.snapshot()
             response.headers[IN_FLIGHT_HEADER] = str(stats.waiting + stats.running)
             return response
 
         return endpoint
 
-    async def _read(self, request: Request, kind: type):
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise APIError(413, f"request body is {declared} bytes; the limit is {self.max_body_bytes}")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.max_body_bytes:
-                raise APIError(413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
+    def _read(self, request: Request, kind: type):
+        """The body as a `kind` (the HTTP server has bounded its size)."""
+        body = request.body
         try:
             codecs.utf_8_decode(body, "strict", True)  # anywhere in the body, ignored fields too
         except UnicodeDecodeError as e:
             raise APIError(400, f"request body is not valid UTF-8: {e}") from None
         try:
-            return msgspec.json.decode(bytes(body), type=kind)
+            return msgspec.json.decode(body, type=kind)
         except msgspec.ValidationError as e:
             raise APIError(400, f"invalid request: {e}") from None
         except msgspec.DecodeError as e:
@@ -236,12 +231,8 @@ class PodServer:
             return Generation("".join(parts), len(prompt_ids), n, reason)
 
         work = asyncio.ensure_future(collect())
-        gone = asyncio.ensure_future(_disconnected(request))
-        try:
-            done, _ = await asyncio.wait({work, gone}, timeout=self.request_timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
+        gone = request.gone
+        done, _ = await asyncio.wait({work, gone}, timeout=self.request_timeout, return_when=asyncio.FIRST_COMPLETED)
         if work in done:
             return work.result()
         work.cancel()  # leaving the engine's generator aborts the request there
@@ -252,7 +243,7 @@ class PodServer:
         raise APIError(504, f"request timed out after {self.request_timeout:g}s", "timeout")
 
     async def _stream(self, prompt_ids: list[int], params: SamplingParams, request_id: str, chunk,
-                      include_usage: bool) -> Response:
+                      include_usage: bool) -> EventStream:
         """Server-sent events; `chunk(text, finish_reason)` shapes each event. The first
         token is awaited before the 200 starts, so a request the engine turns away
         (full queue, dead engine) still gets a proper HTTP status."""
@@ -305,12 +296,12 @@ class PodServer:
                 yield b"data: " + msgspec.json.encode(usage) + b"\n\n"
             yield b"data: [DONE]\n\n"
 
-        return _EventStream(events(), close)
+        return EventStream(events(), close)
 
     # ---- routes -------------------------------------------------------------------------------
 
-    async def completions(self, request: Request) -> Response:
-        req = await self._read(request, CompletionRequest)
+    async def completions(self, request: Request) -> Response | EventStream:
+        req = self._read(request, CompletionRequest)
         self._check_model(req.model)
         prompt = req.prompt_input()
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
@@ -324,13 +315,13 @@ class PodServer:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return await self._stream(ids, params, rid, chunk, include_usage)
         g = await self._generate(request, ids, params, rid)
-        return JSONResponse(base | {
+        return json_response(base | {
             "choices": [{"index": 0, "text": g.text, "logprobs": None, "finish_reason": g.finish_reason}],
             "usage": _usage(g.prompt_tokens, g.completion_tokens),
         })
 
-    async def chat(self, request: Request) -> Response:
-        req = await self._read(request, ChatCompletionRequest)
+    async def chat(self, request: Request) -> Response | EventStream:
+        req = self._read(request, ChatCompletionRequest)
         self._check_model(req.model)
         ids = self.tokenizer.encode_chat(req.message_dicts())
         if req.max_completion_tokens is not None:
@@ -352,17 +343,17 @@ class PodServer:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return await self._stream(ids, params, rid, chunk, include_usage)
         g = await self._generate(request, ids, params, rid)
-        return JSONResponse(base | {
+        return json_response(base | {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
                          "logprobs": None, "finish_reason": g.finish_reason}],
             "usage": _usage(g.prompt_tokens, g.completion_tokens),
         })
 
     async def correct(self, request: Request) -> Response:
-        req = await self._read(request, CorrectRequest)
+        req = self._read(request, CorrectRequest)
         self._check_model(req.model)
         if not req.text.strip():
-            return JSONResponse({"text": req.text, "edits": []})
+            return json_response({"text": req.text, "edits": []})
         try:
             ids, max_tokens = self.correction.request(req.text, self.max_model_len)
         except ValueError as e:
@@ -370,17 +361,17 @@ class PodServer:
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
         g = await self._generate(request, ids, params, f"corr-{uuid.uuid4().hex}")
         corrected = g.text.strip()
-        return JSONResponse({"text": corrected, "edits": char_edits(req.text, corrected)})
+        return json_response({"text": corrected, "edits": char_edits(req.text, corrected)})
 
     async def models(self, request: Request) -> Response:
         card = {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "fleetserve",
                 "max_model_len": self.max_model_len}
-        return JSONResponse({"object": "list", "data": [card]})
+        return json_response({"object": "list", "data": [card]})
 
     async def health(self, request: Request) -> Response:
         if self.engine.error is not None:
             return error_response(503, f"engine crashed: {self.engine.error!r}", "engine_dead")
-        return JSONResponse({"status": "ok"})
+        return json_response({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
         if self.draining:
@@ -390,47 +381,13 @@ class PodServer:
         if not self.engine.ready:
             return error_response(503, "not ready: the engine has not answered for a while (busy or paused); "
                                        "requests are kept", "engine_stalled")
-        return JSONResponse({"status": "ready"})
+        return json_response({"status": "ready"})
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
-
-
-class _EventStream(StreamingResponse):
-    """A stream that releases its request even when the client leaves before the
-    first byte (the body generator then never runs, so its own cleanup cannot)."""
-
-    def __init__(self, events, close):
-        super().__init__(events, media_type="text/event-stream")
-        self._close = close
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._close()
+        return Response(200, self.metrics.render().encode(), "text/plain; version=0.0.4")
 
 
 _REJECTED_CODES = {429: "overloaded", 500: "generation_failed"}
-
-
-async def _http_error(request: Request, exc: HTTPException) -> Response:
-    """Starlette's own answers (unknown path, wrong method) as OpenAI error objects."""
-    if exc.status_code == 404:
-        message = f"no route {request.url.path}; see /v1/models, /v1/completions, /v1/chat/completions, /v1/correct"
-    elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
-    else:
-        message = exc.detail or "request failed"
-    response = error_response(exc.status_code, message)
-    if exc.headers:
-        response.headers.update(exc.headers)
-    return response
-
-
-async def _server_error(request: Request, exc: Exception) -> Response:
-    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return error_response(500, f"internal error: {type(exc).__name__}", "internal_error")
 
 
 def _error_event(message: str, code: str) -> bytes:
@@ -439,15 +396,6 @@ def _error_event(message: str, code: str) -> bytes:
 
 class ClientGone(Exception):
     """The client hung up before its answer was ready."""
-
-
-async def _disconnected(request: Request) -> None:
-    """Return when the client closes the connection (the body has been read already,
-    so the next ASGI message is the disconnect)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:

@@ -1,6 +1,7 @@
-"""uvicorn with the pod's drain: on SIGTERM the server turns not ready and
-answers new requests 503 while the ones in flight finish, then stops (exit 0);
-a second signal, or `drain_timeout`, stops it sooner.
+"""A pod's serving process from start to exit: the engine started, HTTP served, and the
+drain: on SIGTERM the server turns not ready and answers new requests 503 while the
+ones in flight finish, then stops (exit 0); a second signal, or `drain_timeout`,
+stops it sooner.
 
 For the one-process pod it also watches the engine thread: a crashed step loop
 ends the server with `exit_status` 1, and a loop stuck for longer than
@@ -9,58 +10,61 @@ replaces the pod instead of keeping one that cannot answer."""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import os
 import signal
+import socket
 import threading
 import time
-from collections.abc import Iterator
 
-import uvicorn
+import uvloop
 
 from fleetserve.server.app import PodServer
-from fleetserve.server.http_protocol import PodHttpProtocol
+from fleetserve.server.http_server import HttpServer
 from fleetserve.server.options import ServerOptions
 
 log = logging.getLogger(__name__)
 
 
-def uvicorn_config(app, options: ServerOptions, **where) -> uvicorn.Config:
-    """The pod's uvicorn settings (`where`: host and port, or none when sockets are passed to run)."""
-    return uvicorn.Config(app, loop="uvloop", http=PodHttpProtocol.with_read_timeout(options.request_read_timeout),
-                          log_level=options.log_level, access_log=False,
-                          timeout_graceful_shutdown=options.drain_timeout, **where)
-
-
-class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, pod: PodServer, drain_timeout: float = 30.0,
+class DrainingServer:
+    def __init__(self, pod: PodServer, options: ServerOptions,
                  signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT), parent_pid: int | None = None,
                  stall_timeout: float | None = None):
         """`parent_pid`: a supervisor whose death should drain this server too.
         `stall_timeout`: watch the in-process engine (InProcessClient) with this limit."""
-        super().__init__(config)
-        self.pod, self.drain_timeout, self.signals = pod, drain_timeout, signals
+        self.pod, self.drain_timeout, self.signals = pod, options.drain_timeout, signals
+        self.http = HttpServer(pod.handle, options.max_body_bytes, options.request_read_timeout)
         self.parent_pid = parent_pid
         self.stall_timeout = stall_timeout
         self.drain_started: float | None = None
+        self.should_exit = False
         self.exit_status = 0
+        self.finished = False  # run has returned
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # uvicorn's own version re-raises the signal after shutting down, which
-        # would end the process with -SIGTERM instead of exit 0.
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        original = {sig: signal.signal(sig, self._on_signal) for sig in self.signals}
+    def run(self, sock: socket.socket) -> None:
+        """Serve on the listening socket `sock` until drained or stopped."""
         try:
-            yield
+            uvloop.run(self._main(sock))
         finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
+            self.finished = True
 
-    def _on_signal(self, sig: int, frame) -> None:
+    def stop(self) -> None:
+        """Stop without draining (from any thread)."""
+        self.should_exit = True
+
+    async def _main(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                loop.add_signal_handler(sig, self._on_signal)
+        await self.pod.engine.start()
+        try:
+            await self.http.serve([sock], self._tick, grace=self.drain_timeout)
+        finally:
+            self.pod.engine.stop()
+
+    def _on_signal(self) -> None:
         if self.drain_started is None:
             self.drain_started = time.monotonic()
             self.pod.draining = True
@@ -68,19 +72,20 @@ class DrainingServer(uvicorn.Server):
         else:
             self.should_exit = True
 
-    async def on_tick(self, counter: int) -> bool:
-        if self.stall_timeout is not None and self.started:
+    def _tick(self) -> bool:
+        """Asked ten times a second: time to stop?"""
+        if self.stall_timeout is not None:
             self._watch_engine()
         if self.parent_pid is not None and self.drain_started is None and os.getppid() != self.parent_pid:
             log.error("the pod supervisor is gone; draining")
-            self._on_signal(signal.SIGTERM, None)
+            self._on_signal()
         if self.drain_started is not None and not self.should_exit:
             waited = time.monotonic() - self.drain_started
             if self.pod.in_flight == 0 or waited > self.drain_timeout:
                 if self.pod.in_flight:
                     log.error("drain timeout: %d requests still in flight", self.pod.in_flight)
                 self.should_exit = True
-        return await super().on_tick(counter)
+        return self.should_exit
 
     def _watch_engine(self) -> None:
         engine = self.pod.engine

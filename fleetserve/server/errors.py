@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from starlette.responses import Response
-
 from fleetserve.http_common import error_body
+from fleetserve.server.http_server import Response
 
 
 class APIError(Exception):
@@ -17,4 +16,4 @@ class APIError(Exception):
 
 
 def error_response(status: int, message: str, code: str | None = None, param: str | None = None) -> Response:
-    return Response(error_body(status, message, code, param), status_code=status, media_type="application/json")
+    return Response(status, error_body(status, message, code, param))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,8 @@ from fleetserve.engine.ipc import Welcome
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.tokenizer import Tokenizer
 from fleetserve.server.app import PodServer
-from fleetserve.server.draining import DrainingServer, uvicorn_config
+from fleetserve.server.draining import DrainingServer
+from fleetserve.server.http_server import listen_socket
 from fleetserve.server.options import ServerOptions
 
 
@@ -30,18 +30,6 @@ class FrontendConfig:
     options: ServerOptions
 
 
-def reuseport_socket(host: str, port: int) -> socket.socket:
-    """A listening socket that other frontends can bind too; the kernel spreads connections."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
 def run_frontend(cfg: FrontendConfig, index: int) -> None:
     """Entry point of a frontend process."""
     opts = cfg.options
@@ -51,6 +39,5 @@ def run_frontend(cfg: FrontendConfig, index: int) -> None:
     tokenizer = Tokenizer(cfg.model_dir)
     limits = Welcome(cfg.max_model_len, cfg.max_num_seqs, ModelConfig.from_dir(cfg.model_dir).vocab_size)
     pod = PodServer(CoreClient(cfg.core_address, limits), tokenizer, Path(cfg.model_dir), opts)
-    sock = reuseport_socket(cfg.host, cfg.port)
-    DrainingServer(uvicorn_config(pod.app, opts), pod, opts.drain_timeout, signals=(signal.SIGTERM,),
-                   parent_pid=os.getppid()).run(sockets=[sock])
+    sock = listen_socket(cfg.host, cfg.port, reuse_port=True)
+    DrainingServer(pod, opts, signals=(signal.SIGTERM,), parent_pid=os.getppid()).run(sock)

@@ -15,7 +15,8 @@ from fleetserve.http_common import check_port_free
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.tokenizer import Tokenizer
 from fleetserve.server.app import PodServer
-from fleetserve.server.draining import DrainingServer, uvicorn_config
+from fleetserve.server.draining import DrainingServer
+from fleetserve.server.http_server import listen_socket
 from fleetserve.server.options import ServerOptions
 
 
@@ -40,8 +41,7 @@ def serve(model_dir: str | Path, host: str, port: int, config: EngineConfig,
           file=sys.stderr)
     print(f"fleetserve: serving model {server.model_name!r} on http://{host}:{port}  (Ctrl-C to stop)",
           file=sys.stderr, flush=True)
-    runner = DrainingServer(uvicorn_config(server.app, options, host=host, port=port), server,
-                            options.drain_timeout, stall_timeout=options.engine_stall_timeout)
-    runner.run()
+    runner = DrainingServer(server, options, stall_timeout=options.engine_stall_timeout)
+    runner.run(listen_socket(host, port))
     if runner.exit_status:
         sys.exit(runner.exit_status)

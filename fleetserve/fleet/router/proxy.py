@@ -21,7 +21,7 @@ import logging
 
 import httptools
 
-from fleetserve.http_common import REASONS, check_url, count_header, error_body, error_message, refusal
+from fleetserve.http_common import answer, check_url, count_header, error_body, error_message, refusal
 from fleetserve.fleet.balancer import Balancer, Choice, Endpoint
 from fleetserve.fleet.discovery import Snapshot, host_port
 from fleetserve.fleet.outlier import OutlierDetector
@@ -33,14 +33,6 @@ log = logging.getLogger("fleetserve.router")
 
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer",
                b"upgrade", b"content-length", b"expect"}
-
-
-def response(status: int, body: bytes, ctype: bytes = b"application/json", extra: bytes = b"",
-             close: bool = False) -> bytes:
-    head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
-        status, REASONS.get(status, "").encode(), ctype, len(body), extra,
-        b"Connection: close\r\n" if close else b"")
-    return head + body
 
 
 class Exchange:
@@ -349,28 +341,28 @@ class Router:
         client = ex.client
         if client.current is ex:
             client.current = None
-        client.reply(response(status, body, extra=extra, close=not ex.keep_alive), close=not ex.keep_alive)
+        client.reply(answer(status, body, extra=extra, close=not ex.keep_alive), close=not ex.keep_alive)
 
     def _own(self, client: ClientConn, status: int, body: bytes, ctype: bytes = b"application/json",
              extra: bytes = b"", close: bool = False) -> None:
         self.metrics.observe(status, 0.0)
-        client.reply(response(status, body, ctype, extra, close), close)
+        client.reply(answer(status, body, ctype, extra, close), close)
 
     # --- the router's own routes ------------------------------------------------------
     def _local(self, client: ClientConn, method: bytes, path: bytes, keep_alive: bool) -> None:
         close = not keep_alive
         if method == b"GET" and path == b"/health":
-            client.reply(response(200, b'{"status":"ok"}', close=close), close)
+            client.reply(answer(200, b'{"status":"ok"}', close=close), close)
         elif method == b"GET" and path == b"/ready":
             n = len(self.balancer.usable(self.loop.time()))
             if n and not self.draining:
-                client.reply(response(200, b'{"status":"ready","endpoints":%d}' % n, close=close), close)
+                client.reply(answer(200, b'{"status":"ready","endpoints":%d}' % n, close=close), close)
             else:
                 why = "the router is draining" if self.draining else "no ready endpoint"
-                client.reply(response(503, error_body(503, f"not ready: {why}", "not_ready"), close=close), close)
+                client.reply(answer(503, error_body(503, f"not ready: {why}", "not_ready"), close=close), close)
         elif method == b"GET" and path == b"/metrics":
             text = self.metrics.render(self.balancer, self.outlier.ejected_total, self.loop.time()).encode()
-            client.reply(response(200, text, b"text/plain; version=0.0.4", close=close), close)
+            client.reply(answer(200, text, b"text/plain; version=0.0.4", close=close), close)
         elif path in KNOWN_PATHS:
             self._own(client, 405, error_body(405, f"{method.decode()} is not allowed on {path.decode()}"),
                       close=close)
