@@ -26,3 +26,27 @@ def test_edits_rebuild_the_target(source, target):
 def test_edit_offsets_point_at_the_changed_word():
     assert char_edits("I has a cat", "I have a cat") == [{"start": 2, "end": 5, "replacement": "have"}]
     assert char_edits("same", "same") == []
+
+
+def test_edits_rebuild_the_target_for_random_word_edits_and_repeats():
+    """Insertions, deletions and substitutions anywhere, repeated words included (where a
+    common head and tail can overlap), always rebuild the target from the source."""
+    import random
+
+    rng = random.Random(0)
+    words = ["a", "a", "the", "cat", "sat", ",", ".", "on", "mat", "it's", "is"]
+    for _ in range(2000):
+        source = [rng.choice(words) for _ in range(rng.randint(0, 8))]
+        target = list(source)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randint(0, len(target))
+            kind = rng.choice("ids")
+            if kind == "i":
+                target.insert(i, rng.choice(words))
+            elif target and i < len(target):
+                if kind == "d":
+                    del target[i]
+                else:
+                    target[i] = rng.choice(words)
+        src, tgt = " ".join(source), " ".join(target)
+        assert apply(src, char_edits(src, tgt)) == tgt, (src, tgt)
