@@ -207,3 +207,14 @@ def test_an_unparseable_request_after_a_good_one_is_refused_after_its_answer():
             first, second = out.split(b"HTTP/1.1 ")[1:]
             assert first.startswith(b"200") and second.startswith(b"400") and b"malformed HTTP request" in second
     run(go())
+
+
+def test_a_request_asking_to_upgrade_is_answered_in_http_1_1_and_the_connection_ends():
+    async def go():
+        async with serving() as (_, port, _):
+            out = await exchange(port, b"GET /u HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 200") and out.count(b"HTTP/1.1") == 1
+            assert b"connection: close" in out.lower() and out.endswith(b"GET /u ")
+            out = await exchange(port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 400")
+    run(go())

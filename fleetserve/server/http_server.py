@@ -150,7 +150,7 @@ class Connection(asyncio.Protocol):
         self.current: Request | None = None  # being handled or answered
         self.task: asyncio.Task | None = None
         self.streaming = False
-        self.refused: bytes | None = None  # an error answer owed after the requests before it
+        self.refused: bytes | None = None  # the connection ends after the requests before it, with this
         self.write_ready: asyncio.Future | None = None  # set while the transport's buffer is full
         self.deadline: float | None = None
         self.reading = False  # the deadline is for a request being read (408), else for an idle connection
@@ -189,7 +189,10 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._refuse(error_message(400, "protocol upgrades are not supported"))
+            if self.current is not None:  # a whole request asked to switch: answered in HTTP/1.1, then closed
+                self._refuse(b"")
+            else:
+                self._refuse(error_message(400, "protocol upgrades are not supported"))
         except httptools.HttpParserError as e:
             self._refuse(error_message(*refusal(e)))
 
@@ -248,7 +251,7 @@ class Connection(asyncio.Protocol):
         except Exception as e:  # a bug met by one request fails that request alone
             log.exception("%s %s failed", req.method, req.path)
             answer = Response(500, error_body(500, f"internal error: {type(e).__name__}", "internal_error"))
-        close = not req.keep_alive or self.server.stopping
+        close = not req.keep_alive or self.server.stopping or (self.refused == b"" and not self.queue)
         if isinstance(answer, EventStream):
             await self._stream(answer, close)
         elif self.transport is not None:
@@ -291,13 +294,14 @@ class Connection(asyncio.Protocol):
                 self.transport.resume_reading()
             self._start(req)
         elif self.refused is not None:
-            self.transport.write(self.refused)
+            self.transport.write(self.refused)  # (empty when nothing was wrong but the connection must end)
             self.close()
         elif not self.parsing:
             self._expect(self.server.idle_timeout, reading=False)
 
     def _refuse(self, answer: bytes) -> None:
-        """Answer a request this layer refuses and close; after the ones before it, if any."""
+        """Answer a request this layer refuses and close; after the ones before it, if any.
+        (Where the parser found the request's upgrade, the request was whole and is answered.)"""
         self.parsing = False
         self.deadline = None
         if self.transport is None:
