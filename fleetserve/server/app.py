@@ -58,7 +58,6 @@ class PodServer:
         self.engine = engine
         self.tokenizer = tokenizer
         self.model_name = options.served_model_name or Path(model_dir).resolve().name
-        self.max_body_bytes = options.max_body_bytes
         self.request_timeout = options.request_timeout
         self.max_model_len = engine.max_model_len
         self.correction = CorrectionPrompt(model_dir, tokenizer)
