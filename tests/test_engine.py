@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.engine_core import EngineCore
@@ -215,3 +216,12 @@ def test_held_answers_deliver_every_token_once_at_the_end():
     assert delivered == [[StepOutput("b", [7])], [StepOutput("b", [8], FinishReason.LENGTH)],
                          [StepOutput("a", [1, 2, 3], FinishReason.STOP)]]
     assert len(held) == 0
+
+
+def test_greedy_tokens_follow_argmax_on_ties_nan_and_infinities():
+    """The engine's greedy pick (`max`'s indices, faster) is argmax's, ties included."""
+    from fleetserve.engine.sampler import greedy_tokens
+
+    x = torch.randint(0, 3, (300, 4096)).float()
+    x[0, 5], x[1, 9], x[2] = float("nan"), float("inf"), float("-inf")
+    assert greedy_tokens(x) == x.argmax(dim=-1).tolist()

@@ -20,7 +20,7 @@ from fleetserve.engine.model_location import weights_source
 from fleetserve.engine.model_runner import ModelRunner, PreparedStep
 from fleetserve.engine.outputs import EngineStats, FinishReason, StepOutput
 from fleetserve.engine.request import Request
-from fleetserve.engine.sampler import sample
+from fleetserve.engine.sampler import greedy_tokens, sample
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.engine.scheduler import ScheduledBatch, Scheduler
 from fleetserve.engine.speculative import DraftState, Proposer, accept
@@ -229,7 +229,7 @@ class EngineCore:
             first.append(rows)
             rows += 1 + len(drafts.get(r.slot, ()))
         plain = [i for i, r in enumerate(requests) if r.slot not in drafts]
-        greedy = logits.argmax(dim=-1).tolist()
+        greedy = greedy_tokens(logits)
         sampled, failed = sample(logits, [requests[i] for i in plain], [first[i] for i in plain], greedy)
         out: list[list[int]] = [[] for _ in requests]
         for j, i in enumerate(plain):
