@@ -63,11 +63,15 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
 
 
 def answer_head(status: int, content_type: bytes, length: int | None, extra: bytes = b"",
-                close: bool = False) -> bytes:
+                close: bool = False, chunked: bool = False) -> bytes:
     """A response's status line and headers, for the layers that write to sockets
-    themselves; `length` None: chunked; `extra`: more header lines, each ending in CRLF."""
-    framing = b"Transfer-Encoding: chunked" if length is None else b"Content-Length: %d" % length
-    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s\r\n%s%s\r\n" % (
+    themselves; `length` None: chunked, or without chunks the body ends with the connection
+    (for HTTP/1.0 clients); `extra`: more header lines, each ending in CRLF."""
+    if length is not None:
+        framing = b"Content-Length: %d\r\n" % length
+    else:
+        framing = b"Transfer-Encoding: chunked\r\n" if chunked else b""
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s%s%s\r\n" % (
         status, REASONS.get(status, "").encode(), content_type, framing, extra,
         b"Connection: close\r\n" if close else b"")
 

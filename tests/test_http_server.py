@@ -218,3 +218,13 @@ def test_a_request_asking_to_upgrade_is_answered_in_http_1_1_and_the_connection_
             out = await exchange(port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             assert out.startswith(b"HTTP/1.1 400")
     run(go())
+
+
+def test_a_stream_is_chunked_for_http_1_1_and_ends_with_the_connection_for_http_1_0():
+    async def go():
+        async with serving() as (app, port, _):
+            out = await exchange(port, b"GET /stream HTTP/1.0\r\n\r\n", until=b"data: 3\n\n")
+            head, _, body = out.partition(b"\r\n\r\n")
+            assert b"chunked" not in head.lower() and body.startswith(b"data: 0\n\ndata: 1\n\n")
+            await asyncio.wait_for(app.closed.wait(), 2)
+    run(go())

@@ -41,12 +41,13 @@ SWEEP_SECONDS = 0.1
 class Request:
     """A whole request, body read. `headers`: lower-case names (the last of repeated ones)."""
 
-    __slots__ = ("method", "path", "query", "headers", "body", "keep_alive", "gone")
+    __slots__ = ("method", "path", "query", "headers", "body", "keep_alive", "chunks", "gone")
 
     def __init__(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes,
-                 keep_alive: bool, gone: asyncio.Future):
+                 keep_alive: bool, chunks: bool, gone: asyncio.Future):
         self.method, self.path, self.query, self.headers, self.body = method, path, query, headers, body
         self.keep_alive = keep_alive
+        self.chunks = chunks  # the client reads chunked answers (HTTP/1.1)
         self.gone = gone  # done when the client has closed the connection
 
 
@@ -79,8 +80,9 @@ Handler = Callable[[Request], Awaitable[Response | EventStream]]
 
 
 def head(status: int, content_type: str, headers: dict[str, str], length: int | None, close: bool) -> bytes:
+    """`length` None: a stream, chunked unless the connection ends with it."""
     extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
-    return answer_head(status, content_type.encode("latin-1"), length, extra, close)
+    return answer_head(status, content_type.encode("latin-1"), length, extra, close, chunked=not close)
 
 
 def listen_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
@@ -233,7 +235,8 @@ class Connection(asyncio.Protocol):
             raise Refused(400, f"malformed HTTP request: invalid URL {self.url[:200]!r}") from None
         req = Request(self.parser.get_method().decode("latin-1"), url.path.decode("latin-1"),
                       (url.query or b"").decode("latin-1"), self.headers, b"".join(self.body),
-                      self.parser.should_keep_alive(), self.loop.create_future())
+                      self.parser.should_keep_alive(), self.parser.get_http_version() != "1.0",
+                      self.loop.create_future())
         if self.current is None:
             self._start(req)
         else:
@@ -253,6 +256,7 @@ class Connection(asyncio.Protocol):
             answer = Response(500, error_body(500, f"internal error: {type(e).__name__}", "internal_error"))
         close = not req.keep_alive or self.server.stopping or (self.refused == b"" and not self.queue)
         if isinstance(answer, EventStream):
+            close = close or not req.chunks  # without chunks, the stream ends with the connection
             await self._stream(answer, close)
         elif self.transport is not None:
             body = b"" if req.method == "HEAD" else answer.body
@@ -271,10 +275,10 @@ class Connection(asyncio.Protocol):
             async for event in events:
                 if self.transport is None:
                     return
-                self.transport.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.transport.write(event if close else b"%x\r\n%s\r\n" % (len(event), event))
                 if self.write_ready is not None:
                     await self.write_ready  # a slow reader holds its stream back, not our memory
-            if self.transport is not None:
+            if self.transport is not None and not close:
                 self.transport.write(b"0\r\n\r\n")
         finally:
             self.streaming = False
