@@ -8,9 +8,12 @@ import asyncio
 import contextlib
 import socket
 
+import pytest
 import uvloop
 
 from fleetserve.server.http_server import EventStream, HttpServer, Request, Response, listen_socket
+
+pytestmark = pytest.mark.slow  # real servers, some waiting out deadlines
 
 LIMIT = 1000
 
