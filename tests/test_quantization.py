@@ -84,6 +84,16 @@ def test_groups_and_spec_reject_unknown_names():
     assert QuantSpec("int8", frozenset({"lm_head"})).module_names(2) == ["lm_head"]
 
 
+@pytest.mark.parametrize("scheme,lm_head", [("int8", True), ("fp8", False), ("fp8-weight", False)])
+def test_auto_groups_are_each_schemes_own(tiny_model_dir, scheme, lm_head):
+    """int8 covers the lm_head by default (it passed the quality gate with it), fp8 does not."""
+    assert ("lm_head" in parse_groups("auto", scheme)) == lm_head == ("lm_head" in QuantSpec(scheme).groups)
+    assert parse_groups("auto", scheme) >= {"attention", "mlp"} and parse_groups("auto") == frozenset()
+    model = load_model(tiny_model_dir, quantization=scheme)  # the loader's default: auto
+    assert isinstance(model.lm_head, QuantLinear) == lm_head
+    assert isinstance(model.layers[0].mlp.down_proj, QuantLinear)
+
+
 def _greedy(model_dir, n=6, **kw):
     llm = LLM(model_dir, max_num_seqs=4, **kw)
     prompts = [[(7 * i + j) % 500 + 3 for j in range(12 + i)] for i in range(4)]

@@ -34,9 +34,11 @@ from fleetserve.loadtest.workload import reference_prompts
 VARIANTS: dict[str, dict[str, Any]] = {
     "float32": {},
     "bfloat16": {"dtype": "bfloat16"},
-    "int8 (attention, mlp)": {"quantization": "int8"},
-    "int8 (attention, mlp), bfloat16 rest": {"quantization": "int8", "dtype": "bfloat16"},
-    "int8 (attention, mlp, lm_head)": {"quantization": "int8", "quantize_groups": ("attention", "lm_head", "mlp")},
+    "int8 (attention, mlp)": {"quantization": "int8", "quantize_groups": ("attention", "mlp")},
+    "int8 (attention, mlp), bfloat16 rest": {"quantization": "int8", "quantize_groups": ("attention", "mlp"),
+                                             "dtype": "bfloat16"},
+    "int8 (attention, mlp, lm_head: the default)": {"quantization": "int8",
+                                                    "quantize_groups": ("attention", "lm_head", "mlp")},
 }
 
 

@@ -59,14 +59,17 @@ def add_engine_arguments(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> 
 
 
 def add_quantization_arguments(g, prefix: str = "", what: str = "") -> None:
+    from fleetserve.model.quant_groups import AUTO_HELP
+
     g.add_argument(f"--{prefix}quantization", choices=["auto", "none", "int8", "fp8", "fp8-weight"], default="auto",
                    help=f"{what}8-bit weights with one scale per output channel: int8 (CPU) or fp8 (GPU; emulated "
                         "on CPU) with activations quantized per token, or fp8-weight (float8 weights only, "
                         "activations unquantized) quantize a float checkpoint as it loads; auto serves the "
                         "checkpoint as stored (default %(default)s)")
-    g.add_argument(f"--{prefix}quantize-groups", default="attention,mlp", metavar="GROUPS",
+    g.add_argument(f"--{prefix}quantize-groups", default="auto", metavar="GROUPS",
                    help=f"{what}layer groups to quantize with --{prefix}quantization: attention, mlp, lm_head, "
-                        "comma-separated (default %(default)s; embeddings and the KV cache never are)")
+                        "comma-separated, or auto, each scheme's groups as the quality gate chose them "
+                        f"({AUTO_HELP}) (default %(default)s; embeddings and the KV cache never are)")
 
 
 def engine_config(a: argparse.Namespace) -> EngineConfig:
@@ -84,7 +87,8 @@ def engine_config(a: argparse.Namespace) -> EngineConfig:
                         cache_bytes=int(a.cache_size * 2**30), fetch_inflight=a.fetch_inflight)
 
 
-def quantize_groups(text: str) -> tuple[str, ...]:
+def quantize_groups(text: str) -> tuple[str, ...] | str:
+    """The groups named, checked; "auto" stays so until the scheme is known."""
     from fleetserve.model.quant_groups import parse_groups
 
-    return tuple(sorted(parse_groups(text)))
+    return text if text == "auto" else tuple(sorted(parse_groups(text)))

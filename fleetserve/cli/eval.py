@@ -34,12 +34,13 @@ def run(a: argparse.Namespace) -> int:
 
     copy = copy_source(eval_set)
     candidate = evaluate(corrector_for(a.system, dtype=a.dtype, quantization=a.quantization,
-                                       quantize_groups=parse_groups(a.quantize_groups), **engine),
+                                       quantize_groups=parse_groups(a.quantize_groups, a.quantization), **engine),
                          eval_set, progress=True)
     baseline = None
     if a.baseline is not None:
         baseline = evaluate(corrector_for(a.baseline, dtype=a.baseline_dtype, quantization=a.baseline_quantization,
-                                          quantize_groups=parse_groups(a.baseline_quantize_groups), **engine),
+                                          quantize_groups=parse_groups(a.baseline_quantize_groups,
+                                                                       a.baseline_quantization), **engine),
                             eval_set, progress=True)
 
     print(_line("copy", copy))
@@ -72,6 +73,8 @@ def run(a: argparse.Namespace) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from fleetserve.model.quant_groups import AUTO_HELP
+
     p.add_argument("system", help="model directory, server URL (http://host:port) or a file of outputs")
     p.add_argument("--set", default=None, help="evaluation set directory: *.src and *.ref0.. (default: ../shared/data/jfleg-dev)")
     p.add_argument("--limit", type=int, default=None, help="only the first N sentences")
@@ -85,8 +88,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{prefix}quantization", default="auto", choices=["auto", "none", "int8", "fp8", "fp8-weight"],
                        help=f"{who} model: quantize a float checkpoint's weights as it loads (as `serve`; "
                             "default %(default)s: as stored)")
-        p.add_argument(f"--{prefix}quantize-groups", default="attention,mlp", metavar="GROUPS",
-                       help=f"{who} model: groups for --{prefix}quantization (default %(default)s)")
+        p.add_argument(f"--{prefix}quantize-groups", default="auto", metavar="GROUPS",
+                       help=f"{who} model: groups for --{prefix}quantization, or {AUTO_HELP} (default %(default)s)")
     p.add_argument("--max-num-seqs", type=int, default=64, help="slots when running a model directory (default %(default)s)")
     p.add_argument("--max-model-len", type=int, default=256, help="context per slot, as `serve` (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N for model directories, as `serve`")

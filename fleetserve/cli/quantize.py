@@ -28,7 +28,7 @@ def run(a: argparse.Namespace) -> int:
         raise ValueError(f"unknown scheme {a.scheme!r}; choose from {', '.join(SCHEMES)}")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir} exists and is not empty; choose a new directory")
-    groups = parse_groups(a.groups)
+    groups = parse_groups(a.groups, SCHEMES[a.scheme])
     if not groups:
         raise ValueError("--groups names no layer group; nothing would be quantized")
     # Written beside the destination first, so a failed gate leaves no checkpoint behind.
@@ -77,13 +77,16 @@ def _gate(candidate_dir: Path, baseline_dir: Path, a: argparse.Namespace) -> boo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from fleetserve.model.quant_groups import AUTO_HELP
+
     p.add_argument("in_dir", help="float checkpoint (a Hugging Face model directory)")
     p.add_argument("out_dir", help="where to write the quantized checkpoint (new or empty directory)")
     p.add_argument("--scheme", default="int8-channel", choices=list(SCHEMES),
                    help="int8-channel for CPUs, fp8-channel for GPUs with float8, fp8-weight-channel for float8 "
                         "weights with unquantized activations (default %(default)s)")
-    p.add_argument("--groups", default="attention,mlp",
-                   help="layer groups to quantize: attention, mlp, lm_head (default %(default)s)")
+    p.add_argument("--groups", default="auto",
+                   help=f"layer groups to quantize: attention, mlp, lm_head, comma-separated, or {AUTO_HELP} "
+                        "(default %(default)s)")
     p.add_argument("--gate", action="store_true",
                    help="evaluate the result against the original and fail (exit 1, nothing written) when it "
                         "corrects worse")

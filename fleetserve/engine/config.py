@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fleetserve.model.quant_groups import DEFAULT_GROUPS
 
 
 @dataclass
@@ -25,9 +24,10 @@ class EngineConfig:
     # sending its outputs and admitting new requests (see EngineCore.step).
     async_scheduling: bool = False
     # 8-bit weights: "auto" serves the checkpoint as stored; int8/fp8 quantize a float
-    # checkpoint's `quantize_groups` as it loads (see model/quantization.py).
+    # checkpoint's `quantize_groups` as it loads (see model/quantization.py; "auto": the
+    # scheme's default groups, model/quant_groups.py).
     quantization: str = "auto"
-    quantize_groups: tuple[str, ...] = DEFAULT_GROUPS
+    quantize_groups: tuple[str, ...] | str = "auto"
     # Float linear products: "auto" (measured at start-up), "plain" (F.linear) or "onednn"
     # (weights reordered once, model/onednn_linear.py); not with compile, whose graphs expect
     # dense weights.

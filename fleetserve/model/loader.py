@@ -16,7 +16,7 @@ import torch
 from fleetserve.model import compressed_tensors
 from fleetserve.model.checkpoint import load_weights
 from fleetserve.model.config import ModelConfig, ModelLoadError
-from fleetserve.model.quant_groups import DEFAULT_GROUPS, parse_groups
+from fleetserve.model.quant_groups import parse_groups
 from fleetserve.model.device import resolve_device
 from fleetserve.model.llama import Transformer, random_init
 from fleetserve.model.quantization import QuantSpec, prepare_quantized, quantize_model
@@ -57,13 +57,13 @@ def load_model(
     dtype: str = "auto",
     seed: int = 0,
     quantization: str = "auto",
-    quantize_groups: str | tuple[str, ...] = DEFAULT_GROUPS,
+    quantize_groups: str | tuple[str, ...] = "auto",
     device: str = "cpu",
     weights_from: Source | None = None,
     cache: BlockCache | None = None,
 ) -> Transformer:
     """`quantization`: int8/fp8 quantizes a float checkpoint's `quantize_groups` as it
-    loads; auto serves the checkpoint as stored (quantized when its config.json has a
+    loads ("auto": the scheme's default groups); auto serves the checkpoint as stored (quantized when its config.json has a
     compressed-tensors `quantization_config`). The weights are read on the CPU, then
     moved to `device`. `weights_from`: where the checkpoint's files are when not in
     `model_dir` (which then holds the config, tokenizer and index); `cache`: blocks kept
@@ -92,6 +92,6 @@ def load_model(
     else:
         load_weights(model, model_dir, weights_from, cache)
     if stored is None and quantization not in ("auto", "none"):
-        spec = QuantSpec(quantization, parse_groups(quantize_groups))
+        spec = QuantSpec(quantization, parse_groups(quantize_groups, quantization))
         quantize_model(model, spec.scheme, spec.module_names(cfg.num_layers))
     return model.to(target).eval().requires_grad_(False)

@@ -54,11 +54,13 @@ class QuantSpec:
     """Which scheme, on which layer groups."""
 
     scheme: str
-    groups: frozenset[str] = frozenset(DEFAULT_GROUPS)
+    groups: frozenset[str] | None = None  # None: the scheme's default (quant_groups.DEFAULT_GROUPS)
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ValueError(f"unknown quantization scheme {self.scheme!r}; choose from {', '.join(SCHEMES)} or none")
+        if self.groups is None:
+            object.__setattr__(self, "groups", frozenset(DEFAULT_GROUPS[self.scheme]))
         unknown = set(self.groups) - set(GROUPS)
         if unknown:
             raise ValueError(f"unknown quantization group(s) {', '.join(sorted(unknown))}; "
