@@ -97,6 +97,14 @@ def test_pipelined_requests_are_answered_in_order_on_one_connection():
     run(go())
 
 
+def test_a_percent_encoded_path_is_decoded():
+    async def go():
+        async with serving() as (_, port, _):
+            out = await exchange(port, b"GET /v1/%63orrect%20x HTTP/1.1\r\nHost: x\r\n\r\n", until=b"correct x ")
+            assert out.endswith(b"GET /v1/correct x ")
+    run(go())
+
+
 def test_head_has_no_body_and_http_1_0_closes():
     async def go():
         async with serving() as (_, port, _):

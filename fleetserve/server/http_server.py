@@ -25,6 +25,7 @@ import asyncio
 import collections
 import logging
 import socket
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httptools
@@ -233,7 +234,10 @@ class Connection(asyncio.Protocol):
             url = httptools.parse_url(self.url)
         except httptools.HttpParserInvalidURLError:
             raise Refused(400, f"malformed HTTP request: invalid URL {self.url[:200]!r}") from None
-        req = Request(self.parser.get_method().decode("latin-1"), url.path.decode("latin-1"),
+        path = url.path.decode("latin-1")
+        if "%" in path:
+            path = urllib.parse.unquote(path)  # as uvicorn did: /v1/%63orrect is /v1/correct
+        req = Request(self.parser.get_method().decode("latin-1"), path,
                       (url.query or b"").decode("latin-1"), self.headers, b"".join(self.body),
                       self.parser.should_keep_alive(), self.parser.get_http_version() != "1.0",
                       self.loop.create_future())
