@@ -245,7 +245,7 @@ class Connection(asyncio.Protocol):
             self._start(req)
         else:
             self.queue.append(req)
-            self.transport.pause_reading()  # one waiting is enough; the rest stay in the socket
+            self.transport.pause_reading()  # beyond what this read held, the rest stay in the socket
 
     # --- answering ---------------------------------------------------------------------------
     def _start(self, req: Request) -> None:
