@@ -13,7 +13,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 # What each scheme covers unless told ("auto"), by the quality gate on the bundled model
 # (BENCHMARKS.md, "Quality: the bundled model quantized"): int8 passes with the lm_head too,
-# which is a quarter of the products at the 0.5B shape (int8 1.21x faster with it there);
+# a quarter of the products at the 0.5B shape (int8 1.22x faster with it there, AVX-512);
 # fp8 and fp8-weight with it change too many outputs.
 DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
     "int8": ("attention", "lm_head", "mlp"),
