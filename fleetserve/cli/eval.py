@@ -22,7 +22,7 @@ def _line(label: str, r: EvalResult) -> str:
 
 def run(a: argparse.Namespace) -> int:
     """Returns the exit status: 1 when a gate objective fails."""
-    from fleetserve.model.quant_groups import parse_groups
+    from fleetserve.cli.engine_args import quantize_groups
 
     gating = a.max_gleu_drop is not None or a.min_agreement is not None
     if gating and a.baseline is None:
@@ -34,13 +34,12 @@ def run(a: argparse.Namespace) -> int:
 
     copy = copy_source(eval_set)
     candidate = evaluate(corrector_for(a.system, dtype=a.dtype, quantization=a.quantization,
-                                       quantize_groups=parse_groups(a.quantize_groups, a.quantization), **engine),
+                                       quantize_groups=quantize_groups(a.quantize_groups), **engine),
                          eval_set, progress=True)
     baseline = None
     if a.baseline is not None:
         baseline = evaluate(corrector_for(a.baseline, dtype=a.baseline_dtype, quantization=a.baseline_quantization,
-                                          quantize_groups=parse_groups(a.baseline_quantize_groups,
-                                                                       a.baseline_quantization), **engine),
+                                          quantize_groups=quantize_groups(a.baseline_quantize_groups), **engine),
                             eval_set, progress=True)
 
     print(_line("copy", copy))

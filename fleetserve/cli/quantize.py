@@ -84,9 +84,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheme", default="int8-channel", choices=list(SCHEMES),
                    help="int8-channel for CPUs, fp8-channel for GPUs with float8, fp8-weight-channel for float8 "
                         "weights with unquantized activations (default %(default)s)")
-    p.add_argument("--groups", default="auto",
+    # Not `auto` (serve's int8 default adds the lm_head): vLLM does not load a quantized lm_head
+    # from a compressed-tensors checkpoint, and this file is meant to be served there too.
+    p.add_argument("--groups", default="attention,mlp",
                    help=f"layer groups to quantize: attention, mlp, lm_head, comma-separated, or {AUTO_HELP} "
-                        "(default %(default)s)")
+                        "(default %(default)s: what vLLM also loads; with lm_head only fleetserve serves it)")
     p.add_argument("--gate", action="store_true",
                    help="evaluate the result against the original and fail (exit 1, nothing written) when it "
                         "corrects worse")

@@ -16,11 +16,12 @@ def char_edits(source: str, target: str) -> list[dict]:
     a, b = _PIECES.findall(source), _PIECES.findall(target)
     # A correction keeps most of its text: only the span between the common head and
     # tail goes through difflib (7-18 us a JFLEG sentence instead of 60-67).
+    shorter = min(len(a), len(b))
     head = 0
-    while head < min(len(a), len(b)) and a[head] == b[head]:
+    while head < shorter and a[head] == b[head]:
         head += 1
     tail = 0
-    while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
+    while tail < shorter - head and a[-1 - tail] == b[-1 - tail]:
         tail += 1
     a_mid, b_mid = a[head:len(a) - tail], b[head:len(b) - tail]
     start = sum(map(len, a[:head]))

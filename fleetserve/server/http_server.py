@@ -1,6 +1,6 @@
 """The pod's HTTP/1.1 server: asyncio protocols with httptools' request parser on
-uvloop, no framework, as the router's. It replaced uvicorn + Starlette, which cost a
-frontend about twice the CPU per request (BENCHMARKS.md, "The pod's HTTP server").
+uvloop, no framework, as the router's. It replaced uvicorn + Starlette, with which a
+frontend spent 1.28x the CPU per correction request (BENCHMARKS.md, "The pod's HTTP server").
 
 Mechanism only; what a request means is the handler's (`app.py`). This layer:
 
@@ -26,7 +26,7 @@ import collections
 import logging
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import httptools
 import msgspec
@@ -68,7 +68,7 @@ class EventStream:
     __slots__ = ("events", "close", "headers")
     status = 200
 
-    def __init__(self, events: AsyncIterator[bytes], close: Callable[[], Awaitable[None]]):
+    def __init__(self, events: AsyncGenerator[bytes, None], close: Callable[[], Awaitable[None]]):
         self.events, self.close = events, close
         self.headers: dict[str, str] = {}
 
@@ -286,8 +286,7 @@ class Connection(asyncio.Protocol):
                 self.transport.write(b"0\r\n\r\n")
         finally:
             self.streaming = False
-            if hasattr(events, "aclose"):
-                await events.aclose()
+            await events.aclose()
             await stream.close()
 
     def _answered(self, close: bool) -> None:
