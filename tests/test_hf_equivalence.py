@@ -70,6 +70,16 @@ def test_sharded_checkpoint_matches_transformers(tmp_path):
     assert [o.token_ids for o in outs] == [hf_greedy(hf, p) for p in batch]
 
 
+def assert_equal_up_to_rounding(got: torch.Tensor, want: torch.Tensor) -> None:
+    """Equal up to float32 rounding: the same computation run over a different number of
+    rows may sum in another order (the AVX2 products of an AMD EPYC block by row count and
+    differed by 1.6e-5 on logits of magnitude 12, where AVX-512 ones agreed to 1e-5), so the
+    tolerance is relative to the tensor's largest value; a wrong position, mask or cache row
+    moves values by a sizeable fraction of it."""
+    scale = max(1.0, want.abs().max().item())
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * scale)
+
+
 def _runners(path, n: int):
     from fleetserve.engine.model_runner import ModelRunner
     from fleetserve.model.config import ModelConfig
@@ -101,11 +111,11 @@ def test_one_pass_step_equals_separate_decode_and_prefill(hf_checkpoint):
     new = _requests(prompts(3, [11, 7]), 4)
     one, two = runners
     both = one.run(one.prepare(history, new))
-    assert torch.allclose(both[:4], two.run(two.prepare(history, [])), atol=1e-5)
-    assert torch.allclose(both[4:], two.run(two.prepare([], new)), atol=1e-5)
+    assert_equal_up_to_rounding(both[:4], two.run(two.prepare(history, [])))
+    assert_equal_up_to_rounding(both[4:], two.run(two.prepare([], new)))
     for a, b in zip(one.model.layers, two.model.layers):
-        assert torch.allclose(a.self_attn.k_cache, b.self_attn.k_cache, atol=1e-5)
-        assert torch.allclose(a.self_attn.v_cache, b.self_attn.v_cache, atol=1e-5)
+        assert_equal_up_to_rounding(a.self_attn.k_cache, b.self_attn.k_cache)
+        assert_equal_up_to_rounding(a.self_attn.v_cache, b.self_attn.v_cache)
 
 
 def test_several_query_tokens_of_a_slot_equal_one_token_steps(hf_checkpoint):
@@ -124,7 +134,7 @@ def test_several_query_tokens_of_a_slot_equal_one_token_steps(hf_checkpoint):
     several = one.run(one.build(bucket, [1], [Sequence(0, drafts, 13, logits=4)]))
     steps = [two.run(two.build(bucket if i == 0 else [], [1] if i == 0 else [], [Sequence(0, [t], 13 + i)]))
              for i, t in enumerate(drafts)]
-    assert torch.allclose(several[0], steps[0][0], atol=1e-5)  # slot 1's next token
-    assert torch.allclose(several[1:], torch.cat([s[-1:] for s in steps]), atol=1e-5)
+    assert_equal_up_to_rounding(several[0], steps[0][0])  # slot 1's next token
+    assert_equal_up_to_rounding(several[1:], torch.cat([s[-1:] for s in steps]))
     for a, b in zip(one.model.layers, two.model.layers):
-        assert torch.allclose(a.self_attn.k_cache[:2, :, :17], b.self_attn.k_cache[:2, :, :17], atol=1e-5)
+        assert_equal_up_to_rounding(a.self_attn.k_cache[:2, :, :17], b.self_attn.k_cache[:2, :, :17])
