@@ -63,3 +63,24 @@ def test_gpu_tokens_equal_the_cpus(tiny_model_dir):
         return [o.token_ids for o in llm.generate(prompts, params)]
 
     assert tokens("cuda") == tokens("cpu")
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_weights_streamed_to_the_gpu_equal_the_cpus(tiny_model_dir, tmp_path, dtype):
+    """A model served on a GPU is filled on the device as its tensors arrive (pinned staging
+    buffers, copies on a stream of the load's own): from a mapped local file and from blocks
+    through a block cache it holds exactly the weights of a CPU load moved there (bfloat16:
+    converted from the float32 file on the way)."""
+    from fleetserve.model.loader import load_model
+    from fleetserve.storage.block_cache import BlockCache
+    from fleetserve.storage.sources import LocalSource
+
+    reference = {k: v.to("cuda") for k, v in load_model(tiny_model_dir, dtype=dtype).state_dict().items()}
+    for cache in (None, BlockCache(tmp_path / "blocks", 1 << 30)):
+        model = load_model(tiny_model_dir, dtype=dtype, device="cuda", weights_from=LocalSource(tiny_model_dir),
+                           cache=cache)
+        state = model.state_dict()
+        assert state.keys() == reference.keys()
+        for k, v in state.items():
+            assert v.device.type == "cuda" and torch.equal(v, reference[k]), k

@@ -9,11 +9,15 @@ and from a real object store, against the loaders a platform team would otherwis
    the cache warm), a plain `safetensors` load, Run:ai Model Streamer (local and S3) and
    fastsafetensors (local; it reads files only). Each load runs in a fresh process, timed from
    the model's construction to its last tensor placed (interpreter and torch import excluded:
-   the same for all); the page cache holds the local files for every loader alike.
+   the same for all); the page cache holds the local files for every loader alike. With
+   `device` a GPU, every loader fills a model allocated there, and one more case loads on the
+   CPU and moves the model afterwards (what fleetserve did before it streamed to the device);
+   `local_only` leaves out the object store (a GPU machine without SeaweedFS).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -32,6 +36,21 @@ from fleetserve.http_common import free_port
 
 LOADERS = ("fleetserve local", "fleetserve s3, empty cache", "fleetserve s3, no cache", "fleetserve s3, warm cache",
            "safetensors local", "runai local", "runai s3", "fastsafetensors local")
+MOVED = "fleetserve local, on the CPU then moved"  # a GPU's baseline: the whole model through host memory
+
+
+PACKAGES = {"runai": "runai_model_streamer", "fastsafetensors": "fastsafetensors"}
+
+
+def loaders_for(device: str, local_only: bool) -> list[str]:
+    """The cases of one run; another library's loader only where it is installed (a GPU image may
+    lack them), saying so."""
+    names = [n for n in LOADERS if not (local_only and "s3" in n)]
+    missing = {p for prefix, p in PACKAGES.items() if importlib.util.find_spec(p) is None}
+    if missing:
+        _log(f"not installed, left out: {', '.join(sorted(missing))}")
+        names = [n for n in names if PACKAGES.get(n.split()[0]) not in missing]
+    return names + [MOVED] if device != "cpu" else names
 
 
 def _log(msg: str) -> None:
@@ -110,20 +129,27 @@ def write_checkpoint(out: Path, dtype: str, preset: str = "qwen2.5-0.5b") -> Pat
     return out
 
 
-def load_once(loader: str, model_dir: str, url: str, dtype: str, cache_dir: str) -> dict[str, Any]:
-    """One load into a fresh model, in this process; what `weight_loads` runs in a subprocess."""
+def load_once(loader: str, model_dir: str, url: str, dtype: str, cache_dir: str, device: str = "cpu"
+              ) -> dict[str, Any]:
+    """One load into a fresh model on `device`, in this process; what `weight_loads` runs in a
+    subprocess."""
     import torch
 
     from fleetserve.model.checkpoint import Targets, load_weights
     from fleetserve.model.config import ModelConfig
+    from fleetserve.model.device import resolve_device, synchronize
     from fleetserve.model.loader import empty_model
     from fleetserve.storage.block_cache import BlockCache
     from fleetserve.storage.sources import open_source
 
     cfg = ModelConfig.from_dir(model_dir)
     path = str(Path(model_dir) / "model.safetensors")
+    target = resolve_device(device)
+    if target.type == "cuda":
+        torch.cuda.init()  # the CUDA context's creation is the same for every loader: not timed
     started = time.monotonic()
-    model = empty_model(cfg, getattr(torch, dtype))  # as fleetserve builds it, for every loader
+    # as fleetserve builds it, for every loader
+    model = empty_model(cfg, getattr(torch, dtype), "cpu" if loader == MOVED else target)
     model.tie_weights()
     targets = Targets(model)
 
@@ -137,10 +163,12 @@ def load_once(loader: str, model_dir: str, url: str, dtype: str, cache_dir: str)
             source = open_source(url if "s3" in loader else model_dir)
             cache = BlockCache(cache_dir, 64 << 30) if "cache" in loader and "no cache" not in loader else None
             load_weights(model, Path(model_dir), source, cache)
+            if loader == MOVED:
+                model = model.to(target)
         elif loader == "safetensors local":
             from safetensors import safe_open
 
-            with safe_open(path, framework="pt") as f:
+            with safe_open(path, framework="pt", device=str(target)) as f:
                 for name in f.keys():
                     place(name, f.get_tensor(name))
         elif loader.startswith("runai"):
@@ -153,55 +181,62 @@ def load_once(loader: str, model_dir: str, url: str, dtype: str, cache_dir: str)
         elif loader == "fastsafetensors local":
             from fastsafetensors import fastsafe_open
 
-            with fastsafe_open(filenames=[path], nogds=True, framework="pt", device="cpu") as f:
+            with fastsafe_open(filenames=[path], nogds=True, framework="pt", device=str(target)) as f:
                 for name in f.keys():
                     place(name, f.get_tensor(name))
         else:
             raise ValueError(f"unknown loader {loader!r}")
+    synchronize(target)
     seconds = time.monotonic() - started
     first = next(iter(model.parameters()))
     return {"seconds": seconds, "bytes": Path(path).stat().st_size, "check": float(first.detach().float().sum())}
 
 
-def weight_loads(store: ObjectStore, work: Path, dtypes: list[str], rounds: int) -> dict[str, Any]:
-    env = {**os.environ, **store.env(),
+def weight_loads(store: ObjectStore | None, work: Path, dtypes: list[str], rounds: int, device: str = "cpu"
+                 ) -> dict[str, Any]:
+    """Every loader in turn, `rounds` times; without `store`, the local loaders only."""
+    env = {**os.environ, **(store.env() if store else {}),
            "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0", "AWS_EC2_METADATA_DISABLED": "true"}
+    loaders = loaders_for(device, store is None)
+    reference = "fleetserve local" if store is None else "fleetserve s3, empty cache"
     out: dict[str, Any] = {}
     for dtype in dtypes:
         model_dir = write_checkpoint(work / f"qwen0.5b-{dtype}", dtype)
-        _log(f"uploading {model_dir} to the object store ...")
-        store.upload(model_dir, "models", f"qwen0.5b-{dtype}")
         url = f"s3://models/qwen0.5b-{dtype}"
+        if store is not None:
+            _log(f"uploading {model_dir} to the object store ...")
+            store.upload(model_dir, "models", f"qwen0.5b-{dtype}")
         warm = work / f"cache-warm-{dtype}"
-        times: dict[str, list[float]] = {k: [] for k in LOADERS}
-        checks: dict[str, set[float]] = {k: set() for k in LOADERS}
+        times: dict[str, list[float]] = {k: [] for k in loaders}
+        checks: dict[str, set[float]] = {k: set() for k in loaders}
         size = 0
         for r in range(rounds):
-            for loader in LOADERS:
+            for loader in loaders:
                 cache = str(warm) if "warm" in loader else tempfile.mkdtemp(prefix="bench-start-cache-")
                 if "warm" in loader and not warm.exists():  # fill it once, unmeasured
-                    _load_in_subprocess("fleetserve s3, empty cache", model_dir, url, dtype, str(warm), env)
-                res = _load_in_subprocess(loader, model_dir, url, dtype, cache, env)
+                    _load_in_subprocess("fleetserve s3, empty cache", model_dir, url, dtype, str(warm), env, device)
+                res = _load_in_subprocess(loader, model_dir, url, dtype, cache, env, device)
                 if "warm" not in loader:
                     shutil.rmtree(cache, ignore_errors=True)
                 times[loader].append(res["seconds"])
                 checks[loader].add(res["check"])
                 size = res["bytes"]
             _log(f"{dtype}, round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
-        ours = statistics.median(times["fleetserve s3, empty cache"])
-        out[dtype] = {"bytes": size, "same_weights_every_loader": len({c for s in checks.values() for c in s}) == 1,
+        ours = statistics.median(times[reference])
+        out[dtype] = {"bytes": size, "device": device, "reference": reference,
+                      "same_weights_every_loader": len({c for s in checks.values() for c in s}) == 1,
                       "loaders": {k: {"median_s": round(statistics.median(v), 3), "runs_s": [round(x, 3) for x in v],
                                       "MiB_per_s": round(size / 2**20 / statistics.median(v), 1),
-                                      "ratio_to_fleetserve_s3": round(statistics.median(v) / ours, 2)}
+                                      "ratio_to_reference": round(statistics.median(v) / ours, 2)}
                                   for k, v in times.items()}}
     return out
 
 
 def _load_in_subprocess(loader: str, model_dir: Path, url: str, dtype: str, cache: str,
-                        env: dict[str, str]) -> dict[str, Any]:
+                        env: dict[str, str], device: str = "cpu") -> dict[str, Any]:
     code = ("import json, sys; from fleetserve.benchmarks.start import load_once; "
             "print(json.dumps(load_once(*sys.argv[1:])))")
-    r = subprocess.run([sys.executable, "-c", code, loader, str(model_dir), url, dtype, cache],
+    r = subprocess.run([sys.executable, "-c", code, loader, str(model_dir), url, dtype, cache, device],
                        capture_output=True, text=True, env=env, timeout=900)
     if r.returncode != 0:
         raise RuntimeError(f"{loader}: {r.stderr[-2000:]}")
@@ -209,13 +244,18 @@ def _load_in_subprocess(loader: str, model_dir: Path, url: str, dtype: str, cach
 
 
 def run_bench_start(model: Path, work: Path, rounds: int = 3, dtypes: tuple[str, ...] = ("float32", "bfloat16"),
-                    parts: tuple[str, ...] = ("pod", "weights")) -> dict[str, Any]:
+                    parts: tuple[str, ...] = ("pod", "weights"), device: str = "cpu",
+                    local_only: bool = False) -> dict[str, Any]:
+    """`device` and `local_only`: the weights part's (the pod part always starts from S3 too)."""
     work.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"cpu": cpu_description(), "rounds": rounds}
+    if local_only and "pod" not in parts:
+        result["weights"] = weight_loads(None, work, list(dtypes), rounds, device)
+        return result
     with seaweedfs(work / "seaweedfs") as store:
         if "pod" in parts:
             result["pod_start"] = pod_start(model, store, rounds, work)
         if "weights" in parts:
-            result["weights"] = weight_loads(store, work, list(dtypes), rounds)
+            result["weights"] = weight_loads(None if local_only else store, work, list(dtypes), rounds, device)
     shutil.rmtree(work / "seaweedfs", ignore_errors=True)
     return result

@@ -39,15 +39,16 @@ def resolve_dtype(name: str, cfg: ModelConfig, device: torch.device | str = "cpu
     return DTYPES[name]
 
 
-def empty_model(cfg: ModelConfig, dtype: torch.dtype) -> Transformer:
-    """The model with CPU memory allocated in `dtype` and nothing written to it. Built on the
+def empty_model(cfg: ModelConfig, dtype: torch.dtype, device: torch.device | str = "cpu") -> Transformer:
+    """The model with memory on `device` allocated in `dtype` and nothing written to it. Built on the
     meta device, then each tensor given fresh memory directly: not `nn.Module.to_empty`, whose
     `empty_like` of a meta tensor imports torch's meta registrations and sympy (0.35 s of every
     start), nor a cast afterwards (converting 2 GB of uninitialised float32 to bfloat16 took a
     second at the 0.5B shape)."""
     with torch.device("meta"):
         model = Transformer(cfg)
-    return model._apply(lambda t: torch.empty(t.shape, dtype=dtype if t.is_floating_point() else t.dtype))
+    return model._apply(lambda t: torch.empty(t.shape, dtype=dtype if t.is_floating_point() else t.dtype,
+                                              device=device))
 
 
 def load_model(
@@ -64,8 +65,9 @@ def load_model(
 ) -> Transformer:
     """`quantization`: int8/fp8 quantizes a float checkpoint's `quantize_groups` as it
     loads ("auto": the scheme's default groups); auto serves the checkpoint as stored (quantized when its config.json has a
-    compressed-tensors `quantization_config`). The weights are read on the CPU, then
-    moved to `device`. `weights_from`: where the checkpoint's files are when not in
+    compressed-tensors `quantization_config`). A checkpoint served as stored is streamed into
+    the model on `device`; one quantized as it loads, or dummy weights, are made on the CPU and
+    then moved there. `weights_from`: where the checkpoint's files are when not in
     `model_dir` (which then holds the config, tokenizer and index); `cache`: blocks kept
     on local disk for the next load."""
     model_dir = Path(model_dir)
@@ -80,7 +82,9 @@ def load_model(
     if stored is not None and quantization not in ("auto", stored.scheme):
         raise ValueError(f"{model_dir} holds {stored.scheme} weights; it cannot be served as "
                          f"--quantization {quantization} (quantize its float original instead)")
-    model = empty_model(cfg, torch_dtype)
+    quantize_on_load = stored is None and quantization not in ("auto", "none")
+    streamed = load_format != "dummy" and not quantize_on_load
+    model = empty_model(cfg, torch_dtype, target if streamed else "cpu")
     # 8-bit layers go in after the model has its float memory (a dtype cast would turn float8 storage into floats).
     if stored is not None and load_format != "dummy":
         prepare_quantized(model, stored.scheme, stored.modules)
@@ -91,7 +95,7 @@ def load_model(
             quantize_model(model, stored.scheme, stored.modules)
     else:
         load_weights(model, model_dir, weights_from, cache)
-    if stored is None and quantization not in ("auto", "none"):
+    if quantize_on_load:
         spec = QuantSpec(quantization, parse_groups(quantize_groups, quantization))
         quantize_model(model, spec.scheme, spec.module_names(cfg.num_layers))
     return model.to(target).eval().requires_grad_(False)
