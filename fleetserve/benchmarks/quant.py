@@ -5,8 +5,9 @@ and what quantization does to the engine's throughput, in one run.
    a decode step's rows (one per slot) and a prefill's (50 per slot): float32 and
    bfloat16 `F.linear`, weight-only int8 (`torch._weight_int8pack_mm`), dynamic
    int8 (`torch.ao` quantize_dynamic, per-channel weights, fbgemm) and ours
-   (`torch._int_mm` with per-token activation scales where it is exact here, 7-bit
-   weights on CPUs without VNNI; and the same 8-bit values multiplied in float32).
+   (`torch._int_mm` and fbgemm's kernel with per-token activation scales, each where it
+   is exact here, 7-bit weights on CPUs without VNNI; and the same 8-bit values
+   multiplied in float32).
 2. Offline throughput of the reference workload (50 prompt tokens, 50 out, greedy,
    ignore_eos) for each precision variant, interleaved over `rounds` so a host
    whose speed drifts slows every variant alike; the median round counts and each
@@ -28,7 +29,7 @@ from fleetserve.engine.llm import LLM
 from fleetserve.engine.memory import keep_freed_memory
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.model.config import ModelConfig
-from fleetserve.model.quantization import int8_matmul, int8_weight_qmax, int_mm_fails, quantize_weight
+from fleetserve.model.quantization import fbgemm_pack, int8_matmul, int8_weight_qmax, product_fails, quantize_weight
 from fleetserve.loadtest.workload import reference_prompts
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -71,8 +72,11 @@ def _paths(w: torch.Tensor) -> dict[str, Any]:
         "int8 per-token, float32 product (ours where _int_mm is not exact)":
             lambda x: int8_matmul(x, q, scale, "float"),
     }
-    if int_mm_fails(q) is None:
+    if product_fails(q, "int-mm") is None:
         paths["int8 per-token (_int_mm, ours)"] = lambda x: int8_matmul(x, q, scale, "int-mm")
+    if product_fails(q, "fbgemm") is None:
+        packed = fbgemm_pack(q, scale)
+        paths["int8 per-token (fbgemm, ours)"] = lambda x: int8_matmul(x, q, scale, "fbgemm", packed)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -127,7 +131,7 @@ def bench_variants(model: str, load_format: str, max_num_seqs: int, requests: in
 
 
 def run_quant_bench(model: str, load_format: str = "auto", max_num_seqs: int = 32, requests: int | None = None,
-                    rounds: int = 2, log=print) -> dict[str, Any]:
+                    rounds: int = 2, log=print, bfloat16: bool = True) -> dict[str, Any]:
     keep_freed_memory()  # as the engine does: the paths are compared under the engine's allocator settings
     cfg = ModelConfig.from_dir(model)
     rows = [max_num_seqs, max_num_seqs * 50]
@@ -136,7 +140,8 @@ def run_quant_bench(model: str, load_format: str = "auto", max_num_seqs: int = 3
     for n, res in paths.items():
         log(f"  {n} rows: " + "; ".join(f"{p} {v['ms']:.2f} ms ({v['speedup_vs_float32']:.2f}x)"
                                        for p, v in res.items()))
-    variants = bench_variants(model, load_format, max_num_seqs, requests or max_num_seqs, rounds, log=log)
+    chosen = {k: v for k, v in VARIANTS.items() if bfloat16 or v.get("dtype") != "bfloat16"}
+    variants = bench_variants(model, load_format, max_num_seqs, requests or max_num_seqs, rounds, chosen, log=log)
     log("engine throughput, median of rounds, as a ratio to the faster float variant:")
     for name, v in variants.items():
         log(f"  {name}: {v['requests_per_s']:.3f} req/s = {v['ratio_to_best_float']:.2f}x")

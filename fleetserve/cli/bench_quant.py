@@ -18,12 +18,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--requests", type=int, default=None, help="requests per timed run (default: one per slot)")
     p.add_argument("--rounds", type=int, default=2,
                    help="every variant this many times, interleaved; the median counts (default %(default)s)")
+    p.add_argument("--no-bfloat16", action="store_true",
+                   help="leave out the bfloat16 engine variants (on a CPU without bfloat16 hardware they run at "
+                        "about a third of float32's speed and take most of the run)")
     p.add_argument("--json", default=None, help="write the results as JSON here")
 
 
 def run(a: argparse.Namespace) -> None:
     from fleetserve.benchmarks.quant import run_quant_bench
 
-    result = run_quant_bench(a.model, a.load_format, a.max_num_seqs, a.requests, a.rounds)
+    result = run_quant_bench(a.model, a.load_format, a.max_num_seqs, a.requests, a.rounds,
+                             bfloat16=not a.no_bfloat16)
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -32,9 +32,10 @@ def add_engine_arguments(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> 
     g.add_argument("--float-linear", choices=["auto", "plain", "onednn"], default="auto",
                    help="float linear products: plain F.linear, or weights reordered once into oneDNN's layout; "
                         "auto times both at the model's shapes at start-up and keeps the faster (default %(default)s)")
-    g.add_argument("--int8-product", choices=["auto", "int-mm", "float"], default="auto",
-                   help="int8 layers' products: torch._int_mm (where a trial shows it exact on this CPU), or the "
-                        "same 8-bit values multiplied in float32; auto times both at start-up (default %(default)s)")
+    g.add_argument("--int8-product", choices=["auto", "int-mm", "fbgemm", "float"], default="auto",
+                   help="int8 layers' products: torch._int_mm or fbgemm's int8 kernel (each where a trial shows it "
+                        "exact on this CPU), or the same 8-bit values multiplied in float32; auto times them at "
+                        "start-up (default %(default)s)")
     g.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=False,
                    help="launch each step before the previous one's bookkeeping, on a worker thread "
                         "(same outputs; see BENCHMARKS.md for when it pays)")

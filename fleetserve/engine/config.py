@@ -32,8 +32,8 @@ class EngineConfig:
     # (weights reordered once, model/onednn_linear.py); not with compile, whose graphs expect
     # dense weights.
     float_linear: str = "auto"
-    # int8 layers' product: "auto" (measured), "int-mm" (torch._int_mm) or "float" (the same
-    # 8-bit values multiplied in float32; model/product_paths.py).
+    # int8 layers' product: "auto" (measured), "int-mm" (torch._int_mm), "fbgemm" (fbgemm's int8
+    # kernel) or "float" (the same 8-bit values multiplied in float32; model/product_paths.py).
     int8_product: str = "auto"
     # cpu, cuda or cuda:N: where the weights, the KV cache and each step's products live.
     device: str = "cpu"

@@ -13,14 +13,14 @@ start-up when this CPU cannot run it.
 Candidates:
 - float layers (`nn.Linear`): `plain` (F.linear) and `onednn` (weights reordered once,
   model/onednn_linear.py), identical in results.
-- int8 layers (`QuantLinear`): `int-mm` (torch._int_mm) and `float` (the same 8-bit values
-  multiplied in float32): the same numbers up to float32 rounding.
+- int8 layers (`QuantLinear`): `int-mm` (torch._int_mm), `fbgemm` (fbgemm's u8 x s8 kernel) and
+  `float` (the same 8-bit values multiplied in float32): the same numbers up to float32 rounding,
+  each 8-bit one only where its trial product is exact for the layer's weights.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,32 +28,13 @@ import torch
 from torch import nn
 
 from fleetserve.model.onednn_linear import OneDNNLinear, onednn_fails
-from fleetserve.model.quantization import INT8_PRODUCTS, QuantLinear, int_mm_fails
+from fleetserve.model.quantization import INT8_PRODUCTS, QuantLinear, product_fails
+from fleetserve.model.timing import fastest, measure
 
 log = logging.getLogger(__name__)
 
 FLOAT_PATHS = ("plain", "onednn")
 CHOICES = {"float_linear": ("auto",) + FLOAT_PATHS, "int8_product": ("auto",) + INT8_PRODUCTS}
-
-
-def fastest(timings: dict[str, float]) -> str:
-    """The candidate with the least time; on a tie the first listed (the reference)."""
-    return min(timings, key=lambda k: (timings[k], list(timings).index(k)))
-
-
-def measure(candidates: dict[str, Callable[[], Any]], rounds: int = 5,
-            clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Each candidate's fastest of `rounds` calls, the candidates interleaved so that a host whose
-    speed drifts slows them alike (after one untimed call each: first-call allocations)."""
-    for fn in candidates.values():
-        fn()
-    best = {name: float("inf") for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            started = clock()
-            fn()
-            best[name] = min(best[name], clock() - started)
-    return best
 
 
 def _float_candidates(layer: nn.Linear, forced: str) -> dict[str, nn.Module]:
@@ -72,12 +53,14 @@ def _float_candidates(layer: nn.Linear, forced: str) -> dict[str, nn.Module]:
     return out
 
 
-def _int8_candidates(why_not_int_mm: str | None, forced: str) -> list[str]:
-    if forced == "int-mm" and why_not_int_mm:
-        raise ValueError(f"--int8-product int-mm does not run here: {why_not_int_mm}")
+def _int8_candidates(fails: dict[str, list[str | None]], forced: str) -> list[str]:
+    """`fails`: per product, why it is not exact for each layer of the shape (None: it is)."""
     if forced != "auto":
+        why = next((w for w in fails[forced] if w), None)
+        if why:
+            raise ValueError(f"--int8-product {forced} does not run here: {why}")
         return [forced]
-    return [p for p in INT8_PRODUCTS if p != "int-mm" or why_not_int_mm is None]
+    return [p for p in INT8_PRODUCTS if fails[p][0] is None]
 
 
 def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int8_product: str = "auto",
@@ -113,9 +96,8 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
                         setattr(parent, child_name, candidates["onednn"] if child is first else OneDNNLinear(child))
             else:
                 # each layer's own weights decide (full-range ones from elsewhere saturate without VNNI)
-                why = [int_mm_fails(layer.weight) for _, _, layer in members]
-                forced_fails = next((w for w in why if w), None) if int8_product == "int-mm" else None
-                options = _int8_candidates(forced_fails or why[0], int8_product)
+                fails = {p: [product_fails(layer.weight, p) for _, _, layer in members] for p in INT8_PRODUCTS}
+                options = _int8_candidates(fails, int8_product)
 
                 def run(p: str) -> Callable[[], Any]:
                     def call() -> Any:
@@ -125,8 +107,8 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
 
                 timed = measure({p: run(p) for p in options}, rounds) if len(options) > 1 else {}
                 path = fastest(timed) if timed else options[0]
-                for (_, _, layer), w in zip(members, why):
-                    layer.product = "float" if w else path
+                for i, (_, _, layer) in enumerate(members):
+                    layer.product = "float" if fails[path][i] else path
             label = f"{key[0]} {first.in_features}x{first.out_features}"
             forced = (float_linear if key[0] == "float" else int8_product) != "auto"
             chosen[label] = {"path": path, "layers": len(members), "forced": forced,

@@ -6,15 +6,18 @@ model's dtype. Where the matrix product itself runs in 8 bits, each row of the
 activations (one token) is quantized on the fly with its own scale, so a token's
 result never depends on which other requests share its batch.
 
-- int8: `torch._int_mm` (int8 x int8 -> int32) on CPU, the fastest of the stock
-  PyTorch 2.13 paths measured (BENCHMARKS.md, "Quantization"), where a trial
-  product at start-up shows it exact. oneDNN's kernels for CPUs without VNNI
-  shift the activations to u8 and multiply u8 x s8 pairs into saturating 16-bit
-  sums (vpmaddubsw): wrong by thousands for full-range weights, exact for weights
-  within [-63, 63] (2 x 255 x 63 < 32768). On such a CPU int8 layers quantized
-  here keep 7-bit weights (`int8_weight_qmax`), so the fast product stays exact;
-  each layer's product (`int-mm`, or its 8-bit values multiplied in float32) is
-  then chosen by measurement at start-up (model/product_paths.py).
+- int8: three products of the same 8-bit numbers, each used only where a trial
+  product at start-up shows it exact, the fastest chosen by measurement
+  (model/product_paths.py): `torch._int_mm` (int8 x int8 -> int32, oneDNN), fbgemm's
+  u8 x s8 kernel (the rounded activations handed over with a zero point of 128, so
+  its own quantization step is exact), or the 8-bit values multiplied in float32.
+  Kernels for CPUs without VNNI (oneDNN's and fbgemm's) multiply u8 x s8 pairs into
+  saturating 16-bit sums (vpmaddubsw): wrong by thousands for full-range weights,
+  exact for weights within [-63, 63] (2 x 255 x 63 < 32768). Where the fastest
+  exact product needs it, int8 layers quantized here keep 7-bit weights
+  (`int8_weight_qmax`): on an AMD EPYC with AVX2 only, `_int_mm` was exact with
+  full-range weights but ran 14x slower than float32, and fbgemm, exact with 7-bit
+  weights, 3.8x faster (BENCHMARKS.md, "Every CPU of the kind").
 - fp8 (float8 e4m3): `torch._scaled_mm` with row-wise scales on a CUDA device
   that has it (Hopper); elsewhere the same numbers are computed in float32 from
   the 8-bit values (emulated), so CPU tests cover the fp8 numerics.
@@ -30,14 +33,17 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fleetserve.model.quant_groups import DEFAULT_GROUPS, GROUPS
+from fleetserve.model.timing import measure
 
 log = logging.getLogger(__name__)
 
@@ -99,22 +105,65 @@ def dequantize_weight(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return q.float() * scale.float()[:, None]
 
 
+def round_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row of x [rows, in] scaled by its own int8 scale and rounded, still as float32
+    (integers within [-127, 127]), and the scales [rows, 1]."""
+    x = x.float()
+    scale = (x.abs().amax(dim=1, keepdim=True) / QMAX["int8"]).clamp(min=1e-12)
+    return (x / scale).round_(), scale
+
+
 def quantize_tokens(x: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row of x [rows, in] with its own scale: (8-bit rows, float32 scales [rows, 1])."""
+    if scheme == "int8":
+        rounded, scale = round_tokens(x)
+        return rounded.to(torch.int8), scale  # |rounded| <= 127 by construction
     x = x.float()
     scale = (x.abs().amax(dim=1, keepdim=True) / QMAX[scheme]).clamp(min=1e-12)
-    scaled = x / scale
-    if scheme == "int8":
-        return scaled.round_().to(torch.int8), scale  # |scaled| <= 127 by construction
-    return scaled.clamp(-QMAX["fp8"], QMAX["fp8"]).to(torch.float8_e4m3fn), scale
+    return (x / scale).clamp(-QMAX["fp8"], QMAX["fp8"]).to(torch.float8_e4m3fn), scale
 
 
-INT8_PRODUCTS = ("int-mm", "float")  # torch._int_mm, or the same 8-bit values multiplied in float32
+# torch._int_mm, fbgemm's u8 x s8 kernel, or the same 8-bit values multiplied in float32
+INT8_PRODUCTS = ("int-mm", "fbgemm", "float")
+PRODUCT_NAMES = {"int-mm": "torch._int_mm", "fbgemm": "fbgemm's int8 linear"}
+# A layer whose product was not measured (a compiled step) takes fbgemm first: _int_mm ran 14x
+# slower than float32 on an AVX2-only EPYC, where fbgemm ran 3.8x faster.
+UNMEASURED_ORDER = ("fbgemm", "int-mm", "float")
+FBGEMM_ZERO_POINT = 128  # the activations' shift to u8: [-127, 127] -> [1, 255]
 
 
-def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, product: str = "int-mm") -> torch.Tensor:
+def fbgemm_pack(q: torch.Tensor, scale: torch.Tensor) -> Any:
+    """fbgemm's prepacked form of the int8 weight q [out, in] with per-channel scales [out]."""
+    with warnings.catch_warnings():
+        # torch marks its quantized tensor types deprecated; they are the only way into fbgemm's
+        # kernels in torch 2.13, which the requirements pin
+        warnings.simplefilter("ignore")
+        qw = torch._make_per_channel_quantized_tensor(q.cpu(), scale.double().cpu(),
+                                                      torch.zeros(q.shape[0], dtype=torch.long), 0)
+    engine = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "fbgemm"  # the packed weight keeps its engine's kernels
+    try:
+        return torch.ops.quantized.linear_prepack(qw, None)
+    finally:
+        torch.backends.quantized.engine = engine
+
+
+def fbgemm_linear(rounded: torch.Tensor, packed: Any) -> torch.Tensor:
+    """Integer-valued float32 rows [rows, in] times a packed weight, times its scales: fbgemm
+    quantizes its input with scale 1 and zero point 128, exactly for integers within
+    [-127, 127], and returns float32."""
+    return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+        rounded, 1.0, FBGEMM_ZERO_POINT, packed)
+
+
+def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, product: str = "int-mm",
+                packed: Any = None) -> torch.Tensor:
     """x [rows, in] (float) times the int8 weight q [out, in] with scales [out]: float32 [rows, out].
-    `product`: "int-mm" (callers check it is exact here: `int_mm_fails`) or "float"."""
+    `product`: "int-mm" or "fbgemm" (callers check it is exact here: `product_fails`; fbgemm takes
+    `packed`, the weight from `fbgemm_pack`) or "float"."""
+    if product == "fbgemm":
+        rounded, xs = round_tokens(x)
+        return fbgemm_linear(rounded, packed).mul_(xs)
     xq, xs = quantize_tokens(x, "int8")
     if product == "float":
         acc = xq.float() @ q.float().t()  # the same 8-bit values, exact up to float32 rounding
@@ -125,43 +174,84 @@ def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, product: 
 
 
 @functools.cache
-def int8_product_exact(weight_qmax: int = 127) -> bool:
-    """Whether this CPU's `torch._int_mm` gives the exact int32 product of full-range int8
-    activations and weights within [-weight_qmax, weight_qmax]: found by one trial product,
-    never assumed from the CPU's flags."""
+def int8_product_exact(weight_qmax: int = 127, product: str = "int-mm") -> bool:
+    """Whether this CPU's 8-bit `product` ("int-mm" or "fbgemm") gives the exact product of
+    full-range int8 activations and weights within [-weight_qmax, weight_qmax]: found by one trial
+    product, never assumed from the CPU's flags."""
     g = torch.Generator().manual_seed(0)
     a = torch.randint(-127, 128, (32, 64), dtype=torch.int8, generator=g)
-    a[0, :] = -127  # the corner a saturating kernel gets wrong first: every pair at full scale
+    a[0, :] = -127  # the corners a saturating kernel gets wrong first: every pair at full scale
+    a[1, :] = 127
     b = torch.randint(-weight_qmax, weight_qmax + 1, (64, 96), dtype=torch.int8, generator=g)
     b[:, 0], b[:, 1] = weight_qmax, -weight_qmax
+    exact = a.int() @ b.int()
     try:
-        return torch.equal(torch._int_mm(a, b), a.int() @ b.int())
+        if product == "fbgemm":
+            if "fbgemm" not in torch.backends.quantized.supported_engines:
+                return False
+            got = fbgemm_linear(a.float(), fbgemm_pack(b.t().contiguous(), torch.ones(96)))
+            return torch.equal(got, exact.float())  # sums below 2^24: exact in float32
+        return torch.equal(torch._int_mm(a, b), exact)
     except RuntimeError:
         return False
 
 
+NARROW_GAIN = 2.0  # how much faster a product exact only with 7-bit weights must be to choose them
+
+
 @functools.cache
 def int8_weight_qmax() -> int:
-    """The largest int8 weight magnitude quantization here stores: 127 where this CPU's 8-bit
-    product is exact, else 63 where it is exact for 7-bit weights (no VNNI), else 127 (the
-    product then runs in float32 and gains nothing from a narrower range)."""
-    if int8_product_exact(127) or not int8_product_exact(63):
+    """The largest int8 weight magnitude quantization here stores: 127 where the fastest of this
+    CPU's exact 8-bit products is exact with full-range weights, 63 where it is exact only within
+    [-63, 63] (kernels without VNNI), 127 where none is exact (the product then runs in float32 and
+    gains nothing from a narrower range). Which is fastest is timed, and 7-bit weights are chosen
+    only for a product more than NARROW_GAIN times faster than the full-range one: on an AVX2-only
+    EPYC, torch._int_mm was exact with full-range weights but 14x slower than float32, fbgemm exact
+    only with 7-bit ones and 3.8x faster; a narrow margin would let the host's noise decide."""
+    fast = [p for p in INT8_PRODUCTS if p != "float"]
+    full = [p for p in fast if int8_product_exact(127, p)]
+    narrow = [p for p in fast if p not in full and int8_product_exact(63, p)]
+    if not narrow:
         return 127
-    log.info("this CPU's 8-bit product saturates 16-bit sums (no VNNI): int8 weights are stored within "
-             "[-63, 63], where it is exact")
+    if full:
+        times = measure({p: _trial_product(p) for p in full + narrow}, rounds=3)
+        best_full, best_narrow = min(times[p] for p in full), min(times[p] for p in narrow)
+        if best_narrow * NARROW_GAIN >= best_full:
+            return 127
+        log.info("int8 weights are stored within [-63, 63]: %s, exact only there on this CPU (no VNNI), ran "
+                 "%.0fx faster than %s, exact with full-range weights", PRODUCT_NAMES[narrow[0]],
+                 best_full / best_narrow, PRODUCT_NAMES[full[0]])
+        return 63
+    log.info("this CPU's 8-bit products saturate 16-bit sums (no VNNI): int8 weights are stored within "
+             "[-63, 63], where they are exact")
     return 63
 
 
-def int_mm_fails(q: torch.Tensor) -> str | None:
-    """Why `torch._int_mm` would not give the exact product with the int8 weight q here, or None."""
-    if not q.is_cpu or int8_product_exact(127):
+def _trial_product(product: str) -> Callable[[], Any]:
+    """One product of a decode step's size (32 rows, 512 x 512), 7-bit weights, as `product` runs it."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(32, 512, generator=g)
+    q = torch.randint(-63, 64, (512, 512), dtype=torch.int8, generator=g)
+    scale = torch.full((512,), 0.01)
+    packed = fbgemm_pack(q, scale) if product == "fbgemm" else None
+    return lambda: int8_matmul(x, q, scale, product, packed)
+
+
+def product_fails(q: torch.Tensor, product: str) -> str | None:
+    """Why the 8-bit `product` would not give the exact product with the int8 weight q here, or None."""
+    if product == "float":
         return None
-    if int8_product_exact(63):
+    name = PRODUCT_NAMES[product]
+    if not q.is_cpu:
+        return None if product == "int-mm" else f"{name} runs on the CPU only"
+    if int8_product_exact(127, product):
+        return None
+    if int8_product_exact(63, product):
         if int(q.abs().max()) <= 63:
             return None
-        return ("this CPU's 8-bit product (torch._int_mm) saturates with weights beyond [-63, 63] (no VNNI), "
+        return (f"this CPU's 8-bit product ({name}) saturates with weights beyond [-63, 63] (no VNNI), "
                 "and this checkpoint's int8 weights use the full range")
-    return "this CPU's 8-bit product (torch._int_mm) does not give exact results or does not run"
+    return f"this CPU's 8-bit product ({name}) does not give exact results or does not run"
 
 
 def fp8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -202,8 +292,9 @@ class QuantLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device), requires_grad=False) \
             if bias else None
         # int8 only: how the product runs; product_paths.py chooses at start-up, else the first
-        # call takes int-mm where it is exact for these weights
+        # call takes the first of UNMEASURED_ORDER exact for these weights
         self.product: str | None = None
+        self._packed: Any = None  # fbgemm's form of the weight, made at its first use
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, scheme: str) -> "QuantLinear":
@@ -220,8 +311,10 @@ class QuantLinear(nn.Module):
         rows = x.reshape(-1, self.in_features)
         if self.scheme == "int8":
             if self.product is None:
-                self.product = "int-mm" if int_mm_fails(self.weight) is None else "float"
-            y = int8_matmul(rows, self.weight, self.weight_scale, self.product)
+                self.product = next(p for p in UNMEASURED_ORDER if product_fails(self.weight, p) is None)
+            if self.product == "fbgemm" and self._packed is None:
+                self._packed = fbgemm_pack(self.weight, self.weight_scale)
+            y = int8_matmul(rows, self.weight, self.weight_scale, self.product, self._packed)
         elif self.scheme in WEIGHT_ONLY:
             y = weight_only_matmul(rows, self.weight, self.weight_scale)
         else:
