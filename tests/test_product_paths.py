@@ -65,6 +65,14 @@ def test_the_fastest_candidate_wins_and_a_tie_keeps_the_reference():
     timed = measure({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3,
                     clock=lambda: next(ticks))
     assert timed == {"a": 1, "b": 1} and calls == ["a", "b"] * 4  # one untimed call each, then interleaved
+    # a budget the untimed calls (one tick here) say fits two rounds: two rounds, never fewer than one
+    ticks, calls = iter(range(100)), []
+    measure({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=5,
+            clock=lambda: next(ticks), budget=2)
+    assert calls == ["a", "b"] * 3
+    ticks, calls = iter(range(100)), []
+    measure({"a": lambda: calls.append("a")}, rounds=5, clock=lambda: next(ticks), budget=0.1)
+    assert calls == ["a"] * 2
 
 
 def test_the_chosen_float_products_answer_as_plain_linears_and_the_choice_is_logged(tiny_model_dir, caplog):

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 FLOAT_PATHS = ("plain", "onednn")
 CHOICES = {"float_linear": ("auto",) + FLOAT_PATHS, "int8_product": ("auto",) + INT8_PRODUCTS}
+ROUNDS_BUDGET = 0.2  # seconds of timed rounds per shape: five for a small model, one for a 0.5B lm_head
 
 
 def _float_candidates(layer: nn.Linear, forced: str) -> dict[str, nn.Module]:
@@ -88,8 +89,8 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
                 first.weight.dtype if key[0] == "float" else torch.float32).to(first.weight.device)
             if key[0] == "float":
                 candidates = _float_candidates(first, float_linear)
-                timed = measure({n: (lambda m=m: m(x)) for n, m in candidates.items()}, rounds) \
-                    if len(candidates) > 1 else {}
+                timed = measure({n: (lambda m=m: m(x)) for n, m in candidates.items()}, rounds,
+                                budget=ROUNDS_BUDGET) if len(candidates) > 1 else {}
                 path = fastest(timed) if timed else next(iter(candidates))
                 for parent, child_name, child in members:
                     if path == "onednn":
@@ -105,7 +106,8 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
                         return first(x)
                     return call
 
-                timed = measure({p: run(p) for p in options}, rounds) if len(options) > 1 else {}
+                timed = measure({p: run(p) for p in options}, rounds, budget=ROUNDS_BUDGET) \
+                    if len(options) > 1 else {}
                 path = fastest(timed) if timed else options[0]
                 for i, (_, _, layer) in enumerate(members):
                     layer.product = "float" if fails[path][i] else path
