@@ -44,7 +44,8 @@ def test_a_gpu_this_machine_lacks_is_refused_at_start_up(tiny_model_dir, tmp_pat
     (tmp_path / "one.src").write_text("She go home .\n")
     (tmp_path / "one.ref0").write_text("She goes home .\n")
     for command in (["bench", "--model", str(tiny_model_dir), "--num-prompts", "2", "--baseline", "none"],
-                    ["eval", str(tiny_model_dir), "--set", str(tmp_path)]):
+                    ["eval", str(tiny_model_dir), "--set", str(tmp_path)],
+                    ["bench-start", "--parts", "weights", "--out", str(tmp_path / "bench-start")]):
         r = subprocess.run([sys.executable, "-m", "fleetserve", *command, "--device", "cuda:1"],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode != 0 and "sees no CUDA device" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -32,9 +32,12 @@ def run(a) -> None:
     from fleetserve.benchmarks.start import run_bench_start
     from fleetserve.fleet.local_fleet import bundled_model
 
+    from fleetserve.model.device import resolve_device
+
     parts = tuple(x.strip() for x in a.parts.split(",") if x.strip())
     if not parts or set(parts) - {"pod", "weights"} or a.rounds < 1:
         raise ValueError("--parts takes pod and/or weights, and --rounds must be at least 1")
+    resolve_device(a.device)  # before anything is written or started: a GPU this machine lacks fails here
     result = run_bench_start(Path(a.model or bundled_model()), Path(a.out), a.rounds,
                              tuple(x.strip() for x in a.dtypes.split(",") if x.strip()), parts, a.device,
                              a.local_only)
