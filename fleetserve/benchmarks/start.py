@@ -37,16 +37,14 @@ from fleetserve.http_common import free_port
 LOADERS = ("fleetserve local", "fleetserve s3, empty cache", "fleetserve s3, no cache", "fleetserve s3, warm cache",
            "safetensors local", "runai local", "runai s3", "fastsafetensors local")
 MOVED = "fleetserve local, on the CPU then moved"  # a GPU's baseline: the whole model through host memory
-
-
-PACKAGES = {"runai": "runai_model_streamer", "fastsafetensors": "fastsafetensors"}
+PACKAGES = {"runai": "runai_model_streamer", "fastsafetensors": "fastsafetensors"}  # loader prefix -> module
 
 
 def loaders_for(device: str, local_only: bool) -> list[str]:
     """The cases of one run; another library's loader only where it is installed (a GPU image may
     lack them), saying so."""
     names = [n for n in LOADERS if not (local_only and "s3" in n)]
-    missing = {p for prefix, p in PACKAGES.items() if importlib.util.find_spec(p) is None}
+    missing = {p for p in PACKAGES.values() if importlib.util.find_spec(p) is None}
     if missing:
         _log(f"not installed, left out: {', '.join(sorted(missing))}")
         names = [n for n in names if PACKAGES.get(n.split()[0]) not in missing]

@@ -31,7 +31,6 @@ def run(a) -> None:
 
     from fleetserve.benchmarks.start import run_bench_start
     from fleetserve.fleet.local_fleet import bundled_model
-
     from fleetserve.model.device import resolve_device
 
     parts = tuple(x.strip() for x in a.parts.split(",") if x.strip())

@@ -287,8 +287,9 @@ def _copy_mapped(plan: list[Stored], source: LocalSource, copies: DeviceCopies, 
 def load_weights(model: Transformer, model_dir: Path, source: Source | None = None,
                  cache: BlockCache | None = None, inflight: int = 8, block_size: int = BLOCK_SIZE) -> dict[str, int]:
     """Fill the model's parameters (on the CPU or a GPU) from the checkpoint in `source` (default:
-    `model_dir` itself; its index, if any, is read from `model_dir`). Returns the bytes read in blocks, fetched and from
-    the cache (of a mapped local file only its headers are read so), and the files' total."""
+    `model_dir` itself; its index, if any, is read from `model_dir`). Returns the bytes read in
+    blocks, fetched and from the cache (of a mapped local file only its headers are read so), and
+    the files' total."""
     source = source or LocalSource(model_dir)
     where = source.url
     files = weight_files(model_dir, source)

@@ -5,9 +5,9 @@ which product is fastest differs with them and with the model's shapes: oneDNN's
 float layout was 1.4x plain `F.linear` at the 0.5B shape on one CPU and slower on the 5M
 model on another; int8's `torch._int_mm` is exact only where the trial in quantization.py
 says so. So, for every distinct layer shape of the model, each candidate that runs here and
-gives the reference's numbers is timed at a decode step's rows, interleaved for a few
-milliseconds, and the fastest serves every layer of that shape; one log line says what was
-chosen. Forcing a path (`--float-linear`, `--int8-product`) skips the timing and fails at
+gives the reference's numbers is timed at a decode step's rows, interleaved, up to five rounds
+within ROUNDS_BUDGET, and the fastest serves every layer of that shape; one log line says what
+was chosen. Forcing a path (`--float-linear`, `--int8-product`) skips the timing and fails at
 start-up when this CPU cannot run it.
 
 Candidates:

@@ -105,12 +105,19 @@ def dequantize_weight(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return q.float() * scale.float()[:, None]
 
 
+def _scaled_tokens(x: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row of x [rows, in] in float32 divided by its own scale (its largest magnitude maps
+    to the scheme's largest value), and the scales [rows, 1]."""
+    x = x.float()
+    scale = (x.abs().amax(dim=1, keepdim=True) / QMAX[scheme]).clamp(min=1e-12)
+    return x / scale, scale
+
+
 def round_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row of x [rows, in] scaled by its own int8 scale and rounded, still as float32
     (integers within [-127, 127]), and the scales [rows, 1]."""
-    x = x.float()
-    scale = (x.abs().amax(dim=1, keepdim=True) / QMAX["int8"]).clamp(min=1e-12)
-    return (x / scale).round_(), scale
+    scaled, scale = _scaled_tokens(x, "int8")
+    return scaled.round_(), scale
 
 
 def quantize_tokens(x: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,9 +125,8 @@ def quantize_tokens(x: torch.Tensor, scheme: str) -> tuple[torch.Tensor, torch.T
     if scheme == "int8":
         rounded, scale = round_tokens(x)
         return rounded.to(torch.int8), scale  # |rounded| <= 127 by construction
-    x = x.float()
-    scale = (x.abs().amax(dim=1, keepdim=True) / QMAX[scheme]).clamp(min=1e-12)
-    return (x / scale).clamp(-QMAX["fp8"], QMAX["fp8"]).to(torch.float8_e4m3fn), scale
+    scaled, scale = _scaled_tokens(x, scheme)
+    return scaled.clamp(-QMAX["fp8"], QMAX["fp8"]).to(torch.float8_e4m3fn), scale
 
 
 # torch._int_mm, fbgemm's u8 x s8 kernel, or the same 8-bit values multiplied in float32
@@ -215,12 +221,12 @@ def int8_weight_qmax() -> int:
         return 127
     if full:
         times = measure({p: _trial_product(p) for p in full + narrow}, rounds=3)
-        best_full, best_narrow = min(times[p] for p in full), min(times[p] for p in narrow)
-        if best_narrow * NARROW_GAIN >= best_full:
+        best_full, best_narrow = (min(group, key=times.__getitem__) for group in (full, narrow))
+        if times[best_narrow] * NARROW_GAIN >= times[best_full]:
             return 127
         log.info("int8 weights are stored within [-63, 63]: %s, exact only there on this CPU (no VNNI), ran "
-                 "%.0fx faster than %s, exact with full-range weights", PRODUCT_NAMES[narrow[0]],
-                 best_full / best_narrow, PRODUCT_NAMES[full[0]])
+                 "%.0fx faster than %s, exact with full-range weights", PRODUCT_NAMES[best_narrow],
+                 times[best_full] / times[best_narrow], PRODUCT_NAMES[best_full])
         return 63
     log.info("this CPU's 8-bit products saturate 16-bit sums (no VNNI): int8 weights are stored within "
              "[-63, 63], where they are exact")
