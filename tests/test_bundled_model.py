@@ -14,7 +14,7 @@ import httpx
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from serving import running_fleet
+from serving import running_fleet, running_server
 
 from fleetserve.quality.evaluate import ModelCorrector, ServerCorrector, evaluate, load_eval_set
 
@@ -70,6 +70,43 @@ def test_main_job_corrects_the_readme_sentence(tmp_path):
         served = evaluate(ServerCorrector(url), mini)
     offline = evaluate(ModelCorrector(BUNDLED), mini)
     assert served.outputs == offline.outputs and served.gleu == offline.gleu
+
+
+# What users send that the bundled model never saw in training, and what they get back. Before
+# correction_text.py most of these came back as unrelated words ("José go to school" -> "Jos and
+# noises go to school", "  I has a apple.  " -> "ultttt...", "a" -> "AAAAAAAA").
+ODD_INPUTS = [
+    ("We was at the café yesterday.", "We were at the café yesterday."),
+    ("She said “I has a apple” yesterday.", "She said “I have a apple” yesterday."),
+    ("He don't like it — really.", "He doesn't like it — really."),
+    ("I has\ta apple.", "I have\ta apple."),
+    ("I has a apple.\nShe go home.", "I have a apple.\nShe went home."),
+    ("  I has a apple.  ", "  I have a apple.  "),
+    ("Visit https://example.com/a?b=1 for more informations.", "Visit https://example.com/a?b=1 for more informations."),
+    ("我 is a student.", "我 is a student."),
+    ("I has a apple 😀.", "I have a apple 😀."),
+    ("!!!", "!!!"),
+    ("a", "a"),
+]
+
+
+def test_odd_inputs_come_back_corrected_not_rewritten():
+    with running_server(BUNDLED) as url:
+        for text, expected in ODD_INPUTS:
+            r = httpx.post(url + "/v1/correct", json={"text": text}, timeout=60)
+            assert r.status_code == 200, r.text
+            assert r.json()["text"] == expected, text
+        # A paragraph longer than the model's context is corrected sentence by sentence.
+        paragraph = " ".join(["She go to school every days."] * 40)
+        r = httpx.post(url + "/v1/correct", json={"text": paragraph}, timeout=120)
+        assert r.status_code == 200 and r.json()["text"] == " ".join(["She went to school every day."] * 40)
+        r = httpx.post(url + "/v1/correct", json={"text": "She go. " * 65}, timeout=60)
+        assert r.status_code == 400 and "65 sentences or lines to correct, at most 64" in r.json()["error"]["message"]
+        r = httpx.post(url + "/v1/correct", content=b'{"text": "a \\ud800 b"}',
+                       headers={"Content-Type": "application/json"}, timeout=60)
+        assert r.status_code == 400 and "lone UTF-16 surrogate" in r.json()["error"]["message"]
+        r = httpx.post(url + "/v1/correct", content=b"", headers={"Content-Type": "application/json"}, timeout=60)
+        assert r.status_code == 400 and "body is empty" in r.json()["error"]["message"]
 
 
 def test_gate_passes_the_model_against_itself(tmp_path):

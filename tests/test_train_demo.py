@@ -1,6 +1,7 @@
 """The demo model's recipe: a short run writes a real checkpoint that both
 transformers and our engine load, with the same greedy output, reproducibly."""
 
+import json
 import subprocess
 import sys
 
@@ -34,6 +35,9 @@ def test_recipe_writes_a_model_that_transformers_and_the_engine_agree_on(tmp_pat
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
                  "model.safetensors", "training.json"):
         assert (out / name).is_file(), name
+    # What the model is trained on is what /v1/correct lets it read: the corpus's characters and the rare words'.
+    alphabet = json.loads((out / "generation_config.json").read_text())["correction_alphabet"]
+    assert set("".join(SENTENCES)) | set("0123456789, ") <= set(alphabet) and "“" not in alphabet
 
     from transformers import AutoModelForCausalLM
 

@@ -79,18 +79,25 @@ class ModelCorrector:
         self.prompt = CorrectionPrompt(model_dir, self.llm.tokenizer)
 
     def correct(self, texts: list[str], progress: bool = False) -> list[str]:
-        outputs = list(texts)  # a text too long for the context stays as it was (a server would refuse it)
-        prompts, params, where = [], [], []
+        """Each text as /v1/correct answers it (its sentences corrected together, the guard and
+        the characters the model cannot read as there); a text the server would refuse as too
+        long stays as it was."""
+        plans, prompts, params, where = [], [], [], []
         for i, text in enumerate(texts):
+            todo = self.prompt.plan(text)
             try:
-                ids, max_tokens = self.prompt.request(text, self.max_model_len)
+                requests = self.prompt.requests(todo, self.max_model_len)
             except ValueError:
                 continue
-            prompts.append(ids)
-            params.append(SamplingParams(max_tokens=max_tokens, temperature=0.0))
-            where.append(i)
-        for i, g in zip(where, self.llm.generate(prompts, params, progress=progress)):
-            outputs[i] = g.text.strip()
+            plans.append(todo)
+            where.append((i, len(prompts), len(prompts) + len(requests)))
+            for ids, max_tokens in requests:
+                prompts.append(ids)
+                params.append(SamplingParams(max_tokens=max_tokens, temperature=0.0))
+        outputs = list(texts)
+        generations = self.llm.generate(prompts, params, progress=progress) if prompts else []
+        for todo, (i, lo, hi) in zip(plans, where):
+            outputs[i] = todo.answer([(g.text, g.finish_reason == "stop") for g in generations[lo:hi]])
         return outputs
 
 

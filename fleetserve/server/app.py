@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import json
 import contextlib
 import logging
 import time
@@ -37,6 +38,20 @@ from fleetserve.server.protocol import ChatCompletionRequest, CompletionRequest,
 # answers: the engine's own count, as of its latest heartbeat in a multi-process pod.
 IN_FLIGHT_HEADER = "x-fleetserve-in-flight"
 log = logging.getLogger(__name__)
+
+
+def _decode_problem(body: bytes, error: msgspec.DecodeError) -> str:
+    """msgspec's reason, except where it misleads: it calls both an empty body and a string
+    escape of half a UTF-16 surrogate pair (which the standard library would accept) truncated."""
+    if not body.strip():
+        return "the request body is empty; send a JSON object"
+    if str(error) == "Input data was truncated":
+        try:
+            json.loads(body)
+        except ValueError:
+            return str(error)
+        return "a string holds an escaped lone UTF-16 surrogate (\\ud800-\\udfff without its pair), not a character"
+    return str(error)
 
 
 @dataclass
@@ -177,7 +192,7 @@ class PodServer:
         except msgspec.ValidationError as e:
             raise APIError(400, f"invalid request: {e}") from None
         except msgspec.DecodeError as e:
-            raise APIError(400, f"malformed JSON: {e}") from None
+            raise APIError(400, f"malformed JSON: {_decode_problem(body, e)}") from None
         except RecursionError:
             raise APIError(400, "malformed JSON: nested too deeply") from None
 
@@ -218,23 +233,33 @@ class PodServer:
                     break
         self.m_e2e.observe(time.monotonic() - start)
 
-    async def _generate(self, request: Request, prompt_ids: list[int], params: SamplingParams,
-                        request_id: str) -> Generation:
-        """The whole answer. A client that hangs up cancels it (the engine frees the slot
-        within a step); one that takes longer than the request timeout gets a 504."""
-        async def collect() -> Generation:
+    async def _generate(self, request: Request, jobs: list[tuple[list[int], SamplingParams, str]]) -> list[Generation]:
+        """The whole answer of each (prompt ids, params, request id), run together. A client
+        that hangs up cancels them (the engine frees the slots within a step); one that takes
+        longer than the request timeout gets a 504; the first to fail fails them all."""
+        async def collect(prompt_ids: list[int], params: SamplingParams, request_id: str) -> Generation:
             parts, reason, n = [], "abort", 0
-            async with self._track():
-                async for delta, reason, n in self._tokens(prompt_ids, params, request_id, whole=True):
-                    parts.append(delta)
+            async for delta, reason, n in self._tokens(prompt_ids, params, request_id, whole=True):
+                parts.append(delta)
             return Generation("".join(parts), len(prompt_ids), n, reason)
 
-        work = asyncio.ensure_future(collect())
+        async def collect_all() -> list[Generation]:
+            async with self._track():
+                if len(jobs) == 1:
+                    return [await collect(*jobs[0])]
+                tasks = [asyncio.ensure_future(collect(*job)) for job in jobs]
+                try:
+                    return list(await asyncio.gather(*tasks))
+                finally:
+                    for t in tasks:  # after a failure the others would run on for nobody
+                        t.cancel()
+
+        work = asyncio.ensure_future(collect_all())
         gone = request.gone
         done, _ = await asyncio.wait({work, gone}, timeout=self.request_timeout, return_when=asyncio.FIRST_COMPLETED)
         if work in done:
             return work.result()
-        work.cancel()  # leaving the engine's generator aborts the request there
+        work.cancel()  # leaving the engine's generators aborts the requests there
         with contextlib.suppress(asyncio.CancelledError):
             await work
         if gone in done:
@@ -313,7 +338,7 @@ class PodServer:
 
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return await self._stream(ids, params, rid, chunk, include_usage)
-        g = await self._generate(request, ids, params, rid)
+        g, = await self._generate(request, [(ids, params, rid)])
         return json_response(base | {
             "choices": [{"index": 0, "text": g.text, "logprobs": None, "finish_reason": g.finish_reason}],
             "usage": _usage(g.prompt_tokens, g.completion_tokens),
@@ -341,7 +366,7 @@ class PodServer:
 
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return await self._stream(ids, params, rid, chunk, include_usage)
-        g = await self._generate(request, ids, params, rid)
+        g, = await self._generate(request, [(ids, params, rid)])
         return json_response(base | {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
                          "logprobs": None, "finish_reason": g.finish_reason}],
@@ -351,15 +376,16 @@ class PodServer:
     async def correct(self, request: Request) -> Response:
         req = self._read(request, CorrectRequest)
         self._check_model(req.model)
-        if not req.text.strip():
-            return json_response({"text": req.text, "edits": []})
+        plan = self.correction.plan(req.text)
         try:
-            ids, max_tokens = self.correction.request(req.text, self.max_model_len)
+            prompts = self.correction.requests(plan, self.max_model_len)
         except ValueError as e:
             raise APIError(400, str(e), param="text") from e
-        params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-        g = await self._generate(request, ids, params, f"corr-{uuid.uuid4().hex}")
-        corrected = g.text.strip()
+        rid = f"corr-{uuid.uuid4().hex}"
+        jobs = [(ids, SamplingParams(max_tokens=max_tokens, temperature=0.0), f"{rid}-{i}")
+                for i, (ids, max_tokens) in enumerate(prompts)]
+        generations = await self._generate(request, jobs) if jobs else []
+        corrected = plan.answer([(g.text, g.finish_reason == "stop") for g in generations])
         return json_response({"text": corrected, "edits": char_edits(req.text, corrected)})
 
     async def models(self, request: Request) -> Response:

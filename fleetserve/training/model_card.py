@@ -57,7 +57,9 @@ fleetserve eval models/correct-6m         # GLEU on JFLEG dev
 
 The prompt format is in `generation_config.json` (`correction_prompt`:
 `<|source|>{{text}}<|correct|>`; the model answers with the corrected text and `<|end|>`), and the chat
-template wraps the last user message the same way.
+template wraps the last user message the same way. `correction_alphabet` there lists the characters
+it was trained on: `/v1/correct` and `fleetserve eval` show it nothing else (quotes, dashes and accents
+in a plain form, other words as a placeholder name it copies) and correct a text sentence by sentence.
 
 ## Scores
 

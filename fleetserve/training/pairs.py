@@ -100,6 +100,13 @@ def _fill(text: str, fills: list[str]) -> str:
     return text
 
 
+def alphabet(sentences: list[str]) -> str:
+    """Every character the pairs of `sentences` can hold: theirs, the rare words' (letters,
+    digits, thousands commas) and the space; errors only move or drop these."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return "".join(sorted(set("".join(sentences)) | set(letters + letters.upper() + "0123456789, ")))
+
+
 def make_pair(sentences: list[str], rng: random.Random, cfg: PairConfig = PairConfig()) -> tuple[str, str]:
     """(source with errors, corrected target) built from randomly chosen sentences."""
     n = rng.choices(range(1, len(cfg.join_weights) + 1), cfg.join_weights)[0]

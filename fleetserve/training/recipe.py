@@ -27,7 +27,7 @@ from fleetserve.model.llama import Transformer, random_init
 from fleetserve.model.saver import save_model
 from fleetserve.training import model_card
 from fleetserve.training.bpe import byte_level_bpe
-from fleetserve.training.pairs import PairConfig, load_corpus, make_pair, pair_stream, split_holdout
+from fleetserve.training.pairs import PairConfig, alphabet, load_corpus, make_pair, pair_stream, split_holdout
 
 PAD, SOURCE, CORRECT, END = "<|pad|>", "<|source|>", "<|correct|>", "<|end|>"
 SPECIAL_TOKENS = [PAD, SOURCE, CORRECT, END]
@@ -172,7 +172,9 @@ def lr_at(step: int, phase: Phase) -> float:
     return phase.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def write_model_files(out: Path, tok: Tokenizer, recipe: Recipe) -> dict[str, Any]:
+def write_model_files(out: Path, tok: Tokenizer, recipe: Recipe, sentences: list[str]) -> dict[str, Any]:
+    """config.json, generation_config.json (with the characters the model is trained on: what
+    /v1/correct lets it read), the tokenizer's files; returns the config."""
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"))
     end, pad = tok.token_to_id(END), tok.token_to_id(PAD)
@@ -180,6 +182,7 @@ def write_model_files(out: Path, tok: Tokenizer, recipe: Recipe) -> dict[str, An
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     (out / "generation_config.json").write_text(json.dumps({
         "eos_token_id": [end], "pad_token_id": pad, "correction_prompt": CORRECTION_PROMPT,
+        "correction_alphabet": alphabet(sentences),
         "do_sample": False,  # a corrector decodes greedily: chat and completions default to it
     }, indent=2) + "\n")
     (out / "tokenizer_config.json").write_text(json.dumps({
@@ -209,7 +212,7 @@ def train(out: str | Path, corpus: str | Path, recipe: Recipe, progress: bool = 
     if from_main_phase is None:
         tok = train_tokenizer(train_sents, recipe)
         recipe.vocab_size = tok.get_vocab_size()
-        cfg_dict = write_model_files(out, tok, recipe)
+        cfg_dict = write_model_files(out, tok, recipe, train_sents)
         model = Transformer(ModelConfig.from_dict(cfg_dict))
         model.tie_weights()
         init_weights(model, recipe.seed)
@@ -224,7 +227,7 @@ def train(out: str | Path, corpus: str | Path, recipe: Recipe, progress: bool = 
         if shape != recipe.model_config():
             raise ValueError(f"{start}: its model shape differs from this recipe's; pass the same options "
                              f"that trained it ({shape} vs {recipe.model_config()})")
-        write_model_files(out, tok, recipe)
+        write_model_files(out, tok, recipe, train_sents)
         model = load_model(start).requires_grad_(True)
         earlier = json.loads((start / "training.json").read_text())
         history = earlier.get("history", [])

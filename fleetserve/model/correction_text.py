@@ -1,0 +1,236 @@
+"""A user's text as the pieces a correction model reads, and the model's answers back as
+the user's text.
+
+A small corrector knows only the text it was trained on. Measured on the bundled model
+(single lines of plain ASCII English): "José go to school" came back as "Jos and noises go
+to school"; a tab, a line break, curly or double quotes, an em dash, an emoji or a URL each
+turned a sentence into unrelated words; two leading spaces gave "ulttttt..."; "a" gave
+"AAAAAAAA" up to the length budget. So, as a correction service must:
+
+- The text is cut at line breaks and sentence ends; each segment is corrected on its own
+  (the caller runs them together) and the whitespace between segments stays as sent. A
+  long text is then many short prompts, not one refused one.
+- Characters outside the model's alphabet (generation_config.json's `correction_alphabet`;
+  every character when it has none) reach the model in a plain form where one exists
+  (curly quotes, dashes, ellipses, accented letters: é -> e); a word whose core has no such
+  form (CJK, emoji), a URL or an e-mail address reaches it as a placeholder name, which
+  small correctors copy (the bundled model was trained to copy invented names), and no
+  edit may touch it.
+- The answer is applied as edits to the text as sent: every character the model did not
+  change comes back exactly as it was (accents, quotes, spacing).
+- A guard: a segment whose answer ran out of its length budget, or rewrote it (kept less than
+  half of its words, case aside, and changed more than three), keeps its text unchanged. A
+  runaway answer is worse than none.
+
+Pure text, no model: `plan(text)` then `CorrectionPlan.answer(outputs)`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from dataclasses import dataclass
+
+PLACEHOLDER = "Brastor"  # an invented name: measured, the bundled model copies it in any position
+# An answer that keeps less than this share of the words (difflib's ratio) and changes more than
+# SMALL_EDIT of them is a rewrite, not a correction: 3 of the bundled model's 1,449 answers to the
+# bench-correct sentences, each of them garbage ("Learn" -> "Learnn on one.").
+MIN_SIMILARITY = 0.5
+SMALL_EDIT = 3
+
+# Plain forms of typographic characters, in order of preference: the first whose characters
+# are all in the model's alphabet is used.
+_PLAIN = {
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'", "`": "'",
+    "\u201c": "\"'", "\u201d": "\"'", "\u201e": "\"'", "\u201f": "\"'", "\u00ab": "\"'", "\u00bb": "\"'",
+    "\u2033": "\"'", "\"": "'",
+    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-", "\u2212": "-",
+    "\u2026": ("...",),
+}
+_LINE_BREAK = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
+_WORD = re.compile(r"\S+")
+_PIECES = re.compile(r"\s+|\w+|[^\w\s]")
+_URL = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://|www\.)[^\s<>]*[^\s<>.,;:!?'\")\]}]"
+                  r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_CLOSERS = "\"')]}\u2019\u201d\u00bb"
+_OPENERS = "\"'([{\u2018\u201c\u00ab"
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "no", "mt", "fig",
+                  "approx", "dept", "inc", "ltd", "co", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep",
+                  "sept", "oct", "nov", "dec"}
+
+
+def _plain_forms(char: str) -> tuple[str, ...]:
+    forms = _PLAIN.get(char)
+    if forms is None:
+        decomposed = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+        return (decomposed,) if decomposed and decomposed != char else ()
+    return forms if isinstance(forms, tuple) else tuple(forms)
+
+
+class Alphabet:
+    """The characters a model reads as they are, and the plain form of the others."""
+
+    def __init__(self, chars: str | None):
+        self.chars = None if chars is None else set(chars)
+        self._cache: dict[str, str | None] = {}
+
+    def plain(self, char: str) -> str | None:
+        """`char` as the model should read it, or None when it has no form the model knows."""
+        if char in self._cache:
+            return self._cache[char]
+        if unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs", "Cn"):
+            out = None  # control, format, private-use, surrogate or unassigned: no model reads these
+        elif self.chars is None or char in self.chars:
+            out = char
+        else:
+            out = next((f for f in _plain_forms(char) if all(c in self.chars for c in f)), None)
+        self._cache[char] = out
+        return out
+
+
+@dataclass
+class Segment:
+    """One sentence or line of the text: `text[start:end]` as sent, `model_text` as the model
+    reads it, `origin[i]` the index in the text where model character i starts (one more
+    entry for the end), `protected` the model-text spans no edit may touch."""
+
+    start: int
+    end: int
+    model_text: str
+    origin: list[int]
+    protected: list[tuple[int, int]]
+    correct: bool  # False: nothing the model could correct (no letter it reads), kept as sent
+
+
+@dataclass
+class CorrectionPlan:
+    text: str
+    segments: list[Segment]
+
+    @property
+    def inputs(self) -> list[str]:
+        """The texts to correct, one per segment the model reads, in order."""
+        return [s.model_text for s in self.segments if s.correct]
+
+    def answer(self, outputs: list[tuple[str, bool]]) -> str:
+        """The corrected text, from the model's (answer, finished) for each of `inputs`;
+        finished is False when an answer stopped at its length budget."""
+        todo = [s for s in self.segments if s.correct]
+        if len(outputs) != len(todo):
+            raise ValueError(f"{len(todo)} segments to correct but {len(outputs)} answers")
+        answers = dict(zip(map(id, todo), outputs))
+        out, pos = [], 0
+        for seg in self.segments:
+            out.append(self.text[pos:seg.start])
+            original = self.text[seg.start:seg.end]
+            if seg.correct:
+                text, finished = answers[id(seg)]
+                original = _apply(self.text, seg, text.strip()) if finished else original
+            out.append(original)
+            pos = seg.end
+        out.append(self.text[pos:])
+        return "".join(out)
+
+
+def _spans(text: str) -> tuple[list[str], list[int]]:
+    pieces = [m for m in _PIECES.finditer(text)]
+    return [m.group() for m in pieces], [m.start() for m in pieces] + [len(text)]
+
+
+def _rewritten(a: list[str], b: list[str]) -> bool:
+    """Whether answer pieces `b` rewrite source pieces `a` rather than correct them: less than
+    half of the words (case aside) kept, and more than SMALL_EDIT words changed (a short
+    sentence may need most of its few words changed: "i go" -> "I went.")."""
+    a, b = [p.lower() for p in a if not p.isspace()], [p.lower() for p in b if not p.isspace()]
+    kept = sum(m.size for m in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_matching_blocks())
+    return 2 * kept < MIN_SIMILARITY * (len(a) + len(b)) and max(len(a), len(b)) - kept > SMALL_EDIT
+
+
+def _apply(text: str, seg: Segment, answer: str) -> str:
+    """The segment as sent, with the model's edits that leave protected spans alone, or as
+    sent when the answer is a rewrite rather than a correction."""
+    a, starts = _spans(seg.model_text)
+    b, _ = _spans(answer)
+    if _rewritten(a, b):
+        return text[seg.start:seg.end]
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        lo, hi = starts[i1], starts[i2]
+        sent = text[seg.origin[lo]:seg.origin[hi]]
+        if op == "equal":
+            out.append(sent)
+            continue
+        # An insertion beside a protected span touches it too: the model may be rewriting the name it sees.
+        touches = any(p_lo < hi and lo < p_hi if lo < hi else p_lo <= lo <= p_hi for p_lo, p_hi in seg.protected)
+        replacement = "".join(b[j1:j2])
+        out.append(sent if touches or PLACEHOLDER in replacement else replacement)
+    return "".join(out)
+
+
+def _is_boundary(gap: str, before: str, after: str) -> bool:
+    """Whether the whitespace `gap` between the words `before` and `after` ends a sentence."""
+    if _LINE_BREAK.search(gap):
+        return True
+    core = before.rstrip(_CLOSERS)
+    if not core or core[-1] not in ".!?":
+        return False
+    stem = core.rstrip(".!?")
+    if core.endswith(".") and (stem.lower() in _ABBREVIATIONS or (len(stem) == 1 and stem.isalpha())):
+        return False
+    first = after.lstrip(_OPENERS)[:1]
+    return first.isupper() or first.isdigit()
+
+
+def _segment(text: str, start: int, end: int, alphabet: Alphabet) -> Segment:
+    model, origin, protected = [], [], []
+    pos = start
+    for word in _WORD.finditer(text, start, end):
+        if word.start() > pos:  # whitespace inside a sentence (tabs, runs of spaces): one space
+            model.append(" ")
+            origin.append(pos)
+        pos = word.end()
+        w = word.group()
+        urls = [(m.start() + word.start(), m.end() + word.start()) for m in _URL.finditer(w)]
+        plain = [alphabet.plain(c) for c in w]
+        lead = 0
+        while lead < len(w) and not w[lead].isalnum() and plain[lead] is not None:
+            lead += 1
+        trail = len(w)
+        while trail > lead and not w[trail - 1].isalnum() and plain[trail - 1] is not None:
+            trail -= 1
+        core_unreadable = any(p is None for p in plain[lead:trail])
+        if core_unreadable:
+            urls = [(word.start() + lead, word.start() + trail)]
+        i = word.start()
+        for lo, hi in urls + [(word.end(), word.end())]:
+            while i < lo:
+                form = plain[i - word.start()]
+                origin += [i] * len(form)
+                model.append(form)
+                i += 1
+            if lo < hi:
+                at = sum(map(len, model))
+                protected.append((at, at + len(PLACEHOLDER)))
+                model.append(PLACEHOLDER)
+                origin += [lo] * len(PLACEHOLDER)
+                i = hi
+    origin.append(end)
+    model_text = "".join(model)
+    readable = model_text
+    for lo, hi in reversed(protected):
+        readable = readable[:lo] + readable[hi:]
+    return Segment(start, end, model_text, origin, protected, any(c.isalpha() for c in readable))
+
+
+def plan(text: str, alphabet: Alphabet | None = None) -> CorrectionPlan:
+    """Cut `text` into the segments a model corrects one by one (see the module's docstring)."""
+    alphabet = alphabet or Alphabet(None)
+    words = list(_WORD.finditer(text))
+    segments, first = [], 0
+    for k in range(1, len(words) + 1):
+        if k == len(words) or _is_boundary(text[words[k - 1].end():words[k].start()], words[k - 1].group(),
+                                           words[k].group()):
+            segments.append(_segment(text, words[first].start(), words[k - 1].end(), alphabet))
+            first = k
+    return CorrectionPlan(text, segments)
