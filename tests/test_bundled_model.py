@@ -101,7 +101,9 @@ def test_odd_inputs_come_back_corrected_not_rewritten():
         r = httpx.post(url + "/v1/correct", json={"text": paragraph}, timeout=120)
         assert r.status_code == 200 and r.json()["text"] == " ".join(["She went to school every day."] * 40)
         r = httpx.post(url + "/v1/correct", json={"text": "She go. " * 65}, timeout=60)
-        assert r.status_code == 400 and "65 sentences or lines to correct, at most 64" in r.json()["error"]["message"]
+        assert r.status_code == 400 and "more than 64 sentences or lines to correct" in r.json()["error"]["message"]
+        r = httpx.post(url + "/v1/correct", json={"text": "a" * 100_001}, timeout=60)
+        assert r.status_code == 400 and "100,001 characters, at most 100,000" in r.json()["error"]["message"]
         r = httpx.post(url + "/v1/correct", content=b'{"text": "a \\ud800 b"}',
                        headers={"Content-Type": "application/json"}, timeout=60)
         assert r.status_code == 400 and "lone UTF-16 surrogate" in r.json()["error"]["message"]

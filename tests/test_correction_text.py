@@ -76,3 +76,12 @@ def test_answers_must_match_the_inputs():
     p = plan("She go. He go.", PLAIN)
     with pytest.raises(ValueError, match="2 segments to correct but 1 answers"):
         p.answer([("She went.", True)])
+
+
+def test_a_text_with_too_many_sentences_is_refused_early_and_long_words_cost_little():
+    with pytest.raises(ValueError, match="more than 64 sentences or lines"):
+        plan("She go. " * 100_000, PLAIN, max_inputs=64)
+    # Without the length cap the URL search is quadratic in a word's length (seconds at 1 MiB).
+    for word in ("a@" * 500_000, "a" * 1_000_000, "http://" + "a" * 1_000_000):
+        p = plan(word, PLAIN)
+        assert len(p.inputs) == (0 if "@" in word else 1)

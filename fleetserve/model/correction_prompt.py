@@ -16,6 +16,7 @@ from fleetserve.model.correction_text import Alphabet, CorrectionPlan, plan
 from fleetserve.model.tokenizer import Tokenizer
 
 MAX_SEGMENTS = 64  # sentences (or lines) of one text: each is a request of its own
+MAX_TEXT_CHARS = 100_000  # far more than MAX_SEGMENTS sentences fit in any context this serves
 DEFAULT_INSTRUCTION = "Correct the grammar and spelling of this text. Reply with the corrected text only.\n\n{text}"
 
 
@@ -47,14 +48,13 @@ class CorrectionPrompt:
         return ids, min(room, budget)
 
     def plan(self, text: str) -> CorrectionPlan:
-        """`text` cut into the segments the model corrects one by one (correction_text.py)."""
-        return plan(text, self.alphabet)
+        """`text` cut into the segments the model corrects one by one (correction_text.py);
+        ValueError for a text of more than MAX_TEXT_CHARS characters or MAX_SEGMENTS sentences."""
+        if len(text) > MAX_TEXT_CHARS:
+            raise ValueError(f"text is too long: {len(text):,} characters, at most {MAX_TEXT_CHARS:,} per request")
+        return plan(text, self.alphabet, MAX_SEGMENTS)
 
     def requests(self, todo: CorrectionPlan, max_model_len: int) -> list[tuple[list[int], int]]:
-        """Prompt ids and max_tokens of each of the plan's inputs; ValueError for a text of
-        more than MAX_SEGMENTS sentences or with one too long for the context."""
-        inputs = todo.inputs
-        if len(inputs) > MAX_SEGMENTS:
-            raise ValueError(f"text is too long: {len(inputs)} sentences or lines to correct, at most "
-                             f"{MAX_SEGMENTS} per request")
-        return [self.request(t, max_model_len) for t in inputs]
+        """Prompt ids and max_tokens of each of the plan's inputs; ValueError for one too long
+        for the context."""
+        return [self.request(t, max_model_len) for t in todo.inputs]

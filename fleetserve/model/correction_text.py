@@ -38,6 +38,7 @@ PLACEHOLDER = "Brastor"  # an invented name: measured, the bundled model copies 
 # bench-correct sentences, each of them garbage ("Learn" -> "Learnn on one.").
 MIN_SIMILARITY = 0.5
 SMALL_EDIT = 3
+MAX_URL = 2000  # longer words are not searched for URLs (the search is quadratic in a word's length)
 
 # Plain forms of typographic characters, in order of preference: the first whose characters
 # are all in the model's alphabet is used.
@@ -191,7 +192,8 @@ def _segment(text: str, start: int, end: int, alphabet: Alphabet) -> Segment:
             origin.append(pos)
         pos = word.end()
         w = word.group()
-        urls = [(m.start() + word.start(), m.end() + word.start()) for m in _URL.finditer(w)]
+        urls = [(m.start() + word.start(), m.end() + word.start()) for m in _URL.finditer(w)] \
+            if len(w) <= MAX_URL and ("@" in w or "://" in w or "www." in w.lower()) else []
         plain = [alphabet.plain(c) for c in w]
         lead = 0
         while lead < len(w) and not w[lead].isalnum() and plain[lead] is not None:
@@ -223,14 +225,18 @@ def _segment(text: str, start: int, end: int, alphabet: Alphabet) -> Segment:
     return Segment(start, end, model_text, origin, protected, any(c.isalpha() for c in readable))
 
 
-def plan(text: str, alphabet: Alphabet | None = None) -> CorrectionPlan:
-    """Cut `text` into the segments a model corrects one by one (see the module's docstring)."""
+def plan(text: str, alphabet: Alphabet | None = None, max_inputs: int | None = None) -> CorrectionPlan:
+    """Cut `text` into the segments a model corrects one by one (see the module's docstring);
+    ValueError as soon as more than `max_inputs` of them are to be corrected."""
     alphabet = alphabet or Alphabet(None)
     words = list(_WORD.finditer(text))
-    segments, first = [], 0
+    segments, first, inputs = [], 0, 0
     for k in range(1, len(words) + 1):
         if k == len(words) or _is_boundary(text[words[k - 1].end():words[k].start()], words[k - 1].group(),
                                            words[k].group()):
             segments.append(_segment(text, words[first].start(), words[k - 1].end(), alphabet))
             first = k
+            inputs += segments[-1].correct
+            if max_inputs is not None and inputs > max_inputs:
+                raise ValueError(f"text is too long: more than {max_inputs} sentences or lines to correct")
     return CorrectionPlan(text, segments)

@@ -84,8 +84,8 @@ class ModelCorrector:
         long stays as it was."""
         plans, prompts, params, where = [], [], [], []
         for i, text in enumerate(texts):
-            todo = self.prompt.plan(text)
             try:
+                todo = self.prompt.plan(text)
                 requests = self.prompt.requests(todo, self.max_model_len)
             except ValueError:
                 continue

@@ -376,8 +376,8 @@ class PodServer:
     async def correct(self, request: Request) -> Response:
         req = self._read(request, CorrectRequest)
         self._check_model(req.model)
-        plan = self.correction.plan(req.text)
         try:
+            plan = self.correction.plan(req.text)
             prompts = self.correction.requests(plan, self.max_model_len)
         except ValueError as e:
             raise APIError(400, str(e), param="text") from e
