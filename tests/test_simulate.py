@@ -206,6 +206,27 @@ def test_pods_sharing_a_hosts_cores_step_slower_when_more_are_busy_than_cores():
     assert_littles_law(shared)
 
 
+def test_measured_step_points_are_interpolated_and_a_line_of_points_runs_as_the_line():
+    pods = scenario.Pods(slots=8, step_points_ms=[[6.0, 14.0], [2.0, 6.0], [4.0, 6.0]])
+    # flat below the first point, interpolated between points, the last two's slope beyond the last
+    assert scenario.step_table(pods) == pytest.approx([0.006, 0.006, 0.006, 0.006, 0.006, 0.010, 0.014, 0.018, 0.022])
+    line = {"traffic": {"profile": "constant:300@20s"}, "pods": {"count": 2, "slots": 16, "step_base_ms": 5,
+                                                                 "step_per_seq_ms": 0.4}, "window": 20}
+    points = line | {"pods": {"count": 2, "slots": 16, "step_points_ms": [[1, 5.4], [16, 11.4]]}}
+    assert run(points)["overall"] == run(line)["overall"]
+    for bad in ([], [[0, 5]], [[1, -1]], [[1, 5], [1, 6]], "fast", [[1]]):
+        with pytest.raises(ValueError, match="pods.step_points_ms"):
+            scenario.from_dict({"traffic": {"profile": "constant:1@1s"}, "pods": {"step_points_ms": bad}})
+
+
+def test_calibrated_points_are_made_monotone():
+    from fleetserve.simulate.calibrate import monotone_points
+
+    assert monotone_points([(3.0, 7.6), (1.3, 7.2), (1.9, 7.64), (6.4, 11.8)]) == \
+        [[1.3, 7.2], [1.9, 7.62], [3.0, 7.62], [6.4, 11.8]]
+    assert monotone_points([(1, 5), (2, 4), (3, 3), (4, 6)]) == [[1, 4.0], [2, 4.0], [3, 4.0], [4, 6.0]]
+
+
 def test_a_full_event_heap_is_an_error_not_a_write_past_the_arrays():
     from fleetserve.simulate.simulator import Run
 
@@ -286,6 +307,7 @@ def test_calibrating_a_real_pod_gives_a_model_the_simulator_answers_like_it(tmp_
     measured = json.loads(out.read_text())
     pods = measured["pods"]
     assert pods["slots"] == 64 and pods["step_base_ms"] > 0 and pods["step_per_seq_ms"] > 0
+    assert [b for b, _ in pods["step_points_ms"]] == sorted(round(r["batch"], 3) for r in measured["steps"])
     assert measured["fit"]["r2"] > 0.8
     # 12 req/s, well below the capacity the fit implies: the simulated pod's steps last as the measured ones
     # did (near that capacity the simulated queue, and so its batch, grows with any error in the slope)
@@ -293,7 +315,7 @@ def test_calibrating_a_real_pod_gives_a_model_the_simulator_answers_like_it(tmp_
     sim = run({"traffic": {"profile": f"constant:{step['rate']}@60s"}, "pods": {"calibration": str(out)},
                "window": 60})
     batch = sim["littles_law"]["mean_in_system"]
-    predicted = pods["step_base_ms"] + pods["step_per_seq_ms"] * batch
+    predicted = float(np.interp(batch, *zip(*pods["step_points_ms"])))
     assert predicted == pytest.approx(step["step_ms"], rel=0.5)
     assert sim["overall"]["p50_ms"] == pytest.approx(50 * step["step_ms"], rel=0.5)
     with pytest.raises(ValueError, match="does not exist"):
@@ -317,12 +339,38 @@ def test_bench_simulate_compares_a_finished_fleet_run_with_its_simulation(tmp_pa
     out.mkdir()
     (out / "calibration.json").write_text(json.dumps({"pods": {"model": "batching", "slots": 16, "step_base_ms": 4.0,
                                                                "step_per_seq_ms": 0.5}, "fit": {"r2": 1.0}}))
-    proc = subprocess.run([sys.executable, "-m", "fleetserve", "bench-simulate", "--out", str(out), "--from", str(demo)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "fleetserve", "bench-simulate", "--out", str(out), "--from", str(demo),
+                           "--seeds", "3"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "sim-vs-fleet.json").read_text())
     assert result["measured_cold_starts_s"] == [4.0, 4.0]
     assert result["scale_ups_at_s"]["measured"] == [21.0, 50.0]
     assert result["scale_ups_at_s"]["simulated"]  # the simulated fleet scaled up on the ramp too
+    assert result["seeds"] == 3 and result["bound_s"] == 5.0  # one decision interval + the longest cold start
+    for lo_hi, median in zip(result["scale_ups_at_s"]["simulated_range"], result["scale_ups_at_s"]["simulated"]):
+        assert lo_hi[0] <= median <= lo_hi[1]
     assert result["windows_compared"] == 36
     assert all(r["measured_p99_ms"] == 300.0 for r in result["p99_per_window"])
+
+
+def test_scale_moments_count_each_level_so_a_jump_lines_up_with_single_steps():
+    from fleetserve.benchmarks.sim_vs_fleet import _moments
+
+    rows = [{"t": t, "n": n} for t, n in enumerate([1, 1, 3, 3, 3, 2, 2, 1, 1])]
+    assert _moments(rows, "n", 0) == ([2, 2], [5, 7])
+    steps = [{"t": t, "n": n} for t, n in enumerate([1, 2, 3, 3, 2, 1])]
+    assert _moments(steps, "n", 0.5) == ([0.5, 1.5], [3.5, 4.5])
+
+
+def test_listed_cold_starts_are_taken_in_turn():
+    """A real run's measured starts replayed: the first pod started takes the first."""
+    data = {"traffic": {"profile": "constant:2000@20s"}, "window": 20,
+            "pods": {"count": 1, "slots": 16, "step_base_ms": 5, "step_per_seq_ms": 0.3, "cold_start": "2s,6s,"},
+            "autoscaler": {"target_per_pod": 4, "max_replicas": 3}}
+    timeline = run(data)["timeline"]
+    assert timeline[0]["desired"] == 3
+    ready_at = [next(r["t"] for r in timeline if r["ready"] >= k) for k in (2, 3)]
+    assert 3 <= ready_at[0] <= 4 and 7 <= ready_at[1] <= 8, ready_at
+    assert scenario.Pods(cold_start="2s,6s,").cold_start_range() == (2.0, 6.0)
+    with pytest.raises(ValueError):
+        scenario.from_dict(data | {"pods": data["pods"] | {"cold_start": "2s,soon"}})

@@ -5,16 +5,20 @@
    test's latency per window.
 2. `fleetserve simulate calibrate` measures one pod of the same kind alone.
 3. The same scenario is simulated: the demo's profile, autoscaler settings and target, the
-   calibrated pod, the cold start measured in the demo (from a scale-up decision to the pod's
-   readiness), the router's endpoint-file poll as the discovery delay.
+   calibrated pod, the cold starts measured in the demo (from a scale-up decision to the pod's
+   readiness; the simulated pods take them in the same order), the router's endpoint-file poll as
+   the discovery delay; several seeds, since one run of either kind is one draw.
 
-Reported side by side: when pods were asked for and when they were ready or removed, and p99 per
-load-test window (simulated / measured).
+Reported side by side: when pods were asked for and when they were ready or removed (the median
+of the simulated runs, their range, and whether each moment lies within one decision interval
+plus the longest measured cold start of the real one), and p99 per load-test window (the median
+simulated / measured).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import sys
@@ -32,10 +36,29 @@ RAMP, _, SERVE_ARGS, _, _ = SCENARIOS["ramp"]  # demo-fleet's ramp, as `fleetser
 
 
 def _moments(rows: list[dict[str, Any]], key: str, t0: float) -> tuple[list[float], list[float]]:
-    """Times (from t0) at which rows[key] went up, and went down."""
-    ups = [round(b["t"] - t0, 1) for a, b in zip(rows, rows[1:]) if b[key] > a[key]]
-    downs = [round(b["t"] - t0, 1) for a, b in zip(rows, rows[1:]) if b[key] < a[key]]
+    """When (from t0) rows[key] first reached each level above its first value, and after its
+    peak first fell to each level down to its last: a jump of two counts at both levels, so
+    runs that took the steps one by one and at once line up."""
+    values = [r[key] for r in rows]
+    if not values:
+        return [], []
+    peak = max(values)
+    top = values.index(peak)
+    ups = [next(round(r["t"] - t0, 1) for r in rows if r[key] >= k) for k in range(values[0] + 1, peak + 1)]
+    downs = [next(round(r["t"] - t0, 1) for r in rows[top:] if r[key] <= k) for k in range(peak - 1, values[-1] - 1, -1)]
     return ups, downs
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    return round((v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2, 1)
+
+
+def _across(moments: list[list[float]]) -> tuple[list[float], list[list[float]]]:
+    """Per level: the median over the simulated runs that reached it, and its range."""
+    levels = max(map(len, moments), default=0)
+    at = [[m[k] for m in moments if len(m) > k] for k in range(levels)]
+    return [_median(v) for v in at], [[min(v), max(v)] for v in at]
 
 
 def cold_starts(events: list[dict[str, Any]]) -> list[float]:
@@ -51,10 +74,14 @@ def cold_starts(events: list[dict[str, Any]]) -> list[float]:
 
 def run_sim_vs_fleet(out: Path, model: str | None = None, profile: str = RAMP, serve_args: str = SERVE_ARGS,
                      calibration_rates: tuple[float, ...] = (2, 4, 8, 12, 16, 24), seconds: float = 8.0,
-                     seed: int = 0, host_cores: float | None = None, demo_dir: Path | None = None) -> dict[str, Any]:
+                     seed: int = 0, host_cores: float | None = None, demo_dir: Path | None = None,
+                     seeds: int = 8) -> dict[str, Any]:
     """`host_cores`: the cores the pods' engines share (default: this machine's; at this demo's few
     requests per second the router and the load generator take little). `demo_dir`: a finished
-    demo-fleet ramp to compare with instead of running one."""
+    demo-fleet ramp to compare with instead of running one. `seeds`: simulated runs (seeds
+    `seed`, `seed` + 1, ...), compared by their median."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
     out.mkdir(parents=True, exist_ok=True)
     fresh = demo_dir is None
     if fresh:
@@ -75,34 +102,53 @@ def run_sim_vs_fleet(out: Path, model: str | None = None, profile: str = RAMP, s
     if host_cores is None:
         host_cores = float(os.cpu_count() or 1)
     starts = cold_starts(events)
-    data = {"name": "demo-fleet ramp", "traffic": {"profile": profile},
+    # The real autoscaler ran (reading no load) from the fleet's start, load_t0 seconds before the
+    # load: so does the simulated one, for whole load-test windows (5 s) so that windows line up.
+    window = 5.0
+    lead = window * math.ceil(demo["load_t0"] / window)
+    data = {"name": "demo-fleet ramp", "traffic": {"profile": f"constant:0@{lead:g}s+{profile}"},
             "pods": {"calibration": str(out / "calibration.json"), "count": 1,
-                     "cold_start": (f"{min(starts):.2f}s..{max(starts):.2f}s" if starts else "5s"),
+                     # the run's own starts, in order: which pod came up fast moves the later scale-ups
+                     "cold_start": (",".join(f"{s:.2f}s" for s in starts) + "," if starts else "5s"),
                      "host_cores": host_cores},
             "routers": {"replicas": 1, "policy": "p2c", "discovery_delay": "0.5s"},
             "autoscaler": {"target_per_pod": demo["target_per_pod"], **demo["autoscaler"]},
-            "interval": 1.0, "window": 5.0, "seed": seed}
-    sim = simulate(from_dict(data))
+            "interval": 1.0, "window": window}
+    # One simulated run is one draw, as one real run is: its scale moments move by several seconds
+    # with the seed. The comparison takes the median over `seeds` runs, and shows their range.
+    sims = [simulate(from_dict(data | {"seed": seed + k})) for k in range(seeds)]
+    skip = round(lead / window)
     measured_windows = report["summary"]["windows"]
     rows = []
-    for m, s in zip(measured_windows, sim["windows"]):
-        mp, sp = m["e2el"]["p99"], s["p99_ms"]
-        rows.append({"start_s": s["start_s"], "measured_p99_ms": mp, "simulated_p99_ms": sp,
+    for i, m in enumerate(measured_windows[:min(len(x["windows"]) for x in sims) - skip]):
+        mp = m["e2el"]["p99"]
+        sp = _median([x["windows"][skip + i]["p99_ms"] or 0.0 for x in sims]) or None
+        rows.append({"start_s": i * window, "measured_p99_ms": mp, "simulated_p99_ms": sp,
                      "ratio": round(sp / mp, 3) if mp and sp else None})
     ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+    after = [e for e in events if e["t"] >= demo["load_t0"]]
+    measured = {"desired": _moments(after, "desired", demo["load_t0"]), "ready": _moments(after, "ready", demo["load_t0"])}
+    simulated = {key: [_moments([r for r in x["timeline"] if r["t"] >= lead], field, lead)[k] for x in sims]
+                 for key, field, k in (("ups", "desired", 0), ("downs", "desired", 1), ("ready", "ready", 0))}
+    bound = data["interval"] + (max(starts) if starts else 5.0)
+
+    def compare(mine: list[float], theirs: list[list[float]]) -> dict[str, Any]:
+        median, spread = _across(theirs)
+        return {"measured": mine, "simulated": median, "simulated_range": spread,
+                "within_bound": len(mine) == len(median) and all(abs(a - b) <= bound for a, b in zip(mine, median))}
+
     result = {
         "profile": profile, "serve_args": serve_args, "target_per_pod": demo["target_per_pod"], "host_cores": host_cores,
         "measured_cold_starts_s": [round(x, 2) for x in starts], "calibration": cal["pods"],
-        "calibration_fit": cal["fit"],
-        "scale_ups_at_s": {"measured": demo["scale_ups_at_s"], "simulated": _moments(sim["timeline"], "desired", 0)[0]},
-        "scale_downs_at_s": {"measured": demo["scale_downs_at_s"],
-                             "simulated": _moments(sim["timeline"], "desired", 0)[1]},
-        "ready_rises_at_s": {"measured": _moments(events, "ready", demo["load_t0"])[0],
-                             "simulated": _moments(sim["timeline"], "ready", 0)[0]},
+        "calibration_fit": cal["fit"], "seeds": seeds, "bound_s": round(bound, 2),
+        "scale_ups_at_s": compare(measured["desired"][0], simulated["ups"]),
+        "scale_downs_at_s": compare(measured["desired"][1], simulated["downs"]),
+        "ready_rises_at_s": compare(measured["ready"][0], simulated["ready"]),
         "p99_per_window": rows,
         "windows_within_25pct": sum(1 for r in ratios if abs(r - 1) <= 0.25), "windows_compared": len(ratios),
-        "overall_p99_ms": {"measured": report["summary"]["overall"]["e2el"]["p99"], "simulated": sim["overall"]["p99_ms"]},
-        "simulation": {k: sim[k] for k in ("overall", "pods", "littles_law")},
+        "overall_p99_ms": {"measured": report["summary"]["overall"]["e2el"]["p99"],
+                           "simulated": _median([x["overall"]["p99_ms"] for x in sims])},  # the lead has no requests
+        "simulation": {k: sims[0][k] for k in ("overall", "pods", "littles_law")},
     }
     (out / "sim-vs-fleet.json").write_text(json.dumps(result, indent=1) + "\n")
     return result

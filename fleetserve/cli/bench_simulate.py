@@ -19,6 +19,8 @@ def add_arguments(p) -> None:
     p.add_argument("--host-cores", type=float, default=None,
                    help="cores the local pods share in the simulation (default: this machine's; 0: each pod has "
                         "its own)")
+    p.add_argument("--seeds", type=int, default=8,
+                   help="simulated runs compared by their median (default %(default)s; one run is one draw)")
     p.add_argument("--from", dest="demo_dir", default=None,
                    help="compare with this finished demo-fleet ramp folder (and the calibration already in --out) "
                         "instead of running both again")
@@ -31,7 +33,8 @@ def run(a) -> None:
 
     result = run_sim_vs_fleet(Path(a.out), a.model, a.profile or RAMP, SERVE_ARGS if a.serve_args is None else a.serve_args,
                               tuple(float(r) for r in a.rates.split(",") if r.strip()), a.seconds,
-                              host_cores=a.host_cores, demo_dir=Path(a.demo_dir) if a.demo_dir else None)
+                              host_cores=a.host_cores, demo_dir=Path(a.demo_dir) if a.demo_dir else None,
+                              seeds=a.seeds)
     print(json.dumps({k: v for k, v in result.items() if k not in ("p99_per_window", "simulation")}, indent=1))
     for row in result["p99_per_window"]:
         print(f"{row['start_s']:6.0f} s  measured p99 {row['measured_p99_ms']} ms  simulated {row['simulated_p99_ms']} ms"

@@ -42,11 +42,11 @@ MAX_URL = 2000  # longer words are not searched for URLs (the search is quadrati
 
 # Plain forms of typographic characters, in order of preference: the first whose characters
 # are all in the model's alphabet is used.
-_PLAIN = {
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'", "`": "'",
-    "\u201c": "\"'", "\u201d": "\"'", "\u201e": "\"'", "\u201f": "\"'", "\u00ab": "\"'", "\u00bb": "\"'",
-    "\u2033": "\"'", "\"": "'",
-    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-", "\u2212": "-",
+_PLAIN: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u00b4`", ("'",)),
+    **dict.fromkeys("\u201c\u201d\u201e\u201f\u00ab\u00bb\u2033", ('"', "'")),
+    '"': ("'",),
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", ("-",)),
     "\u2026": ("...",),
 }
 _LINE_BREAK = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
@@ -62,11 +62,10 @@ _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc"
 
 
 def _plain_forms(char: str) -> tuple[str, ...]:
-    forms = _PLAIN.get(char)
-    if forms is None:
-        decomposed = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
-        return (decomposed,) if decomposed and decomposed != char else ()
-    return forms if isinstance(forms, tuple) else tuple(forms)
+    if char in _PLAIN:
+        return _PLAIN[char]
+    decomposed = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+    return (decomposed,) if decomposed and decomposed != char else ()
 
 
 class Alphabet:
@@ -120,22 +119,22 @@ class CorrectionPlan:
         todo = [s for s in self.segments if s.correct]
         if len(outputs) != len(todo):
             raise ValueError(f"{len(todo)} segments to correct but {len(outputs)} answers")
-        answers = dict(zip(map(id, todo), outputs))
+        answers = iter(outputs)
         out, pos = [], 0
         for seg in self.segments:
             out.append(self.text[pos:seg.start])
-            original = self.text[seg.start:seg.end]
+            corrected = self.text[seg.start:seg.end]
             if seg.correct:
-                text, finished = answers[id(seg)]
-                original = _apply(self.text, seg, text.strip()) if finished else original
-            out.append(original)
+                text, finished = next(answers)
+                corrected = _apply(self.text, seg, text.strip()) if finished else corrected
+            out.append(corrected)
             pos = seg.end
         out.append(self.text[pos:])
         return "".join(out)
 
 
 def _spans(text: str) -> tuple[list[str], list[int]]:
-    pieces = [m for m in _PIECES.finditer(text)]
+    pieces = list(_PIECES.finditer(text))
     return [m.group() for m in pieces], [m.start() for m in pieces] + [len(text)]
 
 

@@ -9,6 +9,8 @@ tokens per step; a least-squares
 fit of step time = base + per_seq x batch + per_prompt_token x prompt tokens per step (terms that
 come out negative are dropped and the rest refitted) is the pod's model, with its slots (the
 engine's max_num_seqs) and output tokens per request and step (above 1 with speculative decoding).
+With one request size (the default workload) the measured points themselves are the model too
+(`step_points_ms`, which the simulator interpolates in place of the line).
 """
 
 from __future__ import annotations
@@ -101,6 +103,23 @@ def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "predicted_step_ms": [round(float(p), 3) for p in pred], "collinear": collinear}
 
 
+def monotone_points(points: list[tuple[float, float]]) -> list[list[float]]:
+    """(batch, step ms) sorted by batch, with step times made non-decreasing by pooling adjacent
+    violators (a larger batch measured a little faster is noise, not a property of the pod)."""
+    blocks: list[list[float]] = []  # [sum of ms, count, first batch index]
+    pts = sorted(points)
+    for i, (_, ms) in enumerate(pts):
+        blocks.append([ms, 1, i])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, n, _ = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += n
+    out = []
+    for total, n, first in blocks:
+        out += [[round(pts[first + k][0], 3), round(total / n, 3)] for k in range(int(n))]
+    return out
+
+
 def calibrate(url: str, rates: list[float], seconds: float = 8.0, base: dict[str, Any] | None = None,
               progress: bool = True) -> dict[str, Any]:
     """Measure the pod at `url` and fit its model; {"pods": scenario keys, "fit", "steps"}."""
@@ -114,5 +133,10 @@ def calibrate(url: str, rates: list[float], seconds: float = 8.0, base: dict[str
     tokens = float(np.mean([r["tokens_per_step"] for r in below or rows]))
     pods = {"model": "batching", "slots": rows[-1]["slots"], **f["params"],
             "tokens_per_step": round(max(tokens, 1.0), 3)}
+    if f["collinear"]:
+        # One request size: each rate's (batch, step) point is that workload's step, prompts included.
+        # The simulator interpolates them: measured, a pod's step is flat at small batches and steeper at
+        # large ones, which the line misses at both ends (BENCHMARKS.md, issue 20).
+        pods["step_points_ms"] = monotone_points([(r["batch"], r["step_ms"]) for r in rows])
     return {"url": url, "pods": pods, "fit": {k: f[k] for k in ("r2", "predicted_step_ms", "collinear")},
             "steps": rows}

@@ -10,7 +10,8 @@ them, where separate functions handed the state would pay reference counting on 
 
 Time is in seconds. A pod is either an M/M/c server (`MMC`: c slots, one FIFO
 queue, each request's service time drawn at arrival) or a continuous-batching server
-(`BATCHING`: up to c requests share each step; a step lasts base + per_seq * batch +
+(`BATCHING`: up to c requests share each step; a step lasts the pod's step time at that batch
+size (tabulated: a line base + per_seq * batch, or measured points interpolated) +
 per_prompt_token * prompt tokens admitted, times the pod's slowness; a request needs one step
 per `tokens_per_step` output tokens after its first). Requests wait in the pod's queue, FIFO.
 """
@@ -43,7 +44,8 @@ _weighted_index = numba.njit(cache=True)(balancer.weighted_index)
 _smooth_round_robin = numba.njit(cache=True)(balancer.smooth_round_robin)
 
 # Integer scalars (State.si) and float scalars (State.sf), by index.
-SI_HEAP, SI_IN_SYSTEM, SI_RUNNING, SI_ALIVE, SI_READY, SI_RETRIES, SI_DEPARTED, SI_STEPPING, SI_N = range(9)
+SI_HEAP, SI_IN_SYSTEM, SI_RUNNING, SI_ALIVE, SI_READY, SI_RETRIES, SI_DEPARTED, SI_STEPPING, SI_COLD_STARTS, SI_N = \
+    range(10)
 SF_CLOCK, SF_AREA_SYSTEM, SF_AREA_RUNNING, SF_AREA_ALIVE, SF_AREA_READY, SF_SOJOURN, SF_N = range(7)
 
 
@@ -116,9 +118,10 @@ class State:
                 self.fin_key, self.fin_slot, self.nfin, self.steps)
 
 
-# Static settings of a run, in one float array (`pr`), by index.
-(PR_MODEL, PR_POLICY, PR_CAP, PR_RETRY, PR_BASE, PR_PER_SEQ, PR_PER_TOKEN, PR_DELAY, PR_FAIL_RATE,
- PR_COLD_LO, PR_COLD_HI, PR_WINDOW, PR_BIN_LO, PR_BIN_LOG_RATIO, PR_HOST_CORES, PR_N) = range(16)
+# Static settings of a run, in one float array (`pr`), by index; after them (from PR_N) a batching
+# pod's step seconds at each batch size 0..slots (`step_table`), then PR_COLD_N listed cold starts.
+(PR_MODEL, PR_POLICY, PR_CAP, PR_RETRY, PR_PER_TOKEN, PR_DELAY, PR_FAIL_RATE,
+ PR_COLD_LO, PR_COLD_HI, PR_COLD_N, PR_WINDOW, PR_BIN_LO, PR_BIN_LOG_RATIO, PR_HOST_CORES, PR_N) = range(15)
 
 
 @numba.njit(cache=True)
@@ -188,6 +191,7 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
     retry, delay, fail_rate = pr[PR_RETRY] > 0.0, pr[PR_DELAY], pr[PR_FAIL_RATE]
     window, bin_lo, bin_log = pr[PR_WINDOW], pr[PR_BIN_LO], pr[PR_BIN_LOG_RATIO]
     host_cores = pr[PR_HOST_CORES]
+    listed_starts = int(pr[PR_COLD_N])
 
     # --- the event heap -----------------------------------------------------------------------
     def push(t, kind, a, b, g):
@@ -347,7 +351,7 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
         if not stepping[p]:
             si[SI_STEPPING] += 1
         stepping[p] = True
-        dt = (pr[PR_BASE] + pr[PR_PER_SEQ] * nrun[p] + pr[PR_PER_TOKEN] * tokens) * speed[p]
+        dt = (pr[PR_N + nrun[p]] + pr[PR_PER_TOKEN] * tokens) * speed[p]
         if host_cores > 0.0 and si[SI_STEPPING] > host_cores:  # pods sharing one host's cores
             dt *= si[SI_STEPPING] / host_cores
         push(t + dt, EV_STEP, p, 0, gen[p])
@@ -400,6 +404,10 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
         nusable[r] += 1
 
     def cold_start():
+        n = si[SI_COLD_STARTS]
+        si[SI_COLD_STARTS] = n + 1
+        if n < listed_starts:
+            return pr[PR_N + C + 1 + n]
         return pr[PR_COLD_LO] + np.random.random() * (pr[PR_COLD_HI] - pr[PR_COLD_LO])
 
     def schedule_failure(p, t):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from fleetserve.fleet.autoscaler import AutoscalerConfig
@@ -42,8 +44,14 @@ class Pods:
     step_base_ms: float = 10.0  # batching: a step lasts base + per_seq * batch + per_prompt_token * prompt tokens
     step_per_seq_ms: float = 0.3
     step_per_prompt_token_ms: float = 0.0
+    # batching: measured (batch, step ms) points instead of base + per_seq * batch, interpolated
+    # (flat below the first, the last two's slope beyond the last): a real pod's step time is not
+    # a line (flat at small batches, steeper at large ones)
+    step_points_ms: list | None = None
     tokens_per_step: float = 1.0  # output tokens per request and step (above 1 with speculative decoding)
-    cold_start: str = "30s"  # time from start to ready: D, or LO..HI (uniform)
+    # time from start to ready: D, LO..HI (uniform), or A,B,... (the pods started take these in turn,
+    # then uniform over their range: a replay of a real run's measured starts)
+    cold_start: str = "30s"
     failures_per_hour: float = 0.0  # per pod; a failed pod restarts (a cold start)
     slow_fraction: float = 0.0  # each new pod is slow with this probability
     slow_pods: int = 0  # the first this many pods of the starting fleet are slow
@@ -53,7 +61,16 @@ class Pods:
     # is that much longer. 0: every pod has cores of its own (a cluster).
     host_cores: float = 0.0
 
+    def cold_start_list(self) -> list[float]:
+        """The listed cold starts ("A,B,..."), in the order pods take them; [] for D or LO..HI."""
+        if "," not in self.cold_start:
+            return []
+        return [parse_duration(v.strip(), allow_zero=True) for v in self.cold_start.split(",") if v.strip()]
+
     def cold_start_range(self) -> tuple[float, float]:
+        listed = self.cold_start_list()
+        if listed:
+            return min(listed), max(listed)
         lo, sep, hi = self.cold_start.partition("..")
         a = parse_duration(lo, allow_zero=True)
         b = parse_duration(hi, allow_zero=True) if sep else a
@@ -112,6 +129,8 @@ class Scenario:
             if not ok:
                 raise ValueError(message)
         p.cold_start_range()
+        if p.step_points_ms is not None:
+            step_table(p)
         parse_duration(r.discovery_delay, allow_zero=True)
         if self.autoscaler is None and p.count == 0:
             raise ValueError("pods.count is 0 and there is no autoscaler: nothing would serve")
@@ -128,6 +147,26 @@ class Scenario:
     @property
     def discovery_delay(self) -> float:
         return parse_duration(self.routers.discovery_delay, allow_zero=True)
+
+
+def step_table(p: Pods) -> list[float]:
+    """A batching pod's step seconds at each batch size 0..slots (ValueError: malformed points)."""
+    if p.step_points_ms is None:
+        return [(p.step_base_ms + p.step_per_seq_ms * b) / 1e3 for b in range(p.slots + 1)]
+    try:
+        points = sorted((float(b), float(ms)) for b, ms in p.step_points_ms)
+    except (TypeError, ValueError):
+        raise ValueError(f"pods.step_points_ms: expected [[batch, ms], ...], got {p.step_points_ms!r}") from None
+    if not points or any(not (b > 0 and ms > 0 and math.isfinite(b) and math.isfinite(ms)) for b, ms in points) \
+            or len({b for b, _ in points}) < len(points):
+        raise ValueError("pods.step_points_ms: need at least one [batch, ms] point, each batch distinct and both > 0")
+    xs, ys = [b for b, _ in points], [ms for _, ms in points]
+    slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) if len(points) > 1 else 0.0
+    table = []
+    for b in range(p.slots + 1):
+        ms = float(np.interp(b, xs, ys)) if b <= xs[-1] else ys[-1] + max(slope, 0.0) * (b - xs[-1])
+        table.append(ms / 1e3)
+    return table
 
 
 _SECTIONS = {"traffic": Traffic, "pods": Pods, "routers": Routers, "autoscaler": AutoscalerConfig}

@@ -17,7 +17,7 @@ import numpy as np
 from fleetserve.fleet.autoscaler import Autoscaler
 from fleetserve.simulate import core
 from fleetserve.simulate.core import State
-from fleetserve.simulate.scenario import Scenario, expand, to_dict
+from fleetserve.simulate.scenario import Scenario, expand, step_table, to_dict
 from fleetserve.simulate.stats import BIN_LO, BIN_RATIO, BINS, percentiles
 from fleetserve.simulate.traffic import ArrivalStream, Sizes
 
@@ -32,13 +32,15 @@ class Run:
         horizon = sc.run_seconds + (DRAIN_LIMIT if sc.drain else 0.0)
         self.state = State(self.places, p.slots, p.max_queue, r.replicas, int(math.ceil(horizon / sc.window)) + 1, BINS)
         self.st = self.state.arrays()
-        pr = self.pr = np.zeros(core.PR_N)
+        listed = p.cold_start_list()
+        pr = self.pr = np.zeros(core.PR_N + p.slots + 1 + len(listed))
+        pr[core.PR_N:core.PR_N + p.slots + 1] = step_table(p)
+        pr[core.PR_N + p.slots + 1:] = listed
+        pr[core.PR_COLD_N] = len(listed)
         pr[core.PR_MODEL] = core.MMC if p.model == "mmc" else core.BATCHING
         pr[core.PR_POLICY] = core.POLICY_IDS[r.policy]
         pr[core.PR_CAP] = r.max_inflight_per_endpoint
         pr[core.PR_RETRY] = 1.0 if r.retry else 0.0
-        pr[core.PR_BASE] = p.step_base_ms / 1e3
-        pr[core.PR_PER_SEQ] = p.step_per_seq_ms / 1e3
         pr[core.PR_PER_TOKEN] = p.step_per_prompt_token_ms / 1e3
         pr[core.PR_DELAY] = sc.discovery_delay
         pr[core.PR_FAIL_RATE] = p.failures_per_hour / 3600.0
