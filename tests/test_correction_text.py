@@ -13,8 +13,8 @@ ODD_TEXTS = [
     "  I has a apple.  ", "José go to school.", "She said “I has a apple” yesterday.", "He don't like it — really.",
     "I has\ta apple.", "I has a apple.\r\nShe go home.\n", "Mr. Smith go home. He don't. J. K. Rowling write it.",
     "Visit https://example.com/a?b=1 for more informations.", "我 is a student.", "I has a apple 😀.", "!!!", "a",
-    ".", "Wait... what? Yes! 3 apples.", "a\x00b c", "e-mail me at bob@x.org, ok?", "", "   ", "\u200b", "naïve café…",
-    "ﬁne", "I\u00a0has  a   apple.", "(I has a apple.) \"She go.\"",
+    ".", "Wait... what? Yes! 3 apples.", "a\x00b c", "e-mail me at bob@x.org, ok?", "", "   ", "\u200b",
+    "naïve café…", "ﬁne", "I\u00a0has  a   apple.", "(I has a apple.) \"She go.\"",
 ]
 
 

@@ -45,7 +45,8 @@ def _moments(rows: list[dict[str, Any]], key: str, t0: float) -> tuple[list[floa
     peak = max(values)
     top = values.index(peak)
     ups = [next(round(r["t"] - t0, 1) for r in rows if r[key] >= k) for k in range(values[0] + 1, peak + 1)]
-    downs = [next(round(r["t"] - t0, 1) for r in rows[top:] if r[key] <= k) for k in range(peak - 1, values[-1] - 1, -1)]
+    downs = [next(round(r["t"] - t0, 1) for r in rows[top:] if r[key] <= k)
+             for k in range(peak - 1, values[-1] - 1, -1)]
     return ups, downs
 
 
@@ -127,7 +128,7 @@ def run_sim_vs_fleet(out: Path, model: str | None = None, profile: str = RAMP, s
                      "ratio": round(sp / mp, 3) if mp and sp else None})
     ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
     after = [e for e in events if e["t"] >= demo["load_t0"]]
-    measured = {"desired": _moments(after, "desired", demo["load_t0"]), "ready": _moments(after, "ready", demo["load_t0"])}
+    measured = {key: _moments(after, key, demo["load_t0"]) for key in ("desired", "ready")}
     simulated = {key: [_moments([r for r in x["timeline"] if r["t"] >= lead], field, lead)[k] for x in sims]
                  for key, field, k in (("ups", "desired", 0), ("downs", "desired", 1), ("ready", "ready", 0))}
     bound = data["interval"] + (max(starts) if starts else 5.0)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import json
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -233,7 +233,8 @@ class PodServer:
                     break
         self.m_e2e.observe(time.monotonic() - start)
 
-    async def _generate(self, request: Request, jobs: list[tuple[list[int], SamplingParams, str]]) -> list[Generation]:
+    async def _generate(self, request: Request,
+                        jobs: list[tuple[list[int], SamplingParams, str]]) -> list[Generation]:
         """The whole answer of each (prompt ids, params, request id), run together. A client
         that hangs up cancels them (the engine frees the slots within a step); one that takes
         longer than the request timeout gets a 504; the first to fail fails them all."""
