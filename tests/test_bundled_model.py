@@ -74,7 +74,8 @@ def test_main_job_corrects_the_readme_sentence(tmp_path):
 
 # What users send that the bundled model never saw in training, and what they get back. Before
 # correction_text.py most of these came back as unrelated words ("José go to school" -> "Jos and
-# noises go to school", "  I has a apple.  " -> "ultttt...", "a" -> "AAAAAAAA").
+# noises go to school", "  I has a apple.  " -> "ultttt...", "a" -> "AAAAAAAA", "SHE GO TO SCHOOL
+# EVERY DAYS." -> "SHE GO TO SCHOOO EVERY DA youngS.", "I love NASA." -> "I love NASASASA.").
 ODD_INPUTS = [
     ("We was at the café yesterday.", "We were at the café yesterday."),
     ("She said “I has a apple” yesterday.", "She said “I have a apple” yesterday."),
@@ -88,6 +89,8 @@ ODD_INPUTS = [
     ("I has a apple 😀.", "I have a apple 😀."),
     ("!!!", "!!!"),
     ("a", "a"),
+    ("SHE GO TO SCHOOL EVERY DAYS.", "SHE WENT TO SCHOOL EVERY DAY."),
+    ("I love NASA.", "I love NASA."),
 ]
 
 

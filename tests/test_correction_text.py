@@ -14,7 +14,8 @@ ODD_TEXTS = [
     "I has\ta apple.", "I has a apple.\r\nShe go home.\n", "Mr. Smith go home. He don't. J. K. Rowling write it.",
     "Visit https://example.com/a?b=1 for more informations.", "我 is a student.", "I has a apple 😀.", "!!!", "a",
     ".", "Wait... what? Yes! 3 apples.", "a\x00b c", "e-mail me at bob@x.org, ok?", "", "   ", "\u200b",
-    "naïve café…", "ﬁne", "I\u00a0has  a   apple.", "(I has a apple.) \"She go.\"",
+    "naïve café…", "ﬁne", "I\u00a0has  a   apple.", "(I has a apple.) \"She go.\"", "I HAS A APPLE. SHE GO.",
+    "I love NASA and the USA.", "İSTANBUL IS BIG.",
 ]
 
 
@@ -29,7 +30,8 @@ def test_a_model_that_copies_gives_back_the_text_as_sent(text):
 
 def test_the_model_reads_plain_single_line_sentences_within_its_alphabet():
     p = plan("She said “I has a apple” — José.\n\tHe go to 北京 yesterday… OK? Yes.", PLAIN)
-    assert p.inputs == ["She said 'I has a apple' - Jose.", f"He go to {PLACEHOLDER} yesterday... OK?", "Yes."]
+    assert p.inputs == ["She said 'I has a apple' - Jose.", f"He go to {PLACEHOLDER} yesterday... {PLACEHOLDER}?",
+                        "Yes."]
     for text in p.inputs:
         assert set(text) <= PLAIN.chars
 
@@ -54,6 +56,13 @@ def test_no_edit_touches_what_the_model_cannot_read():
     # The model renames the placeholders and inserts beside one: those edits are dropped, the rest kept.
     answer = p.answer([(f"I loves Brastors very much and visit the {PLACEHOLDER} every day.", True)])
     assert answer == "I loves 😀 very much and visit www.example.org every day."
+
+
+def test_a_sentence_in_capitals_is_read_in_sentence_case_and_answered_in_capitals():
+    p = plan("SHE GO TO SCHOOL, I THINK. I love NASA. OK", PLAIN)
+    assert p.inputs == ["She go to school, I think.", f"I love {PLACEHOLDER}."]  # an acronym alone: nothing to correct
+    assert p.answer([("She went to school, I think.", True), (f"I loves {PLACEHOLDER}.", True)]) == \
+        "SHE WENT TO SCHOOL, I THINK. I loves NASA. OK"
 
 
 def test_a_runaway_or_unrelated_answer_keeps_the_segment_as_sent():

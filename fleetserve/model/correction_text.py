@@ -16,8 +16,11 @@ turned a sentence into unrelated words; two leading spaces gave "ulttttt..."; "a
   form (CJK, emoji), a URL or an e-mail address reaches it as a placeholder name, which
   small correctors copy (the bundled model was trained to copy invented names), and no
   edit may touch it.
+- A sentence written in capitals reaches the model in sentence case, and its edits come back in
+  capitals; an acronym in a sentence that is not ("I love NASA.") is kept from the model like a
+  word it cannot read.
 - The answer is applied as edits to the text as sent: every character the model did not
-  change comes back exactly as it was (accents, quotes, spacing).
+  change comes back exactly as it was (accents, quotes, spacing, capitals).
 - A guard: a segment whose answer ran out of its length budget, or rewrote it (kept less than
   half of its words, case aside, and changed more than three), keeps its text unchanged. A
   runaway answer is worse than none.
@@ -101,6 +104,7 @@ class Segment:
     origin: list[int]
     protected: list[tuple[int, int]]
     correct: bool  # False: nothing the model could correct (no letter it reads), kept as sent
+    capitals: bool = False  # written in capitals: the model reads it in sentence case, edits come back in capitals
 
 
 @dataclass
@@ -164,7 +168,11 @@ def _apply(text: str, seg: Segment, answer: str) -> str:
         # An insertion beside a protected span touches it too: the model may be rewriting the name it sees.
         touches = any(p_lo < hi and lo < p_hi if lo < hi else p_lo <= lo <= p_hi for p_lo, p_hi in seg.protected)
         replacement = "".join(b[j1:j2])
-        out.append(sent if touches or PLACEHOLDER in replacement else replacement)
+        if touches or PLACEHOLDER in replacement:
+            replacement = sent
+        elif seg.capitals:
+            replacement = replacement.upper()
+        out.append(replacement)
     return "".join(out)
 
 
@@ -185,6 +193,7 @@ def _is_boundary(gap: str, before: str, after: str) -> bool:
 def _segment(text: str, start: int, end: int, alphabet: Alphabet) -> Segment:
     model, origin, protected = [], [], []
     pos = start
+    capitals = _in_capitals(text[start:end])
     for word in _WORD.finditer(text, start, end):
         if word.start() > pos:  # whitespace inside a sentence (tabs, runs of spaces): one space
             model.append(" ")
@@ -200,8 +209,11 @@ def _segment(text: str, start: int, end: int, alphabet: Alphabet) -> Segment:
         trail = len(w)
         while trail > lead and not w[trail - 1].isalnum() and plain[trail - 1] is not None:
             trail -= 1
-        core_unreadable = any(p is None for p in plain[lead:trail])
-        if core_unreadable:
+        core = w[lead:trail]
+        # An acronym in a sentence in lower case is a name to the model, which garbles it ("I love
+        # NASA." -> "I love NASASASA."): kept from it like a word it cannot read.
+        acronym = not capitals and len(core) > 1 and core.isupper() and core.isalpha()
+        if acronym or any(p is None for p in plain[lead:trail]):
             urls = [(word.start() + lead, word.start() + trail)]
         i = word.start()
         for lo, hi in urls + [(word.end(), word.end())]:
@@ -221,7 +233,27 @@ def _segment(text: str, start: int, end: int, alphabet: Alphabet) -> Segment:
     readable = model_text
     for lo, hi in reversed(protected):
         readable = readable[:lo] + readable[hi:]
-    return Segment(start, end, model_text, origin, protected, any(c.isalpha() for c in readable))
+    if capitals:
+        model_text = _sentence_case(model_text, protected)
+    return Segment(start, end, model_text, origin, protected, any(c.isalpha() for c in readable), capitals)
+
+
+def _in_capitals(text: str) -> bool:
+    """Two or more words of two or more letters, and no lower-case letter: a shouted sentence
+    (which the bundled model garbles: "SHE GO TO SCHOOL" -> "SHE GO TO SCHOOO ... DA youngS"),
+    not an acronym."""
+    return not any(c.islower() for c in text) and len(re.findall(r"[^\W\d_]{2,}", text)) >= 2
+
+
+def _sentence_case(text: str, protected: list[tuple[int, int]]) -> str:
+    """Lower case but the first letter and the pronoun I, placeholders left alone; character
+    for character, so the segment's origin map still holds."""
+    keep = {i for lo, hi in protected for i in range(lo, hi)}
+    first = next((i for i, c in enumerate(text) if c.isalpha()), -1)
+    out = [c if i in keep or i == first or len(c.lower()) != 1 else c.lower() for i, c in enumerate(text)]
+    for m in re.finditer(r"\bi\b", "".join(out)):
+        out[m.start()] = "I"
+    return "".join(out)
 
 
 def plan(text: str, alphabet: Alphabet | None = None, max_inputs: int | None = None) -> CorrectionPlan:
