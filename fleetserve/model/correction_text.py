@@ -191,7 +191,7 @@ def _is_boundary(gap: str, before: str, after: str) -> bool:
 
 
 def _segment(text: str, start: int, end: int, alphabet: Alphabet) -> Segment:
-    model, origin, protected = [], [], []
+    model, origin, protected = [], [], []  # origin: one entry per model character, so len(origin) is its length
     pos = start
     capitals = _in_capitals(text[start:end])
     for word in _WORD.finditer(text, start, end):
@@ -200,7 +200,7 @@ def _segment(text: str, start: int, end: int, alphabet: Alphabet) -> Segment:
             origin.append(pos)
         pos = word.end()
         w = word.group()
-        urls = [(m.start() + word.start(), m.end() + word.start()) for m in _URL.finditer(w)] \
+        kept = [(m.start() + word.start(), m.end() + word.start()) for m in _URL.finditer(w)] \
             if len(w) <= MAX_URL and ("@" in w or "://" in w or "www." in w.lower()) else []
         plain = [alphabet.plain(c) for c in w]
         lead = 0
@@ -214,25 +214,24 @@ def _segment(text: str, start: int, end: int, alphabet: Alphabet) -> Segment:
         # NASA." -> "I love NASASASA."): kept from it like a word it cannot read.
         acronym = not capitals and len(core) > 1 and core.isupper() and core.isalpha()
         if acronym or any(p is None for p in plain[lead:trail]):
-            urls = [(word.start() + lead, word.start() + trail)]
+            kept = [(word.start() + lead, word.start() + trail)]
         i = word.start()
-        for lo, hi in urls + [(word.end(), word.end())]:
+        for lo, hi in kept + [(word.end(), word.end())]:
             while i < lo:
                 form = plain[i - word.start()]
                 origin += [i] * len(form)
                 model.append(form)
                 i += 1
             if lo < hi:
-                at = sum(map(len, model))
+                at = len(origin)
                 protected.append((at, at + len(PLACEHOLDER)))
                 model.append(PLACEHOLDER)
                 origin += [lo] * len(PLACEHOLDER)
                 i = hi
     origin.append(end)
     model_text = "".join(model)
-    readable = model_text
-    for lo, hi in reversed(protected):
-        readable = readable[:lo] + readable[hi:]
+    bounds = [0] + [x for span in protected for x in span] + [len(model_text)]
+    readable = "".join(model_text[a:b] for a, b in zip(bounds[::2], bounds[1::2]))
     if capitals:
         model_text = _sentence_case(model_text, protected)
     return Segment(start, end, model_text, origin, protected, any(c.isalpha() for c in readable), capitals)
