@@ -154,6 +154,8 @@ def _rewritten(a: list[str], b: list[str]) -> bool:
 def _apply(text: str, seg: Segment, answer: str) -> str:
     """The segment as sent, with the model's edits that leave protected spans alone, or as
     sent when the answer is a rewrite rather than a correction."""
+    if answer == seg.model_text:  # nothing to correct: about half of learner sentences
+        return text[seg.start:seg.end]
     a, starts = _spans(seg.model_text)
     b, _ = _spans(answer)
     if _rewritten(a, b):
