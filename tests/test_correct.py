@@ -1,6 +1,6 @@
 import pytest
 
-from fleetserve.server.correct import char_edits
+from fleetserve.model.correction_text import char_edits
 
 
 def apply(source: str, edits: list[dict]) -> str:

@@ -94,3 +94,14 @@ def test_a_text_with_too_many_sentences_is_refused_early_and_long_words_cost_lit
     for word in ("a@" * 500_000, "a" * 1_000_000, "http://" + "a" * 1_000_000):
         p = plan(word, PLAIN)
         assert len(p.inputs) == (0 if "@" in word else 1)
+
+
+def test_an_alphabet_remembers_a_bounded_number_of_characters():
+    """Clients choose the characters: a pod must not remember every one it was sent."""
+    from fleetserve.model.correction_text import CACHED_CHARS
+
+    alphabet = Alphabet("abc ")
+    chars = [chr(0x4E00 + i) for i in range(CACHED_CHARS + 100)] + ["é", "a"]
+    assert [alphabet.plain(c) for c in chars] == [None] * (CACHED_CHARS + 100) + [None, "a"]
+    assert len(alphabet._cache) == CACHED_CHARS
+    assert Alphabet("abce").plain("é") == "e"

@@ -25,9 +25,9 @@ from fleetserve.engine.detokenizer import IncrementalDetokenizer
 from fleetserve.engine.errors import EngineDeadError, RequestRejected
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.model.correction_prompt import CorrectionPrompt
+from fleetserve.model.correction_text import char_edits
 from fleetserve.model.generation_config import SamplingDefaults
 from fleetserve.model.tokenizer import Tokenizer
-from fleetserve.server.correct import char_edits
 from fleetserve.server.errors import APIError, error_response
 from fleetserve.server.http_server import EventStream, Request, Response, json_response
 from fleetserve.server.metrics import Counter, Gauge, Histogram, Registry
