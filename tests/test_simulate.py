@@ -206,6 +206,59 @@ def test_pods_sharing_a_hosts_cores_step_slower_when_more_are_busy_than_cores():
     assert_littles_law(shared)
 
 
+def test_starting_pods_take_cores_from_the_serving_ones_on_a_shared_host():
+    """One core, one pod serving, a second pod asked for in the first seconds with a 60 s cold
+    start: with start_cores 1 the serving pod's steps take twice as long from then on."""
+    from fleetserve.simulate.simulator import Run
+
+    data = {"traffic": {"profile": "constant:100@15s"}, "window": 15, "interval": 1,
+            "pods": {"count": 1, "slots": 64, "step_base_ms": 5, "step_per_seq_ms": 0.0, "cold_start": "60s",
+                     "host_cores": 1},
+            "autoscaler": {"target_per_pod": 1, "min_replicas": 1, "max_replicas": 2, "scale_up_window": 1}}
+    alone = run(data)
+    r = Run(scenario.from_dict(data | {"pods": data["pods"] | {"start_cores": 1}}))
+    shared = r.run()
+    assert shared["overall"]["service_p50_ms"] == pytest.approx(2 * alone["overall"]["service_p50_ms"], rel=0.1)
+    assert r.state.si[core.SI_STARTING] == 1  # the second pod, still starting; never counted below zero
+    assert_littles_law(shared)
+    with pytest.raises(ValueError, match="pods.start_cores"):
+        scenario.from_dict({"traffic": {"profile": "constant:1@1s"}, "pods": {"start_cores": -1}})
+
+
+def test_a_service_spread_widens_the_tail_keeps_the_mean_and_littles_law():
+    data = {"traffic": {"profile": "constant:200@60s"}, "window": 60,
+            "pods": {"count": 4, "slots": 32, "step_base_ms": 5, "step_per_seq_ms": 0.1}}
+    exact = run(data)["overall"]
+    spread = run(data | {"pods": data["pods"] | {"service_spread": 0.3}})
+    assert spread["overall"]["mean_ms"] == pytest.approx(exact["mean_ms"], rel=0.05)
+    assert spread["overall"]["p99_ms"] > 1.3 * exact["p99_ms"]
+    assert spread["overall"]["p90_ms"] > exact["p90_ms"]
+    assert_littles_law(spread)
+    with pytest.raises(ValueError, match="pods.service_spread"):
+        scenario.from_dict({"traffic": {"profile": "constant:1@1s"}, "pods": {"service_spread": -0.1}})
+
+
+def test_the_spread_fit_recovers_a_known_spread():
+    """Rows as `simulate calibrate` measures them, made by simulating a pod whose requests spread
+    with sigma 0.2 (the measured pod here is a simulated one): the fit finds that sigma again, and
+    no spread for a pod whose requests have none."""
+    from fleetserve.simulate.calibrate import fit_spread
+
+    pods = {"model": "batching", "slots": 16, "step_points_ms": [[1, 5.0], [4, 6.0], [12, 10.0]]}
+
+    def rows(sigma: float) -> list[dict]:
+        out = []
+        for rate in (2, 6, 10):
+            o = run({"traffic": {"profile": f"constant:{rate}@300s"}, "window": 300, "seed": 7,
+                     "pods": pods | {"service_spread": sigma}})["overall"]
+            out.append({"rate": rate, "achieved": o["throughput"], "seconds": 300, "errors": 0, "slots": 16,
+                        "batch": 3.0, "mean_e2el_ms": o["mean_ms"], "p90_e2el_ms": o["p90_ms"], "output_tokens": 50})
+        return out
+
+    assert fit_spread(pods, rows(0.2), seconds=300)["service_spread"] == pytest.approx(0.2, abs=0.04)
+    assert fit_spread(pods, rows(0.0), seconds=300)["service_spread"] <= 0.04
+
+
 def test_measured_step_points_are_interpolated_and_a_line_of_points_runs_as_the_line():
     pods = scenario.Pods(slots=8, step_points_ms=[[6.0, 14.0], [2.0, 6.0], [4.0, 6.0]])
     # flat below the first point, interpolated between points, the last two's slope beyond the last

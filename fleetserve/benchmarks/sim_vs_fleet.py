@@ -6,8 +6,10 @@
 2. `fleetserve simulate calibrate` measures one pod of the same kind alone.
 3. The same scenario is simulated: the demo's profile, autoscaler settings and target, the
    calibrated pod, the cold starts measured in the demo (from a scale-up decision to the pod's
-   readiness; the simulated pods take them in the same order), the router's endpoint-file poll as
-   the discovery delay; several seeds, since one run of either kind is one draw.
+   readiness; the simulated pods take them in the same order), the cores a starting pod takes from
+   the host (the calibrated pod's CPU seconds over its start's seconds: the demo's pods share one
+   machine), the router's endpoint-file poll as the discovery delay; several seeds, since one run
+   of either kind is one draw.
 
 Reported side by side: when pods were asked for and when they were ready or removed (the median
 of the simulated runs, their range, and whether each moment lies within one decision interval
@@ -22,11 +24,12 @@ import math
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from fleetserve.benchmarks.fleet_demo import SCENARIOS, read_events, run_demo
-from fleetserve.benchmarks.procs import pod
+from fleetserve.benchmarks.procs import pod, pod_cpu
 from fleetserve.fleet.local_fleet import bundled_model
 from fleetserve.simulate.calibrate import calibrate
 from fleetserve.simulate.scenario import from_dict
@@ -96,13 +99,19 @@ def run_sim_vs_fleet(out: Path, model: str | None = None, profile: str = RAMP, s
     report = json.loads((demo_dir / "report.json").read_text())
     if fresh or not (out / "calibration.json").exists():
         print("calibrating one pod alone ...", file=sys.stderr, flush=True)
-        with pod(model or bundled_model(), shlex.split(serve_args)) as (url, _):
+        launched = time.monotonic()
+        with pod(model or bundled_model(), shlex.split(serve_args)) as (url, pid):
+            # what the pod's start took from the host: on a shared host a starting pod slows the others
+            start = {"seconds": round(time.monotonic() - launched, 3), "cpu_seconds": round(sum(pod_cpu(pid).values()), 3)}
             cal = calibrate(url, list(calibration_rates), seconds)
+        cal["start"] = start
         (out / "calibration.json").write_text(json.dumps(cal, indent=1) + "\n")
     cal = json.loads((out / "calibration.json").read_text())
     if host_cores is None:
         host_cores = float(os.cpu_count() or 1)
     starts = cold_starts(events)
+    start = cal.get("start")  # older calibrations lack it: starting pods then take no cores
+    start_cores = round(min(start["cpu_seconds"] / start["seconds"], host_cores), 3) if start else 0.0
     # The real autoscaler ran (reading no load) from the fleet's start, load_t0 seconds before the
     # load: so does the simulated one, for whole load-test windows (5 s) so that windows line up.
     window = 5.0
@@ -111,7 +120,7 @@ def run_sim_vs_fleet(out: Path, model: str | None = None, profile: str = RAMP, s
             "pods": {"calibration": str(out / "calibration.json"), "count": 1,
                      # the run's own starts, in order: which pod came up fast moves the later scale-ups
                      "cold_start": (",".join(f"{s:.2f}s" for s in starts) + "," if starts else "5s"),
-                     "host_cores": host_cores},
+                     "host_cores": host_cores, "start_cores": start_cores},
             "routers": {"replicas": 1, "policy": "p2c", "discovery_delay": "0.5s"},
             "autoscaler": {"target_per_pod": demo["target_per_pod"], **demo["autoscaler"]},
             "interval": 1.0, "window": window}
@@ -140,7 +149,8 @@ def run_sim_vs_fleet(out: Path, model: str | None = None, profile: str = RAMP, s
 
     result = {
         "profile": profile, "serve_args": serve_args, "target_per_pod": demo["target_per_pod"], "host_cores": host_cores,
-        "measured_cold_starts_s": [round(x, 2) for x in starts], "calibration": cal["pods"],
+        "measured_cold_starts_s": [round(x, 2) for x in starts], "start_cores": start_cores,
+        "calibration": cal["pods"],
         "calibration_fit": cal["fit"], "seeds": seeds, "bound_s": round(bound, 2),
         "scale_ups_at_s": compare(measured["desired"][0], simulated["ups"]),
         "scale_downs_at_s": compare(measured["desired"][1], simulated["downs"]),

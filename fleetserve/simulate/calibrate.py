@@ -60,11 +60,16 @@ def measure(url: str, rates: list[float], seconds: float, base: dict[str, Any],
         batch = request_steps / steps
         o = rep["summary"]["overall"]
         row = {"rate": rate, "achieved": o["request_throughput"], "p99_e2el_ms": o["e2el"]["p99"],
+               "mean_e2el_ms": o["e2el"]["mean"], "p50_e2el_ms": o["e2el"]["median"], "p90_e2el_ms": o["e2el"]["p90"],
                "errors": sum(o["errors"].values()), "seconds": round(time.monotonic() - started, 2),
                "steps": int(steps), "step_ms": d["fleetserve_engine_step_seconds_total"] / steps * 1e3,
                "batch": batch, "prompt_tokens_per_step": d["fleetserve_prompt_tokens_total"] / steps,
                "tokens_per_step": generated / request_steps,
+               "output_tokens": generated / max(d["fleetserve_requests_admitted_total"], 1),
                "slots": int(after["fleetserve_slots_total"])}
+        if "fleetserve_process_cpu_seconds_total" in after:
+            row["cpu_per_step_s"] = (after["fleetserve_process_cpu_seconds_total"] -
+                                     before["fleetserve_process_cpu_seconds_total"]) / d["fleetserve_engine_step_seconds_total"]
         rows.append(row)
         if progress:
             print(f"{rate:8.1f} req/s: step {row['step_ms']:.2f} ms at batch {batch:.1f} "
@@ -120,6 +125,43 @@ def monotone_points(points: list[tuple[float, float]]) -> list[list[float]]:
     return out
 
 
+SPREADS = tuple(round(0.02 * k, 2) for k in range(21))  # sigmas tried, 0 .. 0.4
+
+
+def fit_spread(pods: dict[str, Any], rows: list[dict[str, Any]], seconds: float = 120.0) -> dict[str, Any]:
+    """The `service_spread` with which the simulated pod's latencies spread as the measured ones did:
+    each candidate sigma simulates every measured rate well below the pod's slots (where the spread is
+    the pod's own, not a queue's), and the one whose p90 / mean ratios come closest (in log, weighted
+    by the requests measured) wins. p90, not p99: a rate's few seconds hold tens of requests, whose
+    p99 is their slowest one."""
+    from fleetserve.simulate.scenario import from_dict
+    from fleetserve.simulate.simulator import simulate
+
+    used = [r for r in rows if not r["errors"] and r.get("mean_e2el_ms") and r.get("p90_e2el_ms")
+            and r["batch"] < 0.8 * r["slots"]]
+    if not used:
+        return {"service_spread": 0.0, "rates": []}
+
+    def ratios(sigma: float) -> list[float]:
+        out = []
+        for r in used:
+            data = {"name": "calibration", "seed": 1, "window": seconds,
+                    "traffic": {"profile": f"constant:{r['rate']:g}@{seconds:g}s",
+                                "output_tokens": str(max(1, round(r.get("output_tokens", 50))))},
+                    "pods": pods | {"count": 1, "service_spread": sigma}}
+            o = simulate(from_dict(data))["overall"]
+            out.append(o["p90_ms"] / o["mean_ms"] if o["mean_ms"] else 1.0)
+        return out
+
+    measured = np.log([r["p90_e2el_ms"] / r["mean_e2el_ms"] for r in used])
+    weight = np.array([r["achieved"] * r["seconds"] for r in used])
+    best = min(((float((weight * (np.log(ratios(s)) - measured) ** 2).sum()), s) for s in SPREADS))[1]
+    fitted = ratios(best)
+    return {"service_spread": best,
+            "rates": [{"rate": r["rate"], "measured_p90_over_mean": round(r["p90_e2el_ms"] / r["mean_e2el_ms"], 3),
+                       "simulated_p90_over_mean": round(x, 3)} for r, x in zip(used, fitted)]}
+
+
 def calibrate(url: str, rates: list[float], seconds: float = 8.0, base: dict[str, Any] | None = None,
               progress: bool = True) -> dict[str, Any]:
     """Measure the pod at `url` and fit its model; {"pods": scenario keys, "fit", "steps"}."""
@@ -138,5 +180,12 @@ def calibrate(url: str, rates: list[float], seconds: float = 8.0, base: dict[str
         # The simulator interpolates them: measured, a pod's step is flat at small batches and steeper at
         # large ones, which the line misses at both ends (BENCHMARKS.md, issue 20).
         pods["step_points_ms"] = monotone_points([(r["batch"], r["step_ms"]) for r in rows])
+    spread = fit_spread(pods, rows)
+    pods["service_spread"] = spread["service_spread"]
+    if progress:
+        print(f"latency spread beyond the steps: sigma {spread['service_spread']:g} "
+              f"(p90 / mean measured vs simulated: " + ", ".join(
+                  f"{r['measured_p90_over_mean']:.2f} vs {r['simulated_p90_over_mean']:.2f}" for r in spread["rates"])
+              + ")", file=sys.stderr, flush=True)
     return {"url": url, "pods": pods, "fit": {k: f[k] for k in ("r2", "predicted_step_ms", "collinear")},
-            "steps": rows}
+            "spread_fit": spread["rates"], "steps": rows}

@@ -44,8 +44,8 @@ _weighted_index = numba.njit(cache=True)(balancer.weighted_index)
 _smooth_round_robin = numba.njit(cache=True)(balancer.smooth_round_robin)
 
 # Integer scalars (State.si) and float scalars (State.sf), by index.
-SI_HEAP, SI_IN_SYSTEM, SI_RUNNING, SI_ALIVE, SI_READY, SI_RETRIES, SI_DEPARTED, SI_STEPPING, SI_COLD_STARTS, SI_N = \
-    range(10)
+(SI_HEAP, SI_IN_SYSTEM, SI_RUNNING, SI_ALIVE, SI_READY, SI_RETRIES, SI_DEPARTED, SI_STEPPING, SI_COLD_STARTS,
+ SI_STARTING, SI_N) = range(11)
 SF_CLOCK, SF_AREA_SYSTEM, SF_AREA_RUNNING, SF_AREA_ALIVE, SF_AREA_READY, SF_SOJOURN, SF_N = range(7)
 
 
@@ -121,7 +121,8 @@ class State:
 # Static settings of a run, in one float array (`pr`), by index; after them (from PR_N) a batching
 # pod's step seconds at each batch size 0..slots (`step_table`), then PR_COLD_N listed cold starts.
 (PR_MODEL, PR_POLICY, PR_CAP, PR_RETRY, PR_PER_TOKEN, PR_DELAY, PR_FAIL_RATE,
- PR_COLD_LO, PR_COLD_HI, PR_COLD_N, PR_WINDOW, PR_BIN_LO, PR_BIN_LOG_RATIO, PR_HOST_CORES, PR_N) = range(15)
+ PR_COLD_LO, PR_COLD_HI, PR_COLD_N, PR_WINDOW, PR_BIN_LO, PR_BIN_LOG_RATIO, PR_HOST_CORES, PR_START_CORES,
+ PR_N) = range(16)
 
 
 @numba.njit(cache=True)
@@ -190,7 +191,7 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
     model, policy, cap = int(pr[PR_MODEL]), int(pr[PR_POLICY]), int(pr[PR_CAP])
     retry, delay, fail_rate = pr[PR_RETRY] > 0.0, pr[PR_DELAY], pr[PR_FAIL_RATE]
     window, bin_lo, bin_log = pr[PR_WINDOW], pr[PR_BIN_LO], pr[PR_BIN_LOG_RATIO]
-    host_cores = pr[PR_HOST_CORES]
+    host_cores, start_cores = pr[PR_HOST_CORES], pr[PR_START_CORES]
     listed_starts = int(pr[PR_COLD_N])
 
     # --- the event heap -----------------------------------------------------------------------
@@ -352,8 +353,9 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
             si[SI_STEPPING] += 1
         stepping[p] = True
         dt = (pr[PR_N + nrun[p]] + pr[PR_PER_TOKEN] * tokens) * speed[p]
-        if host_cores > 0.0 and si[SI_STEPPING] > host_cores:  # pods sharing one host's cores
-            dt *= si[SI_STEPPING] / host_cores
+        demand = si[SI_STEPPING] + start_cores * si[SI_STARTING]  # cores wanted on a shared host
+        if host_cores > 0.0 and demand > host_cores:
+            dt *= demand / host_cores
         push(t + dt, EV_STEP, p, 0, gen[p])
 
     def serve(p, t):
@@ -415,6 +417,8 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
             push(t + np.random.exponential(1.0 / fail_rate), EV_FAIL, p, 0, gen[p])
 
     def ready(p, t, discovered):
+        if pstate[p] == STARTING or pstate[p] == RESTARTING:
+            si[SI_STARTING] -= 1
         pstate[p] = READY
         si[SI_READY] += 1
         for r in range(R):
@@ -431,16 +435,18 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
         si[SI_ALIVE] += 1
         last_change[p] = t
         reset(p)
+        pstate[p] = STARTING
+        si[SI_STARTING] += 1
         if warm:
             ready(p, t, True)
         else:
-            pstate[p] = STARTING
             push(t + cold_start(), EV_READY, p, 0, gen[p])
 
     def drain(p, t):
         """A starting pod stops at once; a ready one leaves every router's set (each after its
         discovery delay), finishes what it holds, then stops."""
         if pstate[p] == STARTING or pstate[p] == RESTARTING:
+            si[SI_STARTING] -= 1
             pstate[p] = FREE
             gen[p] += 1
             si[SI_ALIVE] -= 1
@@ -488,6 +494,7 @@ def run_until(st, pr, commands, t_end, at, rt, work, tok, u):
             si[SI_ALIVE] -= 1
         else:
             pstate[p] = RESTARTING
+            si[SI_STARTING] += 1
             push(t + cold_start(), EV_READY, p, 0, gen[p])
         for k in range(n):
             leave(p, h_rt[k], h_arr[k], t)

@@ -49,6 +49,11 @@ class Pods:
     # a line (flat at small batches, steeper at large ones)
     step_points_ms: list | None = None
     tokens_per_step: float = 1.0  # output tokens per request and step (above 1 with speculative decoding)
+    # batching: each request's steps times a lognormal factor of mean 1 and this sigma. A real pod's
+    # requests of one size spread more than its steps explain (alone at 2 req/s: mean 269, p90 321 ms
+    # for 50 steps of 5 ms: the host's other work, the pod's HTTP side, its allocator); `simulate
+    # calibrate` fits it. 0: every request of a size takes its steps exactly.
+    service_spread: float = 0.0
     # time from start to ready: D, LO..HI (uniform), or A,B,... (the pods started take these in turn,
     # then uniform over their range: a replay of a real run's measured starts)
     cold_start: str = "30s"
@@ -60,6 +65,9 @@ class Pods:
     # (those left by the router and the load generator); with more pods stepping at once, each step
     # is that much longer. 0: every pod has cores of its own (a cluster).
     host_cores: float = 0.0
+    # On such a host, the cores a starting pod takes from them (loading the runtime and the weights
+    # is CPU work): the serving pods' steps are longer while others start.
+    start_cores: float = 0.0
 
     def cold_start_list(self) -> list[float]:
         """The listed cold starts ("A,B,..."), in the order pods take them; [] for D or LO..HI."""
@@ -121,6 +129,8 @@ class Scenario:
                   (p.slow_factor > 0, "pods.slow_factor must be > 0"),
                   (p.failures_per_hour >= 0, "pods.failures_per_hour must be >= 0"),
                   (p.host_cores >= 0, "pods.host_cores must be >= 0"),
+                  (p.start_cores >= 0, "pods.start_cores must be >= 0"),
+                  (0 <= p.service_spread <= 2, "pods.service_spread must be between 0 and 2"),
                   (r.replicas >= 1, "routers.replicas must be >= 1"),
                   (r.max_inflight_per_endpoint >= 0, "routers.max_inflight_per_endpoint must be >= 0"),
                   (self.interval > 0, "interval must be > 0"), (self.window > 0, "window must be > 0"),

@@ -47,6 +47,7 @@ class Run:
         pr[core.PR_COLD_LO], pr[core.PR_COLD_HI] = p.cold_start_range()
         pr[core.PR_WINDOW] = sc.window
         pr[core.PR_HOST_CORES] = p.host_cores
+        pr[core.PR_START_CORES] = p.start_cores
         pr[core.PR_BIN_LO] = BIN_LO
         pr[core.PR_BIN_LOG_RATIO] = math.log(BIN_RATIO)
         core.seed(sc.seed)
@@ -107,6 +108,9 @@ class Run:
             work = rng.exponential(sc.pods.service_ms / 1e3, n)
         else:
             work = 1.0 + np.ceil((out - 1.0) / sc.pods.tokens_per_step)
+            sigma = sc.pods.service_spread
+            if sigma > 0.0:
+                work = work * rng.lognormal(-sigma * sigma / 2, sigma, n)
         u = rng.random((n, 4))
         return at, rt.astype(np.int64), work, tok.astype(float), u
 
@@ -220,7 +224,7 @@ class Run:
         errors = s.errors[w].sum(axis=0)
         failed = int(errors.sum())
         seconds = max(end - start, 1e-9)
-        lat = percentiles(e2e)
+        lat = percentiles(e2e, (50, 90, 99, 99.9))
         out = {"start_s": round(start, 3), "end_s": round(end, 3), "arrived": int(s.arrived[w].sum()),
                "completed": done, "errors": failed,
                "error_kinds": {k: int(v) for k, v in zip(core.ERROR_KINDS, errors) if v},
@@ -228,7 +232,7 @@ class Run:
                "availability": round(done / (done + failed), 6) if done + failed else None,
                "mean_ms": round(float(s.sum_e2e[w].sum()) / done * 1e3, 4) if done else None,
                "queue_mean_ms": round(float(s.sum_queue[w].sum()) / done * 1e3, 4) if done else None,
-               "p50_ms": lat["p50"], "p99_ms": lat["p99"], "p99_9_ms": lat["p99_9"]}
+               "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "p99_9_ms": lat["p99_9"]}
         q, sv = percentiles(s.hist_queue[w].sum(axis=0), (50, 99)), percentiles(s.hist_service[w].sum(axis=0), (50, 99))
         out |= {"queue_p50_ms": q["p50"], "queue_p99_ms": q["p99"], "service_p50_ms": sv["p50"],
                 "service_p99_ms": sv["p99"]}
