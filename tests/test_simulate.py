@@ -141,6 +141,22 @@ def test_poisson_and_gamma_arrivals_follow_the_profile():
         assert gaps.std() / gaps.mean() == pytest.approx(cv, rel=0.15)
 
 
+def test_arrival_times_from_a_file_are_replayed_exactly(tmp_path):
+    times = tmp_path / "sent.txt"
+    times.write_text("# a load test's send times\n0.5\n0.25\n\n3.0\n7.5\n12.0\n")
+    result = run({"traffic": {"profile": "constant:1000@10s", "arrival_times_file": str(times)}, "window": 5,
+                  "pods": {"count": 1, "slots": 4, "step_base_ms": 5, "step_per_seq_ms": 0.0}})
+    # the profile sets the run's length (10 s): the time past it is not sent; its rate is not used
+    assert [w["arrived"] for w in result["windows"]] == [3, 1]
+    assert result["overall"]["p50_ms"] == pytest.approx(250, rel=0.02)  # 50 steps of 5 ms, never batched
+    for text, error in (("1.0\nsoon\n", "is not a time"), ("-1\n", "is not a time >= 0")):
+        times.write_text(text)
+        with pytest.raises(ValueError, match=error):
+            run({"traffic": {"profile": "constant:1@2s", "arrival_times_file": str(times)}})
+    with pytest.raises(ValueError, match="does not exist"):
+        run({"traffic": {"profile": "constant:1@2s", "arrival_times_file": str(tmp_path / "none")}})
+
+
 def test_request_sizes_from_a_file_keep_prompt_and_output_together(tmp_path):
     sizes = tmp_path / "sizes.txt"
     sizes.write_text("# prompt output\n10 3\n40 30\n")
@@ -387,7 +403,11 @@ def test_bench_simulate_compares_a_finished_fleet_run_with_its_simulation(tmp_pa
                "desired": 1 + (t >= 21) + (t >= 50) - (t >= 128) - (t >= 138)} for t in range(0, 180)]
     (demo / "fleet-events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     windows = [{"e2el": {"p99": 300.0}} for _ in range(36)]
-    (demo / "report.json").write_text(json.dumps({"summary": {"windows": windows, "overall": {"e2el": {"p99": 400.0}}}}))
+    ramp = "ramp:2..18@60s+constant:18@30s+constant:2@90s"
+    sent = parse_profile(ramp).arrivals("poisson", 3)
+    (demo / "report.json").write_text(json.dumps({
+        "profile": ramp, "arrival": "poisson", "seed": 3,
+        "summary": {"windows": windows, "overall": {"e2el": {"p99": 400.0}, "sent_requests": len(sent)}}}))
     out = tmp_path / "out"
     out.mkdir()
     (out / "calibration.json").write_text(json.dumps({"pods": {"model": "batching", "slots": 16, "step_base_ms": 4.0,
@@ -404,6 +424,11 @@ def test_bench_simulate_compares_a_finished_fleet_run_with_its_simulation(tmp_pa
         assert lo_hi[0] <= median <= lo_hi[1]
     assert result["windows_compared"] == 36
     assert all(r["measured_p99_ms"] == 300.0 for r in result["p99_per_window"])
+    # the load test's own send times (its seed's draw), replayed after the simulated lead of one window
+    assert result["arrivals_replayed"]
+    replayed = np.loadtxt(out / "arrivals.txt")
+    assert replayed == pytest.approx(sent + 5.0, abs=1e-5)
+    assert result["simulation"]["overall"]["arrived"] == len(sent)
 
 
 def test_scale_moments_count_each_level_so_a_jump_lines_up_with_single_steps():

@@ -4,7 +4,8 @@
    pods as processes) under its load test, and records every autoscaler decision and the load
    test's latency per window.
 2. `fleetserve simulate calibrate` measures one pod of the same kind alone.
-3. The same scenario is simulated: the demo's profile, autoscaler settings and target, the
+3. The same scenario is simulated: the load test's own send times (redrawn from its profile and
+   seed), the demo's autoscaler settings and target, the
    calibrated pod, the cold starts measured in the demo (from a scale-up decision to the pod's
    readiness; the simulated pods take them in the same order), the cores a starting pod takes from
    the host (the calibrated pod's CPU seconds over its start's seconds: the demo's pods share one
@@ -31,6 +32,7 @@ from typing import Any
 from fleetserve.benchmarks.fleet_demo import SCENARIOS, read_events, run_demo
 from fleetserve.benchmarks.procs import pod, pod_cpu
 from fleetserve.fleet.local_fleet import bundled_model
+from fleetserve.loadtest.profile import parse_profile
 from fleetserve.simulate.calibrate import calibrate
 from fleetserve.simulate.scenario import from_dict
 from fleetserve.simulate.simulator import simulate
@@ -116,7 +118,20 @@ def run_sim_vs_fleet(out: Path, model: str | None = None, profile: str = RAMP, s
     # load: so does the simulated one, for whole load-test windows (5 s) so that windows line up.
     window = 5.0
     lead = window * math.ceil(demo["load_t0"] / window)
-    data = {"name": "demo-fleet ramp", "traffic": {"profile": f"constant:0@{lead:g}s+{profile}"},
+    # The load test's own send times, replayed: it draws them from its seed, so every real run of the
+    # ramp sends the same sequence, and that draw (its quiet and busy seconds) moves the scale moments.
+    sent = parse_profile(report.get("profile", profile)).arrivals(report.get("arrival", "poisson"),
+                                                                  report.get("seed", 0))
+    replayed = len(sent) == report["summary"]["overall"].get("sent_requests")
+    if replayed:
+        (out / "arrivals.txt").write_text("".join(f"{lead + t:.6f}\n" for t in sent))
+    else:
+        print(f"the load test's send times cannot be redrawn ({len(sent)} drawn, "
+              f"{report['summary']['overall'].get('sent_requests')} sent): simulating fresh Poisson arrivals",
+              file=sys.stderr, flush=True)
+    traffic = {"profile": f"constant:0@{lead:g}s+{profile}"} | \
+        ({"arrival_times_file": str(out / "arrivals.txt")} if replayed else {})
+    data = {"name": "demo-fleet ramp", "traffic": traffic,
             "pods": {"calibration": str(out / "calibration.json"), "count": 1,
                      # the run's own starts, in order: which pod came up fast moves the later scale-ups
                      "cold_start": (",".join(f"{s:.2f}s" for s in starts) + "," if starts else "5s"),
@@ -150,6 +165,7 @@ def run_sim_vs_fleet(out: Path, model: str | None = None, profile: str = RAMP, s
     result = {
         "profile": profile, "serve_args": serve_args, "target_per_pod": demo["target_per_pod"], "host_cores": host_cores,
         "measured_cold_starts_s": [round(x, 2) for x in starts], "start_cores": start_cores,
+        "arrivals_replayed": replayed,
         "calibration": cal["pods"],
         "calibration_fit": cal["fit"], "seeds": seeds, "bound_s": round(bound, 2),
         "scale_ups_at_s": compare(measured["desired"][0], simulated["ups"]),

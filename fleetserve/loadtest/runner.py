@@ -211,7 +211,7 @@ def run_loadtest(o: LoadTestOptions) -> tuple[dict[str, Any], int]:
     thresholds = slo.goodput_thresholds(objectives) or {"e2el": 1.0}
     summary = metrics.summarize(records.arrays(), records.error, profile.duration, o.window, thresholds, due)
     out: dict[str, Any] = {
-        "target": o.url, "profile": o.profile, "arrival": o.arrival, "started": started,
+        "target": o.url, "profile": o.profile, "arrival": o.arrival, "seed": o.seed, "started": started,
         "workload": (f"{workload.endpoint}, {'prompts from ' + o.prompts if o.prompts else f'{o.prompt_len}-token prompts'}"
                      f", max_tokens {workload.max_tokens}{', stream' if workload.stream else ''}"
                      f"{', ignore_eos' if workload.ignore_eos else ''}"),

@@ -32,6 +32,9 @@ class Traffic:
     prompt_tokens: str = "50"  # N | uniform:A..B | exponential:MEAN | lognormal:MEAN,CV
     output_tokens: str = "50"
     sizes_file: str | None = None  # lines "PROMPT_TOKENS OUTPUT_TOKENS", sampled (instead of the two above)
+    # send times in seconds, one a line (a real load test's, replayed: `fleetserve bench-simulate`),
+    # instead of drawing them; the profile still sets how long the run lasts
+    arrival_times_file: str | None = None
 
 
 @dataclass

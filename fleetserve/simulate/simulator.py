@@ -52,7 +52,8 @@ class Run:
         pr[core.PR_BIN_LOG_RATIO] = math.log(BIN_RATIO)
         core.seed(sc.seed)
         self.rng = np.random.default_rng([sc.seed, 1])
-        self.arrivals = ArrivalStream(sc.profile, sc.traffic.arrivals, sc.traffic.cv, seed=[sc.seed, 2])
+        self.arrivals = ArrivalStream(sc.profile, sc.traffic.arrivals, sc.traffic.cv, seed=[sc.seed, 2],
+                                      times_file=sc.traffic.arrival_times_file)
         t = sc.traffic
         self.prompt = Sizes(t.prompt_tokens, 0, t.sizes_file)
         self.output = Sizes(t.output_tokens, 1, t.sizes_file)

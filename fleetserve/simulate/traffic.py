@@ -19,7 +19,11 @@ ARRIVALS = ("poisson", "gamma")
 
 
 class ArrivalStream:
-    def __init__(self, profile: Profile, kind: str = "poisson", cv: float = 1.0, seed: int | list[int] = 0):
+    def __init__(self, profile: Profile, kind: str = "poisson", cv: float = 1.0, seed: int | list[int] = 0,
+                 times_file: str | None = None):
+        """`times_file`: given send times replayed (see read_times) instead of drawn ones."""
+        self.times = read_times(Path(times_file)) if times_file else None
+        self.taken = 0
         if kind not in ARRIVALS:
             raise ValueError(f"arrivals {kind!r}: choose one of {', '.join(ARRIVALS)}")
         if not cv > 0:
@@ -37,6 +41,10 @@ class ArrivalStream:
 
     def until(self, t_end: float) -> np.ndarray:
         """Arrival times from where the last call stopped up to t_end (sorted)."""
+        if self.times is not None:
+            end = int(np.searchsorted(self.times, t_end, side="left"))
+            out, self.taken = self.times[self.taken:end], max(end, self.taken)
+            return out
         limit = float(np.interp(t_end, self.grid, self.cum))  # the whole profile's total beyond its end
         parts = []
         while self.mark < limit:
@@ -53,6 +61,25 @@ class ArrivalStream:
             return np.empty(0)
         marks = np.concatenate(parts)
         return np.interp(marks, self.cum, self.grid)
+
+
+def read_times(path: Path) -> np.ndarray:
+    """Send times in seconds, one a line (blank lines and # comments skipped), sorted on reading."""
+    if not path.is_file():
+        raise ValueError(f"traffic.arrival_times_file: {path} does not exist")
+    values = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            t = float(line)
+        except ValueError:
+            raise ValueError(f"traffic.arrival_times_file: {path}:{n}: {line!r} is not a time in seconds") from None
+        if not t >= 0 or t == float("inf"):
+            raise ValueError(f"traffic.arrival_times_file: {path}:{n}: {line!r} is not a time >= 0")
+        values.append(t)
+    return np.sort(np.array(values, dtype=float))
 
 
 class Sizes:
