@@ -74,10 +74,8 @@ class ModelRunner:
     def move_slot(self, src: int, dst: int, length: int) -> None:
         """Copy the KV cache positions below `length` of slot `src` to slot `dst` (a
         request the scheduler moved down: see scheduler.Move)."""
-        for layer in self.model.layers:
-            a = layer.self_attn
-            a.k_cache[dst, :, :length] = a.k_cache[src, :, :length]
-            a.v_cache[dst, :, :length] = a.v_cache[src, :, :length]
+        kv = self.model.kv_cache
+        kv[:, :, dst, :, :length] = kv[:, :, src, :, :length]
 
     def prepare(self, decode: list[Request], prefill: list[Request], pending: dict[int, int] | None = None,
                 drafts: dict[int, list[int]] | None = None) -> PreparedStep:

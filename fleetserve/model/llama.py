@@ -232,6 +232,7 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.cos: torch.Tensor | None = None
         self.sin: torch.Tensor | None = None
+        self.kv_cache: torch.Tensor | None = None  # [layers, 2 (K, V), slots, kv_heads, max_len, head_dim]
         self.max_len = 0
 
     def tie_weights(self) -> None:
@@ -255,10 +256,11 @@ class Transformer(nn.Module):
         dtype = self.embed_tokens.weight.dtype
         device = self.embed_tokens.weight.device
         c = self.cfg
-        for layer in self.layers:
-            shape = (num_slots, c.num_kv_heads, max_len, c.head_dim)
-            layer.self_attn.k_cache = torch.zeros(shape, dtype=dtype, device=device)
-            layer.self_attn.v_cache = torch.zeros(shape, dtype=dtype, device=device)
+        # One tensor for every layer's K and V: a slot moved (the scheduler's compaction) is one copy.
+        self.kv_cache = torch.zeros((len(self.layers), 2, num_slots, c.num_kv_heads, max_len, c.head_dim),
+                                    dtype=dtype, device=device)
+        for layer, kv in zip(self.layers, self.kv_cache):
+            layer.self_attn.k_cache, layer.self_attn.v_cache = kv[0], kv[1]
         self.cos, self.sin = rope_tables(c, max_len, dtype, device)
         self.max_len = max_len
 
