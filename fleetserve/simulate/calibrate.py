@@ -187,7 +187,10 @@ def calibrate(url: str, rates: list[float], seconds: float = 8.0, base: dict[str
         pods["step_points_ms"] = monotone_points([(r["batch"], r["step_ms"]) for r in rows])
     spread = fit_spread(pods, rows)
     pods["service_spread"] = spread["service_spread"]
-    if progress:
+    if progress and not spread["rates"]:
+        print("latency spread beyond the steps: not fitted (no rate measured below 80% of the slots); sigma 0",
+              file=sys.stderr, flush=True)
+    elif progress:
         print(f"latency spread beyond the steps: sigma {spread['service_spread']:g} "
               f"(p90 / mean measured vs simulated: " + ", ".join(
                   f"{r['measured_p90_over_mean']:.2f} vs {r['simulated_p90_over_mean']:.2f}" for r in spread["rates"])

@@ -54,8 +54,8 @@ class Pods:
     tokens_per_step: float = 1.0  # output tokens per request and step (above 1 with speculative decoding)
     # batching: each request's steps times a lognormal factor of mean 1 and this sigma. A real pod's
     # requests of one size spread more than its steps explain (alone at 2 req/s: mean 269, p90 321 ms
-    # for 50 steps of 5 ms: the host's other work, the pod's HTTP side, its allocator); `simulate
-    # calibrate` fits it. 0: every request of a size takes its steps exactly.
+    # for 50 steps of 5 ms, 98.7% of it inside the engine: the host's other work preempting a step,
+    # the allocator); `simulate calibrate` fits it. 0: every request of a size takes its steps exactly.
     service_spread: float = 0.0
     # time from start to ready: D, LO..HI (uniform), or A,B,... (the pods started take these in turn,
     # then uniform over their range: a replay of a real run's measured starts)
