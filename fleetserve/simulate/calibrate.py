@@ -71,9 +71,6 @@ def measure(url: str, rates: list[float], seconds: float, base: dict[str, Any],
             row["engine_ms_per_request"] = (after["fleetserve_inflight_seconds_total"] -
                                             before["fleetserve_inflight_seconds_total"]) / \
                 max(d["fleetserve_requests_admitted_total"], 1) * 1e3
-        if "fleetserve_process_cpu_seconds_total" in after:
-            row["cpu_per_step_s"] = (after["fleetserve_process_cpu_seconds_total"] -
-                                     before["fleetserve_process_cpu_seconds_total"]) / d["fleetserve_engine_step_seconds_total"]
         rows.append(row)
         if progress:
             print(f"{rate:8.1f} req/s: step {row['step_ms']:.2f} ms at batch {batch:.1f} "

@@ -9,6 +9,7 @@ gaps of a chosen coefficient of variation for bursty traffic) mapped back to tim
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,8 @@ ARRIVALS = ("poisson", "gamma")
 class ArrivalStream:
     def __init__(self, profile: Profile, kind: str = "poisson", cv: float = 1.0, seed: int | list[int] = 0,
                  times_file: str | None = None):
-        """`times_file`: given send times replayed (see read_times) instead of drawn ones."""
-        self.times = read_times(Path(times_file)) if times_file else None
+        """`times_file`: given send times replayed (see _read_times) instead of drawn ones."""
+        self.times = _read_times(Path(times_file)) if times_file else None
         self.taken = 0
         if kind not in ARRIVALS:
             raise ValueError(f"arrivals {kind!r}: choose one of {', '.join(ARRIVALS)}")
@@ -63,15 +64,20 @@ class ArrivalStream:
         return np.interp(marks, self.cum, self.grid)
 
 
-def read_times(path: Path) -> np.ndarray:
-    """Send times in seconds, one a line (blank lines and # comments skipped), sorted on reading."""
+def _lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a numbers file's lines, blank ones and # comments skipped."""
     if not path.is_file():
-        raise ValueError(f"traffic.arrival_times_file: {path} does not exist")
-    values = []
+        raise ValueError(f"{what} {path} does not exist")
     for n, line in enumerate(path.read_text().splitlines(), 1):
         line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
+        if line:
+            yield n, line
+
+
+def _read_times(path: Path) -> np.ndarray:
+    """Send times in seconds, one a line, sorted on reading."""
+    values = []
+    for n, line in _lines(path, "traffic.arrival_times_file:"):
         try:
             t = float(line)
         except ValueError:
@@ -123,12 +129,8 @@ class Sizes:
 
 
 def _read_sizes(path: Path, column: int) -> np.ndarray:
-    if not path.is_file():
-        raise ValueError(f"sizes file {path} does not exist")
     values = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+    for n, line in _lines(path, "sizes file"):
         parts = line.split()
         try:
             values.append(float(parts[column]))
