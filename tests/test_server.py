@@ -77,8 +77,16 @@ def test_correct_returns_text_and_consistent_edits(server):
 
 def test_metrics_count_requests_and_tokens(server, client):
     client.completions.create(model="tiny", prompt="x", max_tokens=3, extra_body={"ignore_eos": True})
-    text = httpx.get(server + "/metrics").text
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"}
+    list(client.completions.create(model="tiny", prompt="x", max_tokens=1, stream=True))  # times its first token
+    # A frontend's engine counters come with the core's heartbeat (four a second): read until one has
+    # arrived since the request, at most 5 s (CI once read them 0 right after the answer).
+    deadline = time.monotonic() + 5.0
+    while True:
+        text = httpx.get(server + "/metrics").text
+        values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"}
+        if values["fleetserve_generation_tokens_total"] >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert values['fleetserve_requests_total{route="/v1/completions",status="200"}'] >= 1
     assert values["fleetserve_generation_tokens_total"] >= 3
     assert values["fleetserve_request_latency_seconds_count"] >= 1
