@@ -52,6 +52,7 @@ class ModelRunner:
     def __init__(self, model: Transformer, max_num_seqs: int, max_model_len: int, compile: bool = False):
         self.model = model
         self.device = model.embed_tokens.weight.device
+        self.dtype = model.embed_tokens.weight.dtype
         self.max_num_seqs = max_num_seqs
         self.max_model_len = max_model_len
         self.window = model.cfg.sliding_window
@@ -152,7 +153,9 @@ class ModelRunner:
         mask = key[None, None, :] <= query[:, :, None]
         if self.window is not None:
             mask &= key[None, None, :] > query[:, :, None] - self.window
-        mask = mask[:, None].repeat(1, 1, self.heads_per_kv, 1).to(self.device)  # [S, 1, group * t, kv_len]
+        mask = mask[:, None].repeat(1, 1, self.heads_per_kv, 1)  # [S, 1, group * t, kv_len]
+        # Additive, made once here: attention would turn a boolean mask into this in every layer.
+        mask = torch.zeros(mask.shape, dtype=self.dtype).masked_fill_(~mask, float("-inf")).to(self.device)
         pad = None
         if any(n != t for n in lengths):
             pad = self._ids([i * t + j for i, n in enumerate(lengths) for j in range(n)])
