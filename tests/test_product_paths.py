@@ -104,6 +104,25 @@ def test_each_float_layer_shape_gets_the_faster_candidate(monkeypatch):
     assert all(type(m) is nn.Linear for m in model)
 
 
+def test_every_timed_call_runs_at_a_row_count_its_candidate_has_not_run(monkeypatch):
+    """A serving step's row count is mostly new, and oneDNN builds a kernel for each new one:
+    timing one row count over and over hid that cost (BENCHMARKS.md, issue 19, fifth part)."""
+    seen: dict[str, list[int]] = {"plain": [], "onednn": []}
+    real = OneDNNLinear.forward
+
+    def counted(self, x):
+        seen["onednn"].append(x.shape[0])
+        return real(self, x)
+
+    monkeypatch.setattr(OneDNNLinear, "forward", counted)
+    layer = nn.Linear(16, 24)
+    layer.register_forward_hook(lambda _m, args, _out: seen["plain"].append(args[0].shape[0]))
+    choose_products(nn.Sequential(layer), rows=8, rounds=3)
+    for rows in seen.values():
+        assert len(rows) >= 2 and len(set(rows)) == len(rows) and min(rows) == 8
+    assert seen["plain"] == seen["onednn"]  # the same work for each
+
+
 def test_a_cpu_without_vnni_keeps_7bit_int8_weights_and_its_fast_product_exact(no_vnni, caplog):
     for product in ("int-mm", "fbgemm"):
         assert not quantization.int8_product_exact(127, product) and quantization.int8_product_exact(63, product)

@@ -5,9 +5,15 @@ which product is fastest differs with them and with the model's shapes: oneDNN's
 float layout was 1.4x plain `F.linear` at the 0.5B shape on one CPU and slower on the 5M
 model on another; int8's `torch._int_mm` is exact only where the trial in quantization.py
 says so. So, for every distinct layer shape of the model, each candidate that runs here and
-gives the reference's numbers is timed at a decode step's rows, interleaved, up to five rounds
-within ROUNDS_BUDGET, and the fastest serves every layer of that shape; one log line says what
-was chosen. Forcing a path (`--float-linear`, `--int8-product`) skips the timing and fails at
+gives the reference's numbers is timed at about a decode step's rows, interleaved, up to five
+rounds within ROUNDS_BUDGET, and the fastest serves every layer of that shape; one log line says
+what was chosen. Each timed call runs at a row count its candidate has not run before, as a
+serving step mostly does: oneDNN builds a kernel (a primitive) for every new row count, 0.4-0.6 ms
+at the bundled model's shapes where the product itself takes 0.1-0.35, and keeps 1,024 of them
+(about 0.7 MB each), which the many row counts of a pod's steps overrun. Timed at one row count
+over and over, the reordered weights looked as fast as `F.linear` on the bundled model and served
+its correction traffic with p99 760 ms at 150 requests/s against 470 for `F.linear`, the engine
+growing by a gigabyte (BENCHMARKS.md, issue 19, fifth part). Forcing a path (`--float-linear`, `--int8-product`) skips the timing and fails at
 start-up when this CPU cannot run it.
 
 Candidates:
@@ -20,6 +26,7 @@ Candidates:
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -85,11 +92,11 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
     with torch.inference_mode():
         for key, members in groups.items():
             first = members[0][2]
-            x = torch.randn(rows, first.in_features, generator=torch.Generator().manual_seed(0)).to(
+            x = torch.randn(rows + rounds + 1, first.in_features, generator=torch.Generator().manual_seed(0)).to(
                 first.weight.dtype if key[0] == "float" else torch.float32).to(first.weight.device)
             if key[0] == "float":
                 candidates = _float_candidates(first, float_linear)
-                timed = measure({n: (lambda m=m: m(x)) for n, m in candidates.items()}, rounds,
+                timed = measure({n: _new_rows(m, x, rows) for n, m in candidates.items()}, rounds,
                                 budget=ROUNDS_BUDGET) if len(candidates) > 1 else {}
                 path = fastest(timed) if timed else next(iter(candidates))
                 for parent, child_name, child in members:
@@ -101,10 +108,10 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
                 options = _int8_candidates(fails, int8_product)
 
                 def run(p: str) -> Callable[[], Any]:
-                    def call() -> Any:
+                    def product(rows_in: torch.Tensor) -> Any:
                         first.product = p
-                        return first(x)
-                    return call
+                        return first(rows_in)
+                    return _new_rows(product, x, rows)
 
                 timed = measure({p: run(p) for p in options}, rounds, budget=ROUNDS_BUDGET) \
                     if len(options) > 1 else {}
@@ -118,6 +125,12 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
     if chosen:
         log.info("linear products at %d rows: %s", rows, "; ".join(_describe(label, c) for label, c in chosen.items()))
     return chosen
+
+
+def _new_rows(product: Callable[[torch.Tensor], Any], x: torch.Tensor, rows: int) -> Callable[[], Any]:
+    """A call of `product` on the first rows, rows + 1, ... of `x`: a new row count each time."""
+    counts = itertools.count(rows)
+    return lambda: product(x[:next(counts)])
 
 
 def _describe(label: str, c: dict[str, Any]) -> str:
