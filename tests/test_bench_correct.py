@@ -34,3 +34,17 @@ def test_bench_correct_reports_offline_and_slo_figures_per_setting(tmp_path):
         cpu = http["cpu_ms_per_request"]
         assert set(cpu) == {"engine core", "frontends", "supervisor"}
         assert cpu["engine core"] > 0 and cpu["frontends"] > 0
+
+
+def test_the_offline_part_runs_the_engine_options_the_pods_get(tmp_path):
+    """`--serve-args` reaches the offline engine too: one proposed token a step at most for the
+    one request in flight means at most 2 tokens a step (about 3 with the default 8)."""
+    out = tmp_path / "offline.json"
+    r = subprocess.run([sys.executable, "-m", "fleetserve", "bench-correct", "--sentences", "6", "--max-num-seqs", "1",
+                        "--frontends", "", "--speculative", "input",
+                        "--serve-args", "--speculative-max-tokens 1 --frontends 1 --max-num-seqs 9", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["max_num_seqs"] == 1 and result["serve_args"][-1] == "9"
+    assert 1 < result["offline"]["input"]["tokens_per_step"] <= 2

@@ -40,10 +40,12 @@ def sentences(model_dir: str | Path, limit: int | None = None) -> list[str]:
     return texts[:limit] if limit else texts
 
 
-def offline(model: str, texts: list[str], max_num_seqs: int, modes: list[str]) -> dict[str, Any]:
+def offline(model: str, texts: list[str], max_num_seqs: int, modes: list[str],
+            engine_args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`engine_args`: more EngineConfig settings (the pods' engine options)."""
     results, outputs = {}, {}
     for mode in modes:
-        corrector = ModelCorrector(model, max_num_seqs=max_num_seqs, speculative=mode)
+        corrector = ModelCorrector(model, max_num_seqs=max_num_seqs, speculative=mode, **(engine_args or {}))
         engine = corrector.llm.engine
         corrector.correct(texts[:max_num_seqs])  # warm-up
         before, start = engine.snapshot(), time.perf_counter()
@@ -101,10 +103,11 @@ def at_slo(model: str, texts: list[str], frontends: list[int], modes: list[str],
 
 def run_bench_correct(model: str, limit: int | None, max_num_seqs: int, modes: list[str], frontends: list[int],
                       slo: str, start_rate: float, growth: float, step_seconds: float,
-                      serve_args: list[str], busy: list[int]) -> dict[str, Any]:
+                      serve_args: list[str], busy: list[int], engine_args: dict[str, Any] | None = None
+                      ) -> dict[str, Any]:
     texts = sentences(model, limit)
     result: dict[str, Any] = {"model": model, "sentences": len(texts), "max_num_seqs": max_num_seqs,
-                              "offline": offline(model, texts, max_num_seqs, modes)}
+                              "serve_args": serve_args, "offline": offline(model, texts, max_num_seqs, modes, engine_args)}
     if frontends:
         result["http"] = at_slo(model, texts, frontends, modes, slo, start_rate, growth, step_seconds, serve_args,
                                 busy)

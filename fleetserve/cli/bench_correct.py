@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 HELP = ("the real workload: sentences corrected offline and by each pod layout at rising rates until "
         "the SLO is missed, speculative decoding off and on side by side")
@@ -25,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--busy", default="0",
                    help="busy-loop processes spinning during each ramp, comma-separated: 0,2 ramps every pod on a "
                         "quiet host and with two busy loops (default %(default)s)")
-    p.add_argument("--serve-args", default="", help="more `fleetserve serve` options for the pods")
+    p.add_argument("--serve-args", default="",
+                   help="more `fleetserve serve` options for the pods; its engine options (--dtype, --device, "
+                        "--quantization ...) apply to the offline engine too, except --max-num-seqs and --speculative")
     p.add_argument("--json", default=None, help="write the results as JSON here")
 
 
@@ -34,8 +37,26 @@ def run(a: argparse.Namespace) -> None:
 
     modes = [m for m in a.speculative.split(",") if m]
     frontends = [int(f) for f in a.frontends.split(",") if f]
+    serve_args = a.serve_args.split()
     result = run_bench_correct(a.model, a.sentences, a.max_num_seqs, modes, frontends, a.slo, a.start_rate,
-                               a.growth, a.step_seconds, a.serve_args.split(), [int(n) for n in a.busy.split(",") if n])
+                               a.growth, a.step_seconds, serve_args, [int(n) for n in a.busy.split(",") if n],
+                               offline_engine_args(serve_args))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def offline_engine_args(serve_args: list[str]) -> dict[str, Any]:
+    """The engine settings `serve_args` give, for the offline engine (the pods take them all, so
+    both parts run the same engine: `--serve-args '--device cuda'` benchmarks a GPU)."""
+    import dataclasses
+
+    from fleetserve.cli.engine_args import add_engine_arguments, engine_config
+
+    parser = argparse.ArgumentParser(prog="fleetserve bench-correct --serve-args", add_help=False)
+    add_engine_arguments(parser)
+    known, _ = parser.parse_known_args(serve_args)  # the pod's own options (--frontends, --port ...) are not the engine's
+    settings = dataclasses.asdict(engine_config(known))
+    for own in ("max_num_seqs", "speculative"):  # the offline part's, from bench-correct's own options
+        del settings[own]
+    return settings
