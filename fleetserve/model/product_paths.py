@@ -7,13 +7,14 @@ model on another; int8's `torch._int_mm` is exact only where the trial in quanti
 says so. So, for every distinct layer shape of the model, each candidate that runs here and
 gives the reference's numbers is timed at about a decode step's rows, interleaved, up to five
 rounds within ROUNDS_BUDGET, and the fastest serves every layer of that shape; one log line says
-what was chosen. Each timed call runs at a row count its candidate has not run before, as a
-serving step mostly does: oneDNN builds a kernel (a primitive) for every new row count, 0.4-0.6 ms
-at the bundled model's shapes where the product itself takes 0.1-0.35, and keeps 1,024 of them
-(about 0.7 MB each), which the many row counts of a pod's steps overrun. Timed at one row count
-over and over, the reordered weights looked as fast as `F.linear` on the bundled model and served
-its correction traffic with p99 760 ms at 150 requests/s against 470 for `F.linear`, the engine
-growing by a gigabyte (BENCHMARKS.md, issue 19, fifth part). Forcing a path (`--float-linear`, `--int8-product`) skips the timing and fails at
+what was chosen. A timed call is what one serving step asks of the shape: every layer of it
+once, at a row count the candidate has not run before, as a step's mostly is. oneDNN builds a
+kernel (a primitive) for every new row count, 0.4-0.6 ms at the bundled model's shapes where one
+product takes 0.1-0.35, shared by the layers of the step, and keeps 1,024 of them (about 0.7 MB
+each), which the many row counts of a pod's steps overrun. Timed at one row count over and over,
+the reordered weights looked as fast as `F.linear` on the bundled model, and a pod serving its
+correction traffic on them grew by 800 MB and held 1.2x fewer requests/s within p99 < 1 s
+(BENCHMARKS.md, issue 19, fifth part). Forcing a path (`--float-linear`, `--int8-product`) skips the timing and fails at
 start-up when this CPU cannot run it.
 
 Candidates:
@@ -96,7 +97,7 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
                 first.weight.dtype if key[0] == "float" else torch.float32).to(first.weight.device)
             if key[0] == "float":
                 candidates = _float_candidates(first, float_linear)
-                timed = measure({n: _new_rows(m, x, rows) for n, m in candidates.items()}, rounds,
+                timed = measure({n: _step_of(m, x, rows, len(members)) for n, m in candidates.items()}, rounds,
                                 budget=ROUNDS_BUDGET) if len(candidates) > 1 else {}
                 path = fastest(timed) if timed else next(iter(candidates))
                 for parent, child_name, child in members:
@@ -111,7 +112,7 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
                     def product(rows_in: torch.Tensor) -> Any:
                         first.product = p
                         return first(rows_in)
-                    return _new_rows(product, x, rows)
+                    return _step_of(product, x, rows, len(members))
 
                 timed = measure({p: run(p) for p in options}, rounds, budget=ROUNDS_BUDGET) \
                     if len(options) > 1 else {}
@@ -123,14 +124,22 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
             chosen[label] = {"path": path, "layers": len(members), "forced": forced,
                              "ms": {n: round(t * 1e3, 4) for n, t in timed.items()}}
     if chosen:
-        log.info("linear products at %d rows: %s", rows, "; ".join(_describe(label, c) for label, c in chosen.items()))
+        log.info("linear products at %d rows (ms: every layer of the shape at a new row count): %s", rows,
+                 "; ".join(_describe(label, c) for label, c in chosen.items()))
     return chosen
 
 
-def _new_rows(product: Callable[[torch.Tensor], Any], x: torch.Tensor, rows: int) -> Callable[[], Any]:
-    """A call of `product` on the first rows, rows + 1, ... of `x`: a new row count each time."""
+def _step_of(product: Callable[[torch.Tensor], Any], x: torch.Tensor, rows: int, layers: int) -> Callable[[], Any]:
+    """What a step asks of a shape: `layers` products on the first rows, rows + 1, ... of `x`,
+    a new row count at each call."""
     counts = itertools.count(rows)
-    return lambda: product(x[:next(counts)])
+
+    def step() -> Any:
+        rows_in = x[:next(counts)]
+        for _ in range(layers):
+            out = product(rows_in)
+        return out
+    return step
 
 
 def _describe(label: str, c: dict[str, Any]) -> str:
