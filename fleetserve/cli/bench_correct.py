@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
+
+from fleetserve.cli.engine_args import add_engine_arguments, engine_config
 
 HELP = ("the real workload: sentences corrected offline and by each pod layout at rising rates until "
         "the SLO is missed, speculative decoding off and on side by side")
@@ -49,10 +52,6 @@ def run(a: argparse.Namespace) -> None:
 def offline_engine_args(serve_args: list[str]) -> dict[str, Any]:
     """The engine settings `serve_args` give, for the offline engine (the pods take them all, so
     both parts run the same engine: `--serve-args '--device cuda'` benchmarks a GPU)."""
-    import dataclasses
-
-    from fleetserve.cli.engine_args import add_engine_arguments, engine_config
-
     parser = argparse.ArgumentParser(prog="fleetserve bench-correct --serve-args", add_help=False)
     add_engine_arguments(parser)
     known, _ = parser.parse_known_args(serve_args)  # the pod's own options (--frontends, --port ...) are not the engine's

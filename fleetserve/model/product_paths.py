@@ -11,11 +11,11 @@ what was chosen. A timed call is what one serving step asks of the shape: every 
 once, at a row count the candidate has not run before, as a step's mostly is. oneDNN builds a
 kernel (a primitive) for every new row count, 0.4-0.6 ms at the bundled model's shapes where one
 product takes 0.1-0.35, shared by the layers of the step, and keeps them (about 0.7 MiB per row
-count; 1,024 by default), which the many row counts of a pod's steps overrun. Timed at one row count over and over,
-the reordered weights looked as fast as `F.linear` on the bundled model, and a pod serving its
-correction traffic on them grew by 800 MiB and held 1.2x fewer requests/s within p99 < 1 s
-(BENCHMARKS.md, issue 19, fifth part). Forcing a path (`--float-linear`, `--int8-product`) skips the timing and fails at
-start-up when this CPU cannot run it.
+count; 1,024 by default), which the many row counts of a pod's steps overrun. Timed at one row
+count over and over, the reordered weights looked as fast as `F.linear` on the bundled model,
+and a pod serving its correction traffic on them grew by 800 MiB and held 1.2x fewer requests/s
+within p99 < 1 s (BENCHMARKS.md, issue 19, fifth part). Forcing a path (`--float-linear`,
+`--int8-product`) skips the timing and fails at start-up when this CPU cannot run it.
 
 Candidates:
 - float layers (`nn.Linear`): `plain` (F.linear) and `onednn` (weights reordered once,
