@@ -1,7 +1,7 @@
 """`fleetserve bench-correct` end to end, short: the bundled model offline and the
 multi-process pod over HTTP, speculation off and on, on a quiet host and beside a busy
-loop, outputs compared, the pod's CPU per request split by process role. (Speed is for
-BENCHMARKS.md.)"""
+loop, outputs compared, the pod's CPU per request and resident memory split by process role.
+(Speed is for BENCHMARKS.md.)"""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def test_bench_correct_reports_offline_and_slo_figures_per_setting(tmp_path):
         cpu = http["cpu_ms_per_request"]
         assert set(cpu) == {"engine core", "frontends", "supervisor"}
         assert cpu["engine core"] > 0 and cpu["frontends"] > 0
+        memory = http["resident_mib"]
+        assert set(memory["before"]) == set(memory["after"]) == set(cpu)
+        assert memory["after"]["engine core"] > memory["after"]["frontends"] > 10  # the model and torch, an HTTP process
 
 
 def test_the_offline_part_runs_the_engine_options_the_pods_get(tmp_path):

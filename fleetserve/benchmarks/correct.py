@@ -6,8 +6,8 @@ corpus lines and JFLEG dev, detokenised).
 proposed tokens accepted, speculative decoding off and on, side by side, with the
 outputs compared. (b) Each pod layout, speculation off and on, over HTTP
 (`/v1/correct`) at rising open-loop rates until the SLO (p99 end-to-end latency
-under 1 s by default) is missed: the capacity at the SLO, what the pod held there and
-its CPU per request by process role; on a quiet host and, with `--busy`, with
+under 1 s by default) is missed: the capacity at the SLO, what the pod held there,
+its CPU per request and its resident memory before and after the ramp by process role; on a quiet host and, with `--busy`, with
 busy-loop processes spinning on the cores (a busy host).
 """
 
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleetserve.benchmarks.procs import busy_loops, pod, pod_cpu
+from fleetserve.benchmarks.procs import busy_loops, pod, pod_cpu, pod_memory
 from fleetserve.benchmarks.slo import run_slo_bench
 from fleetserve.quality.evaluate import ModelCorrector, load_eval_set
 from fleetserve.quality.text import detokenize
@@ -71,8 +71,9 @@ def offline(model: str, texts: list[str], max_num_seqs: int, modes: list[str],
 def at_slo(model: str, texts: list[str], frontends: list[int], modes: list[str], slo: str, start_rate: float,
            growth: float, step_seconds: float, serve_args: list[str], busy: list[int]) -> dict[str, Any]:
     """Each layout and setting ramped on a quiet host and with each number of busy-loop
-    processes: the capacity at the SLO, what the pod held there, and the pod's CPU per
-    answered request by role (over the whole ramp)."""
+    processes: the capacity at the SLO, what the pod held there, the pod's CPU per
+    answered request by role (over the whole ramp) and its resident memory by role before
+    and after the ramp (a cache that grows with traffic shows there)."""
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         prompts = Path(tmp) / "sentences.txt"
@@ -84,19 +85,23 @@ def at_slo(model: str, texts: list[str], frontends: list[int], modes: list[str],
                     print(f"{name}: ramping to the SLO ({slo})", file=sys.stderr, flush=True)
                     with busy_loops(n), pod(model, ["--frontends", str(f), "--speculative", mode, *serve_args]) \
                             as (url, pid):
-                        before = pod_cpu(pid)
+                        before, memory_before = pod_cpu(pid), pod_memory(pid)
                         out = run_slo_bench(url, slo, start_rate, growth, step_seconds=step_seconds,
                                             base={"endpoint": "correct", "prompts": str(prompts)})
-                        after = pod_cpu(pid)
+                        after, memory_after = pod_cpu(pid), pod_memory(pid)
                     answered = max(sum(s["completed"] for s in out["steps"]), 1)
                     cpu = {role: round((after[role] - before[role]) / answered * 1e3, 3) for role in after}
                     best = next((s for s in reversed(out["steps"]) if s["met"]), None)
                     results[name] = {"max_rate": out["max_rate"], "in_flight": out["target_per_pod"],
                                      "p50_e2el_ms": best["p50_e2el_ms"] if best else None,
                                      "p99_e2el_ms": best["p99_e2el_ms"] if best else None,
-                                     "busy_loops": n, "cpu_ms_per_request": cpu, "steps": out["steps"]}
+                                     "busy_loops": n, "cpu_ms_per_request": cpu,
+                                     "resident_mib": {"before": memory_before, "after": memory_after},
+                                     "steps": out["steps"]}
                     print(f"{name}: {out['max_rate']:g} req/s at the SLO, {out['target_per_pod']:g} in flight; "
-                          f"CPU ms per request: " + ", ".join(f"{k} {v:g}" for k, v in cpu.items()),
+                          f"CPU ms per request: " + ", ".join(f"{k} {v:g}" for k, v in cpu.items()) +
+                          "; resident MiB before -> after the ramp: " +
+                          ", ".join(f"{k} {memory_before[k]:g} -> {v:g}" for k, v in memory_after.items()),
                           file=sys.stderr, flush=True)
     return results
 

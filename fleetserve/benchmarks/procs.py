@@ -146,3 +146,14 @@ def pod_cpu(pid: int) -> dict[str, float]:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     return {role: sum(cpu(p) for p in pids) for role, pids in pod_processes(pid).items()}
+
+
+def pod_memory(pid: int) -> dict[str, float]:
+    """Resident memory (MiB) of a running pod's processes now, per role (pod_processes)."""
+    def resident(p: int) -> int:
+        try:
+            return int(Path(f"/proc/{p}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:  # exited meanwhile
+            return 0
+
+    return {role: round(sum(resident(p) for p in pids) / 2**20, 1) for role, pids in pod_processes(pid).items()}
