@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fleetserve.http_common import free_port
@@ -138,22 +138,27 @@ def pod_processes(pid: int) -> dict[str, list[int]]:
 
 def pod_cpu(pid: int) -> dict[str, float]:
     """CPU seconds used so far by a running pod's processes, per role (pod_processes)."""
-    def cpu(p: int) -> float:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # exited meanwhile
-            return 0.0
+    def cpu(stat: str) -> float:
+        fields = stat.rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    return {role: sum(cpu(p) for p in pids) for role, pids in pod_processes(pid).items()}
+    return _per_role(pid, "stat", cpu)
 
 
 def pod_memory(pid: int) -> dict[str, float]:
     """Resident memory (MiB) of a running pod's processes now, per role (pod_processes)."""
-    def resident(p: int) -> int:
-        try:
-            return int(Path(f"/proc/{p}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:  # exited meanwhile
-            return 0
+    def resident(statm: str) -> float:
+        return int(statm.split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-    return {role: round(sum(resident(p) for p in pids) / 2**20, 1) for role, pids in pod_processes(pid).items()}
+    return {role: round(mib, 1) for role, mib in _per_role(pid, "statm", resident).items()}
+
+
+def _per_role(pid: int, proc_file: str, read: Callable[[str], float]) -> dict[str, float]:
+    """`read` of each process's /proc/PID/`proc_file`, summed per role (0 for a process gone meanwhile)."""
+    def one(p: int) -> float:
+        try:
+            return read(Path(f"/proc/{p}/{proc_file}").read_text())
+        except OSError:
+            return 0.0
+
+    return {role: sum(one(p) for p in pids) for role, pids in pod_processes(pid).items()}
