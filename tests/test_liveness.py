@@ -62,7 +62,7 @@ def status_of(url: str, path: str) -> tuple[int, str]:
 
 
 def test_a_paused_engine_core_serves_again_without_a_restart():
-    with server_process(BUNDLED, "--frontends", "1", "--max-num-seqs", "4") as (url, proc):
+    with server_process(BUNDLED, "--frontends", "1", "--engines", "1", "--max-num-seqs", "4") as (url, proc):
         core = pod_children(proc.pid)["core"][0]
         threads, results = start_requests(url, 4, max_tokens=80)
         in_flight(url, 4)
@@ -88,6 +88,30 @@ def test_a_paused_engine_core_serves_again_without_a_restart():
         assert complete(url, "after", max_tokens=4).status_code == 200
 
 
+def test_with_two_engine_cores_one_paused_the_other_takes_the_new_requests():
+    """A pod with two engine cores stays ready while one is paused: new requests go to the
+    other and are answered meanwhile; the paused one's finish when it resumes."""
+    with server_process(BUNDLED, "--frontends", "1", "--engines", "2", "--max-num-seqs", "4") as (url, proc):
+        cores = pod_children(proc.pid)["core"]
+        assert len(cores) == 2
+        threads, results = start_requests(url, 4, max_tokens=80)  # two on each core
+        in_flight(url, 4)
+        os.kill(cores[0], signal.SIGSTOP)
+        try:
+            time.sleep(3.5)  # longer than the frontend waits for a heartbeat (2 s)
+            assert status_of(url, "/ready") == (200, "")
+            for i in range(3):
+                r = complete(url, f"meanwhile {i}", max_tokens=4, timeout=10)
+                assert r.status_code == 200, r.text
+            assert len(results) < 4  # the paused core's requests are still waiting
+        finally:
+            os.kill(cores[0], signal.SIGCONT)
+        for t in threads:
+            t.join(timeout=120)
+        assert results == [200] * 4
+        assert pod_children(proc.pid)["core"] == cores and proc.poll() is None
+
+
 def test_a_paused_frontend_answers_every_request_when_it_resumes():
     with server_process(BUNDLED, "--frontends", "1", "--max-num-seqs", "4") as (url, proc):
         before = pod_children(proc.pid)
@@ -105,7 +129,8 @@ def test_a_paused_frontend_answers_every_request_when_it_resumes():
 
 @pytest.mark.parametrize("frontends", ["1", "2"])
 def test_a_killed_engine_core_ends_the_pod_quickly_and_fails_what_it_held(frontends):
-    with server_process(BUNDLED, "--frontends", frontends, "--max-num-seqs", "2") as (url, proc):
+    # One engine core holds both (with two, the other core's request may finish as the pod drains).
+    with server_process(BUNDLED, "--frontends", frontends, "--engines", "1", "--max-num-seqs", "2") as (url, proc):
         core = pod_children(proc.pid)["core"][0]
         threads, results = start_requests(url, 2, max_tokens=200)
         in_flight(url, 2)

@@ -51,20 +51,21 @@ def texts(url: str) -> list[str]:
     return out
 
 
-def test_outputs_are_identical_with_one_process_one_frontend_or_two(tiny_model_dir):
+def test_outputs_are_identical_with_one_process_one_frontend_or_two_or_two_engine_cores(tiny_model_dir):
     results = {}
-    for frontends in ("0", "1", "2"):
-        with server_process(tiny_model_dir, "--frontends", frontends, "--max-num-seqs", "4") as (url, _):
-            results[frontends] = texts(url)
+    for layout in (("0",), ("1", "--engines", "1"), ("2", "--engines", "1"), ("1", "--engines", "2")):
+        with server_process(tiny_model_dir, "--frontends", *layout, "--max-num-seqs", "4") as (url, proc):
+            assert len(pod_processes(proc.pid).get("engine core", [0])) == int(layout[2] if layout[1:] else 1)
+            results[layout] = texts(url)
             r = complete(url, "x")
             assert r.headers["x-fleetserve-in-flight"].isdigit()
-    assert results["0"] == results["1"] == results["2"]
+    assert len({tuple(r) for r in results.values()}) == 1, results
 
 
 def test_a_killed_frontend_comes_back_and_the_pod_keeps_serving(tiny_model_dir):
     with server_process(tiny_model_dir, "--frontends", "2", "--max-num-seqs", "4") as (url, proc):
         before = pod_children(proc.pid)
-        assert len(before["core"]) == 1 and len(before["frontends"]) == 2
+        assert before["core"] and len(before["frontends"]) == 2
         os.kill(before["frontends"][0], signal.SIGKILL)
         for _ in range(10):  # the other frontend answers meanwhile (a connection to the dead one may fail)
             try:
@@ -84,9 +85,10 @@ def test_a_killed_frontend_comes_back_and_the_pod_keeps_serving(tiny_model_dir):
         assert now["core"] == before["core"]
 
 
-def test_a_killed_engine_core_stops_the_pod_with_an_error(tiny_model_dir):
-    with server_process(tiny_model_dir, "--frontends", "1", "--max-num-seqs", "4") as (url, proc):
-        core = pod_children(proc.pid)["core"][0]
+@pytest.mark.parametrize("engines", ["1", "2"])
+def test_a_killed_engine_core_stops_the_pod_with_an_error(tiny_model_dir, engines):
+    with server_process(tiny_model_dir, "--frontends", "1", "--engines", engines, "--max-num-seqs", "4") as (url, proc):
+        core = pod_children(proc.pid)["core"][-1]
         os.kill(core, signal.SIGKILL)
         status = proc.wait(timeout=15)
         assert status != 0
@@ -135,7 +137,8 @@ def test_sigterm_finishes_every_request_in_flight_then_exits_0(frontends):
 
 
 def test_a_full_waiting_queue_answers_429_then_recovers(tiny_model_dir):
-    with server_process(tiny_model_dir, "--max-num-seqs", "1", "--max-waiting", "2") as (url, _):
+    # One engine core: the slots and the waiting bound are each core's.
+    with server_process(tiny_model_dir, "--max-num-seqs", "1", "--max-waiting", "2", "--engines", "1") as (url, _):
         statuses: list[int] = []
         retry_after: list[str | None] = []
 
@@ -220,8 +223,8 @@ def test_a_client_that_hangs_up_frees_its_slot_and_a_slow_request_times_out(fron
 def test_requests_that_cannot_get_a_slot_in_time_get_429(frontends):
     """One slot, long answers: requests that would wait past --max-queue-time are refused
     with 429 and Retry-After at that time, not served tens of seconds late."""
-    with server_process(BUNDLED, "--frontends", frontends, "--max-num-seqs", "1", "--max-queue-time", "0.5",
-                        "--max-model-len", "512") as (url, _):
+    with server_process(BUNDLED, "--frontends", frontends, "--engines", "1", "--max-num-seqs", "1",
+                        "--max-queue-time", "0.5", "--max-model-len", "512") as (url, _):
         answers: list[tuple[int, str, float]] = []
 
         def one(i: int) -> None:

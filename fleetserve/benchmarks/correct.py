@@ -68,7 +68,16 @@ def offline(model: str, texts: list[str], max_num_seqs: int, modes: list[str],
     return results
 
 
-def at_slo(model: str, texts: list[str], frontends: list[int], modes: list[str], slo: str, start_rate: float,
+def layout_args(layout: str) -> list[str]:
+    """`fleetserve serve` options of a pod layout: "F" (F frontend processes; 0 is the
+    one-process pod) or "F/E" (and E engine cores; without it, the pod's default)."""
+    frontends, slash, engines = layout.partition("/")
+    if not frontends.isdigit() or not (engines.isdigit() if slash else engines == ""):
+        raise ValueError(f"a pod layout is FRONTENDS or FRONTENDS/ENGINES, got {layout!r}")
+    return ["--frontends", frontends] + (["--engines", engines] if engines else [])
+
+
+def at_slo(model: str, texts: list[str], layouts: list[str], modes: list[str], slo: str, start_rate: float,
            growth: float, step_seconds: float, serve_args: list[str], busy: list[int]) -> dict[str, Any]:
     """Each layout and setting ramped on a quiet host and with each number of busy-loop
     processes: the capacity at the SLO, what the pod held there, the pod's CPU per
@@ -78,12 +87,14 @@ def at_slo(model: str, texts: list[str], frontends: list[int], modes: list[str],
     with tempfile.TemporaryDirectory() as tmp:
         prompts = Path(tmp) / "sentences.txt"
         prompts.write_text("\n".join(texts) + "\n")
-        for f in frontends:
+        for layout in layouts:
+            frontends, _, engines = layout.partition("/")
             for mode in modes:
                 for n in busy:
-                    name = f"frontends={f},speculative={mode}" + (f",busy={n}" if n else "")
+                    name = f"frontends={frontends}" + (f",engines={engines}" if engines else "") + \
+                           f",speculative={mode}" + (f",busy={n}" if n else "")
                     print(f"{name}: ramping to the SLO ({slo})", file=sys.stderr, flush=True)
-                    with busy_loops(n), pod(model, ["--frontends", str(f), "--speculative", mode, *serve_args]) \
+                    with busy_loops(n), pod(model, [*layout_args(layout), "--speculative", mode, *serve_args]) \
                             as (url, pid):
                         before, memory_before = pod_cpu(pid), pod_memory(pid)
                         out = run_slo_bench(url, slo, start_rate, growth, step_seconds=step_seconds,
@@ -106,14 +117,16 @@ def at_slo(model: str, texts: list[str], frontends: list[int], modes: list[str],
     return results
 
 
-def run_bench_correct(model: str, limit: int | None, max_num_seqs: int, modes: list[str], frontends: list[int],
+def run_bench_correct(model: str, limit: int | None, max_num_seqs: int, modes: list[str], layouts: list[str],
                       slo: str, start_rate: float, growth: float, step_seconds: float,
                       serve_args: list[str], busy: list[int], engine_args: dict[str, Any] | None = None
                       ) -> dict[str, Any]:
     texts = sentences(model, limit)
     result: dict[str, Any] = {"model": model, "sentences": len(texts), "max_num_seqs": max_num_seqs,
                               "serve_args": serve_args, "offline": offline(model, texts, max_num_seqs, modes, engine_args)}
-    if frontends:
-        result["http"] = at_slo(model, texts, frontends, modes, slo, start_rate, growth, step_seconds, serve_args,
+    for layout in layouts:
+        layout_args(layout)  # a mistyped layout fails before the offline part's minutes
+    if layouts:
+        result["http"] = at_slo(model, texts, layouts, modes, slo, start_rate, growth, step_seconds, serve_args,
                                 busy)
     return result

@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from fleetserve.engine.process_name import ENGINE_CORE, FRONTEND, process_name
 from fleetserve.http_common import free_port
 
 
@@ -116,24 +117,19 @@ def cmdline(pid: int) -> str:
 
 
 def pod_processes(pid: int) -> dict[str, list[int]]:
-    """A running pod's processes by role: "engine core" (the supervisor's first spawned
-    process: it starts before the frontends, which wait for its model), "frontends" (the
-    other spawned processes) and "supervisor"; a one-process pod is all "pod".
-    multiprocessing's resource tracker (also a child) is no role."""
-    def started(p: int) -> int:
-        return int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[19])
-
-    spawned = []
+    """A running pod's processes by role, by the names they give themselves
+    (engine/process_name.py): "engine core" (one or more), "frontends" and "supervisor";
+    a one-process pod is all "pod". multiprocessing's resource tracker (also a child) is no role."""
+    roles: dict[str, list[int]] = {"engine core": [], "frontends": []}
     for child in descendants(pid):
-        try:
-            if "spawn_main" in cmdline(child):
-                spawned.append((started(child), child))
-        except OSError:  # exited meanwhile
-            continue
-    if not spawned:
+        name = process_name(child)
+        if name == ENGINE_CORE:
+            roles["engine core"].append(child)
+        elif name == FRONTEND:
+            roles["frontends"].append(child)
+    if not roles["engine core"] and not roles["frontends"]:
         return {"pod": [pid]}
-    kids = [p for _, p in sorted(spawned)]
-    return {"engine core": kids[:1], "frontends": kids[1:], "supervisor": [pid]}
+    return {**roles, "supervisor": [pid]}
 
 
 def pod_cpu(pid: int) -> dict[str, float]:

@@ -21,7 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-num-seqs", type=int, default=64, help="slots of the offline engine (default %(default)s)")
     p.add_argument("--speculative", default="off,input", help="settings compared (default %(default)s)")
     p.add_argument("--frontends", default="0,1",
-                   help="pod layouts ramped over HTTP, comma-separated; empty: offline only (default %(default)s)")
+                   help="pod layouts ramped over HTTP, comma-separated: F (F frontend processes, 0 the one-process "
+                        "pod, the pod's default engine cores) or F/E (and E engine cores); empty: offline only "
+                        "(default %(default)s)")
     p.add_argument("--slo", default="p99_e2el<1s", help="objectives every step must meet (default %(default)s)")
     p.add_argument("--start-rate", type=float, default=4.0, help="first step's requests/s (default %(default)s)")
     p.add_argument("--growth", type=float, default=1.3, help="each step's rate over the last (default %(default)s)")
@@ -39,9 +41,9 @@ def run(a: argparse.Namespace) -> None:
     from fleetserve.benchmarks.correct import run_bench_correct
 
     modes = [m for m in a.speculative.split(",") if m]
-    frontends = [int(f) for f in a.frontends.split(",") if f]
+    layouts = [f for f in a.frontends.split(",") if f]
     serve_args = a.serve_args.split()
-    result = run_bench_correct(a.model, a.sentences, a.max_num_seqs, modes, frontends, a.slo, a.start_rate,
+    result = run_bench_correct(a.model, a.sentences, a.max_num_seqs, modes, layouts, a.slo, a.start_rate,
                                a.growth, a.step_seconds, serve_args, [int(n) for n in a.busy.split(",") if n],
                                offline_engine_args(serve_args))
     if a.json:

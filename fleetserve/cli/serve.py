@@ -24,6 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--frontends", type=int, default=None,
                    help="HTTP frontend processes sharing the port, with the engine in its own process "
                         "(default: one per 4 cores, at least 1); 0 runs everything in one process")
+    g.add_argument("--engines", type=int, default=None,
+                   help="engine-core processes, each with the model and --max-num-seqs slots of its own, each request "
+                        "running in one of them (default: for a model of up to 100M parameters on a CPU, one per core "
+                        "with one thread each, at most 8; otherwise, and with --threads or --device cuda, 1)")
     g.add_argument("--max-waiting", type=int, default=1024,
                    help="requests waiting for a slot before new ones get 429 with Retry-After (default %(default)s; "
                         "0: no bound)")
@@ -52,6 +56,8 @@ def run(a: argparse.Namespace) -> None:
     choose_serving_wait()  # first: nothing may have loaded torch yet
     from fleetserve.server.options import ServerOptions
 
+    if a.engines is not None and a.engines < 1:
+        raise ValueError(f"--engines must be at least 1, got {a.engines}")
     if (a.frontends is not None and a.frontends < 0) or a.max_waiting < 0 or a.drain_timeout < 0 \
             or a.request_timeout < 0 or a.engine_stall_timeout < 0 or a.request_read_timeout < 0 \
             or a.max_queue_time < 0:
@@ -59,7 +65,8 @@ def run(a: argparse.Namespace) -> None:
     if a.max_body_bytes < 1:
         raise ValueError("--max-body-bytes must be positive")
     from fleetserve.engine.model_location import locate_model
-    from fleetserve.server.pod import default_frontends, default_threads
+    from fleetserve.model.config import ModelConfig
+    from fleetserve.server.pod import default_engines, default_frontends, default_threads
 
     config = engine_config(a)
     model_dir = locate_model(a.model_dir, config)  # a remote model's config and tokenizer, fetched first
@@ -68,13 +75,19 @@ def run(a: argparse.Namespace) -> None:
                             a.drain_timeout, a.log_level, a.engine_stall_timeout, a.request_read_timeout)
     config.max_queue_time = a.max_queue_time
     frontends = default_frontends() if a.frontends is None else a.frontends
+    engines = a.engines
+    if engines is None:
+        engines = 1 if frontends == 0 else \
+            default_engines(ModelConfig.from_dir(model_dir).num_parameters, config.device, config.threads)
     if config.threads is None:
-        config.threads = default_threads()
+        config.threads = default_threads(engines)
     if frontends == 0:
+        if engines > 1:
+            raise ValueError("--engines above 1 needs the multi-process pod: leave out --frontends 0")
         from fleetserve.server.serve import serve
 
         serve(model_dir, a.host, a.port, config, options)
         return
     from fleetserve.server.pod import serve_pod
 
-    serve_pod(model_dir, a.host, a.port, config, frontends, options)
+    serve_pod(model_dir, a.host, a.port, config, frontends, options, engines)

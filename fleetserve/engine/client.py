@@ -52,6 +52,11 @@ class EngineClient:
 
     # ---- shared -------------------------------------------------------------------------------
 
+    @property
+    def in_flight(self) -> int:
+        """Requests of this client not finished yet."""
+        return len(self._queues)
+
     def check_request(self, prompt_ids: list[int], params: SamplingParams) -> None:
         """Raise ValueError if the request can never run on this engine."""
         check_request(prompt_ids, params, self.max_model_len, self.vocab_size)

@@ -28,6 +28,7 @@ from fleetserve.engine import ipc
 from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.engine_loop import EngineLoop
 from fleetserve.engine.outputs import StepOutput
+from fleetserve.engine.process_name import ENGINE_CORE, set_process_name
 
 if TYPE_CHECKING:  # torch: loaded in the core process only, so that the supervisor starts without it
     from fleetserve.engine.engine_core import EngineCore
@@ -111,6 +112,7 @@ def run_core_process(model_dir: str | Path, config: EngineConfig, address: str, 
                      ready: Connection, log_level: str = "warning", progress=None) -> None:
     """Entry point of the engine-core process. Reports ("ready", info) or ("error",
     message) through `ready`, then serves until SIGTERM, stamping `progress` (see EngineLoop)."""
+    set_process_name(ENGINE_CORE)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s engine-core: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
     parent = os.getppid()

@@ -57,6 +57,23 @@ class EngineStats(msgspec.Struct, tag="stats", array_like=True):
     clock: float = 0.0
 
 
+# Of several engines' stats: the latest step and the newest clock; every other field adds up.
+_LATEST = ("last_step_s", "clock")
+
+
+def combined_stats(stats: list[EngineStats]) -> EngineStats:
+    """One pod's stats from its engine cores' (a pod with several: engine/core_pool.py).
+    The in-flight integrals add up, and with them the mean in flight that the autoscaler
+    reads between two snapshots (each core's own clock is the host's monotonic clock)."""
+    if len(stats) == 1:
+        return stats[0]
+    fields = {}
+    for name in EngineStats.__struct_fields__:
+        values = [getattr(s, name) for s in stats]
+        fields[name] = max(values) if name in _LATEST else sum(values)
+    return EngineStats(**fields)
+
+
 class HeldAnswers:
     """Requests whose caller wants every token at once, when the request ends (a
     non-streamed answer with no stop strings to watch): their step outputs are

@@ -1,8 +1,9 @@
-"""The pod supervisor: one engine-core process that owns the model, N frontend
-processes sharing the HTTP port, and the rules that keep them honest.
+"""The pod supervisor: the engine-core process that owns the model (or several,
+each with the model and its own slots: `default_engines`), N frontend processes
+sharing the HTTP port, and the rules that keep them honest.
 
 - A frontend that dies is started again; the others keep serving meanwhile.
-- If the engine core dies, no request can complete: the frontends fail what
+- If an engine core dies, its requests cannot complete: the frontends fail what
   they hold (503, which a router retries elsewhere), the supervisor stops them
   and exits 1, so that whoever runs the pod replaces it.
 - Slow is not dead: a core whose step loop pauses (a long step, a busy host,
@@ -37,6 +38,12 @@ from fleetserve.server.options import ServerOptions
 log = logging.getLogger("fleetserve.pod")
 QUICK_DEATH_S = 10.0  # a frontend that dies this soon after starting is likely to again
 MAX_QUICK_DEATHS = 3
+# `default_engines`: a model up to this size runs one single-thread engine core per
+# host core (measured on the bundled 6.2M-parameter model); a larger one, whose products
+# stream its weights from memory at every step, one core over all the host's cores, so
+# that the weights are held and read once (the 0.5B shape: 2 GB in float32).
+SMALL_MODEL_PARAMETERS = 100_000_000
+MAX_ENGINES = 8  # each core process holds its own interpreter, torch and model (~0.5 GB)
 
 
 def default_frontends() -> int:
@@ -45,17 +52,31 @@ def default_frontends() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0)) // 4))
 
 
-def default_threads() -> int:
+def default_engines(parameters: int, device: str, threads: int | None) -> int:
+    """Engine-core processes for a pod whose --engines was not given. A small model on a CPU:
+    one per core the pod may use (at most MAX_ENGINES), each on one thread. Every parallel
+    region of a multi-thread step waits for all of its threads, so whenever a frontend, a
+    neighbour or the load generator runs on one core, the step's threads on the others wait
+    too; single-thread cores do not wait for each other. Measured on 2 cores, correction
+    traffic at p99 < 1 s (BENCHMARKS.md, issue 19, sixth part). A GPU, a larger model
+    (SMALL_MODEL_PARAMETERS) or a given --threads: one core."""
+    if device != "cpu" or parameters > SMALL_MODEL_PARAMETERS or threads is not None:
+        return 1
+    return max(1, min(MAX_ENGINES, len(os.sched_getaffinity(0))))
+
+
+def default_threads(engines: int = 1) -> int:
     """The engine's intra-op threads when not given: every core the process may use. The
     HTTP side (the frontends, or a one-process pod's event loop) takes about 1 ms of CPU
     per correction request against the engine's 9-15 ms, so a core kept for it would idle
     most of the time, and the engine's OpenMP threads spin only briefly before they sleep
-    (engine/openmp.py), so they yield the core when a frontend has work. Measured on 2
+    (engine/openmp.py), so they yield the core when a frontend has work. Several engine
+    cores share the cores out (at least one thread each). Measured on 2
     cores, correction traffic at p99 < 1 s (BENCHMARKS.md, issue 19, second part, waiting
     passively then): two threads served 1.25x one thread's rate on a quiet host and 0.87x
     beside two busy loops. (Spinning, two threads had
     served nothing there: the reason this default was once the cores minus the frontends.)"""
-    return len(os.sched_getaffinity(0))
+    return max(1, len(os.sched_getaffinity(0)) // engines)
 
 
 class Pod:
@@ -64,38 +85,42 @@ class Pod:
         self.num_frontends = frontends
         self.max_waiting, self.log_level = frontend.options.max_waiting, frontend.options.log_level
         self.ctx = mp.get_context("spawn")  # torch and threads in the parent must not leak into children
-        self.core: mp.Process | None = None
+        self.cores: list[mp.Process] = []
         self.frontends: dict[int, mp.Process] = {}
         self.restarts = 0
         self.started_at: dict[int, float] = {}
         self.quick_deaths = 0  # frontends in a row that died soon after starting
         self.draining = False
         self.stall_timeout = frontend.options.engine_stall_timeout
-        self.progress = self.ctx.Value("d", 0.0, lock=False)  # the core loop's last turn (time.monotonic())
-        self._core_pipe = None
+        # Each core loop's last turn (time.monotonic()), one per engine core.
+        self.progress = [self.ctx.Value("d", 0.0, lock=False) for _ in frontend.core_addresses]
+        self._core_pipes = []
 
-    def start_core(self) -> None:
-        """Start the engine core; `core_loaded` waits for its model."""
-        here, there = self.ctx.Pipe(duplex=False)
-        self.core = self.ctx.Process(target=run_core_process, name="fleetserve-engine-core",
-                                     args=(self.model_dir, self.config, self.frontend_cfg.core_address,
-                                           self.max_waiting, there, self.log_level, self.progress))
-        self.core.start()
-        there.close()
-        self._core_pipe = here
+    def start_cores(self) -> None:
+        """Start the engine cores; `cores_loaded` waits for their model."""
+        for i, address in enumerate(self.frontend_cfg.core_addresses):
+            here, there = self.ctx.Pipe(duplex=False)
+            core = self.ctx.Process(target=run_core_process, name=f"fleetserve-engine-core-{i}",
+                                    args=(self.model_dir, self.config, address, self.max_waiting, there,
+                                          self.log_level, self.progress[i]))
+            core.start()
+            there.close()
+            self.cores.append(core)
+            self._core_pipes.append(here)
 
-    def core_loaded(self) -> dict:
-        """Wait until the engine core has loaded the model; raises ValueError with the core's
+    def cores_loaded(self) -> dict:
+        """Wait until every engine core has loaded the model; raises ValueError with a core's
         message when the model cannot be served."""
-        here = self._core_pipe
-        while not here.poll(0.2):
-            if not self.core.is_alive():
-                raise RuntimeError(f"the engine core exited with status {self.core.exitcode} while loading the model")
-        status, info = here.recv()
-        if status != "ready":
-            self.core.join(timeout=5)
-            raise ValueError(info)
-        self.progress.value = time.monotonic()
+        info = {}
+        for core, here, progress in zip(self.cores, self._core_pipes, self.progress):
+            while not here.poll(0.2):
+                if not core.is_alive():
+                    raise RuntimeError(f"the engine core exited with status {core.exitcode} while loading the model")
+            status, info = here.recv()
+            if status != "ready":
+                core.join(timeout=5)
+                raise ValueError(info)
+            progress.value = time.monotonic()
         return info
 
     def start_frontend(self, index: int) -> None:
@@ -107,21 +132,24 @@ class Pod:
     def supervise(self) -> int:
         """Watch the children until a drain ends (0) or the engine core dies or is stuck (1)."""
         while True:
-            sentinels = {self.core.sentinel: None, **{p.sentinel: i for i, p in self.frontends.items()}}
+            sentinels = {**{c.sentinel: -1 - i for i, c in enumerate(self.cores)},
+                         **{p.sentinel: i for i, p in self.frontends.items()}}
             ready = wait(list(sentinels), timeout=0.5)
             if self.draining:
                 return self._finish_drain()
-            stuck = time.monotonic() - self.progress.value
-            if self.stall_timeout and stuck > self.stall_timeout and self.core.is_alive():
-                log.error("the engine core's step loop has not turned for %.0fs (limit --engine-stall-timeout "
-                          "%gs): it is stuck; stopping the pod so that it is replaced", stuck, self.stall_timeout)
-                self.core.kill()
-                self._stop_frontends(timeout=3.0)
-                return 1
+            for core, progress in zip(self.cores, self.progress):
+                stuck = time.monotonic() - progress.value
+                if self.stall_timeout and stuck > self.stall_timeout and core.is_alive():
+                    log.error("an engine core's step loop has not turned for %.0fs (limit --engine-stall-timeout "
+                              "%gs): it is stuck; stopping the pod so that it is replaced", stuck, self.stall_timeout)
+                    core.kill()
+                    self._stop_frontends(timeout=3.0)
+                    return 1
             for s in ready:
                 index = sentinels[s]
-                if index is None:
-                    log.error("the engine core exited (status %s); stopping the pod", self.core.exitcode)
+                if index < 0:
+                    core = self.cores[-1 - index]
+                    log.error("the engine core %s exited (status %s); stopping the pod", core.name, core.exitcode)
                     self._stop_frontends(timeout=3.0)
                     return 1
                 p = self.frontends.pop(index)
@@ -150,7 +178,7 @@ class Pod:
 
     def _finish_drain(self) -> int:
         ok = self._stop_frontends(timeout=self.frontend_cfg.options.drain_timeout + 5.0, signalled=True)
-        self._stop_core()
+        self._stop_cores()
         return 0 if ok else 1
 
     def _stop_frontends(self, timeout: float, signalled: bool = False) -> bool:
@@ -170,41 +198,44 @@ class Pod:
             ok = ok and p.exitcode == 0
         return ok
 
-    def _stop_core(self) -> None:
-        if self.core is not None and self.core.is_alive():
-            self.core.terminate()
-            self.core.join(timeout=10)
-            if self.core.is_alive():
-                self.core.kill()
+    def _stop_cores(self) -> None:
+        for core in self.cores:
+            if core.is_alive():
+                core.terminate()
+        for core in self.cores:
+            core.join(timeout=10)
+            if core.is_alive():
+                core.kill()
 
 
 def serve_pod(model_dir: str | Path, host: str, port: int, config: EngineConfig, frontends: int,
-              options: ServerOptions = ServerOptions()) -> None:
+              options: ServerOptions = ServerOptions(), engines: int = 1) -> None:
     logging.basicConfig(level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_port_free(host, port)  # before the model loads
     ipc_dir = tempfile.mkdtemp(prefix="fleetserve-")
     quiet = replace(options, log_level="warning") if options.log_level == "info" else options  # no per-child banners
-    fcfg = FrontendConfig(str(model_dir), host, port, f"ipc://{ipc_dir}/core", config.max_model_len,
-                          config.max_num_seqs, quiet)
+    fcfg = FrontendConfig(str(model_dir), host, port, tuple(f"ipc://{ipc_dir}/core{i}" for i in range(engines)),
+                          config.max_model_len, config.max_num_seqs, quiet)
     pod = Pod(model_dir, config, fcfg, frontends)
     signal.signal(signal.SIGTERM, pod.drain)
     signal.signal(signal.SIGINT, pod.drain)
     status = 1
     try:
         start = time.monotonic()
-        pod.start_core()
+        pod.start_cores()
         # The frontends need no model: they start (interpreter, tokenizer, HTTP) while the core loads
         # it, and answer /ready once the core welcomes them.
         for i in range(frontends):
             pod.start_frontend(i)
         try:
-            info = pod.core_loaded()
+            info = pod.cores_loaded()
         except BaseException:
             pod._stop_frontends(timeout=0.0)  # they never served: nothing to drain
             raise
         print(f"fleetserve: loaded {info['architecture']} ({info['parameters'] / 1e6:.1f}M parameters) from "
               f"{config.weights_from or model_dir} in {time.monotonic() - start:.1f}s; {config.max_num_seqs} slots x "
-              f"{config.max_model_len} tokens; {config.threads or 'default'} engine thread(s) (waiting: {waiting()}); "
+              f"{config.max_model_len} tokens{' per engine core' if engines > 1 else ''}; {engines} engine core"
+              f"{'s' if engines > 1 else ''} x {config.threads or 'default'} thread(s) (waiting: {waiting()}); "
               f"{frontends} frontend process{'es' if frontends > 1 else ''}",
               file=sys.stderr)
         print(f"fleetserve: serving on http://{host}:{port}  (Ctrl-C to stop)", file=sys.stderr, flush=True)
@@ -212,7 +243,7 @@ def serve_pod(model_dir: str | Path, host: str, port: int, config: EngineConfig,
     finally:
         if status != 0:
             pod._stop_frontends(timeout=3.0)
-        pod._stop_core()
+        pod._stop_cores()
         shutil.rmtree(ipc_dir, ignore_errors=True)
     if status:
         sys.exit(status)
