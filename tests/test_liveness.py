@@ -94,7 +94,7 @@ def test_with_two_engine_cores_one_paused_the_other_takes_the_new_requests():
     with server_process(BUNDLED, "--frontends", "1", "--engines", "2", "--max-num-seqs", "4") as (url, proc):
         cores = pod_children(proc.pid)["core"]
         assert len(cores) == 2
-        threads, results = start_requests(url, 4, max_tokens=80)  # two on each core
+        threads, results = start_requests(url, 4, max_tokens=240)  # two on each core, long enough to be seen
         in_flight(url, 4)
         os.kill(cores[0], signal.SIGSTOP)
         try:
@@ -113,7 +113,8 @@ def test_with_two_engine_cores_one_paused_the_other_takes_the_new_requests():
 
 
 def test_a_paused_frontend_answers_every_request_when_it_resumes():
-    with server_process(BUNDLED, "--frontends", "1", "--max-num-seqs", "4") as (url, proc):
+    # One engine core: its four requests stay in flight long enough to be seen there together.
+    with server_process(BUNDLED, "--frontends", "1", "--engines", "1", "--max-num-seqs", "4") as (url, proc):
         before = pod_children(proc.pid)
         threads, results = start_requests(url, 4, max_tokens=60)
         in_flight(url, 4)
