@@ -55,3 +55,20 @@ def test_bench_correct_layouts_name_frontends_and_optionally_engine_cores():
     for bad in ("", "x", "1/", "1/a", "-1"):
         with pytest.raises(ValueError, match="FRONTENDS/ENGINES"):
             layout_args(bad)
+
+
+def test_the_pools_stats_follow_each_new_heartbeat_of_a_member():
+    """The pool keeps the sum between heartbeats (every request reads it) and redoes it
+    when a member's stats change (clients not started: their stats set by hand, as a
+    heartbeat sets them)."""
+    from fleetserve.engine.core_client import CoreClient
+    from fleetserve.engine.core_pool import CorePool
+    from fleetserve.engine.ipc import Welcome
+
+    clients = [CoreClient(f"ipc:///nonexistent/core{i}", Welcome(256, 4, 100)) for i in range(2)]
+    clients[0].stats, clients[1].stats = EngineStats(running=2), EngineStats(running=3)
+    pool = CorePool(clients)
+    assert pool.snapshot().running == 5 and pool.snapshot() is pool.snapshot()
+    clients[1].stats = EngineStats(running=1, waiting=4)
+    assert (pool.snapshot().running, pool.snapshot().waiting) == (1 + 2, 4)
+    assert pool.max_num_seqs == 8

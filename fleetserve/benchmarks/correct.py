@@ -88,14 +88,14 @@ def at_slo(model: str, texts: list[str], layouts: list[str], modes: list[str], s
         prompts = Path(tmp) / "sentences.txt"
         prompts.write_text("\n".join(texts) + "\n")
         for layout in layouts:
-            frontends, _, engines = layout.partition("/")
+            args = layout_args(layout)
             for mode in modes:
                 for n in busy:
-                    name = f"frontends={frontends}" + (f",engines={engines}" if engines else "") + \
+                    # "frontends=1,engines=2,speculative=input,busy=2": the options' names and values
+                    name = ",".join(f"{k.removeprefix('--')}={v}" for k, v in zip(args[::2], args[1::2])) + \
                            f",speculative={mode}" + (f",busy={n}" if n else "")
                     print(f"{name}: ramping to the SLO ({slo})", file=sys.stderr, flush=True)
-                    with busy_loops(n), pod(model, [*layout_args(layout), "--speculative", mode, *serve_args]) \
-                            as (url, pid):
+                    with busy_loops(n), pod(model, [*args, "--speculative", mode, *serve_args]) as (url, pid):
                         before, memory_before = pod_cpu(pid), pod_memory(pid)
                         out = run_slo_bench(url, slo, start_rate, growth, step_seconds=step_seconds,
                                             base={"endpoint": "correct", "prompts": str(prompts)})

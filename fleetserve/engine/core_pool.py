@@ -1,13 +1,9 @@
 """A frontend's client of a pod's engine cores when it has several: each request
 runs on one of them, the one holding the fewest of this frontend's requests.
 
-A pod serving a small model on a CPU runs one single-thread engine core per core of
-the host (server/pod.py, `default_engines`) rather than one core whose OpenMP threads
-span them all: every parallel region of a two-thread step waits for both threads,
-so each time the frontend or a neighbour takes a core, both of the step's threads
-lose that time, while two one-thread cores lose it once (BENCHMARKS.md, issue 19,
-sixth part). The pool is what the HTTP server codes against (an `EngineClient`);
-each member is an ordinary `CoreClient` with its own sockets and heartbeats.
+Which pods run several cores, and why: server/pod.py, `default_engines`. The pool is
+what the HTTP server codes against (an `EngineClient`); each member is an ordinary
+`CoreClient` with its own sockets and heartbeats.
 
 No torch here, like the rest of a frontend.
 """
@@ -40,6 +36,10 @@ class CorePool(EngineClient):
         super().__init__()
         self.clients = clients
         self._turn = 0
+        # The members' latest stats and their sum: every request reads the pod's stats (its
+        # in-flight header), and they change only when a heartbeat arrives.
+        self._parts: list[EngineStats] = []
+        self._combined = EngineStats()
 
     # The limits are the members' (the same model and settings in each); slots add up.
     @property
@@ -86,7 +86,10 @@ class CorePool(EngineClient):
         return sum(c.in_flight for c in self.clients)
 
     def snapshot(self) -> EngineStats:
-        return combined_stats([c.snapshot() for c in self.clients])
+        parts = [c.snapshot() for c in self.clients]
+        if len(parts) != len(self._parts) or any(a is not b for a, b in zip(parts, self._parts)):
+            self._parts, self._combined = parts, combined_stats(parts)
+        return self._combined
 
     async def generate(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
                        whole: bool = False) -> AsyncIterator[StepOutput]:

@@ -41,7 +41,8 @@ MAX_QUICK_DEATHS = 3
 # `default_engines`: a model up to this size runs one single-thread engine core per
 # host core (measured on the bundled 6.2M-parameter model); a larger one, whose products
 # stream its weights from memory at every step, one core over all the host's cores, so
-# that the weights are held and read once (the 0.5B shape: 2 GB in float32).
+# that the weights are held and read once (the 0.5B shape: 2 GB in float32). The bound
+# itself lies between those two shapes and was not measured.
 SMALL_MODEL_PARAMETERS = 100_000_000
 MAX_ENGINES = 8  # each core process holds its own interpreter, torch and model (~0.5 GB)
 
@@ -132,9 +133,9 @@ class Pod:
     def supervise(self) -> int:
         """Watch the children until a drain ends (0) or the engine core dies or is stuck (1)."""
         while True:
-            sentinels = {**{c.sentinel: -1 - i for i, c in enumerate(self.cores)},
-                         **{p.sentinel: i for i, p in self.frontends.items()}}
-            ready = wait(list(sentinels), timeout=0.5)
+            cores = {c.sentinel: c for c in self.cores}
+            frontends = {p.sentinel: i for i, p in self.frontends.items()}
+            ready = wait([*cores, *frontends], timeout=0.5)
             if self.draining:
                 return self._finish_drain()
             for core, progress in zip(self.cores, self.progress):
@@ -146,12 +147,12 @@ class Pod:
                     self._stop_frontends(timeout=3.0)
                     return 1
             for s in ready:
-                index = sentinels[s]
-                if index < 0:
-                    core = self.cores[-1 - index]
-                    log.error("the engine core %s exited (status %s); stopping the pod", core.name, core.exitcode)
+                if s in cores:
+                    log.error("the engine core %s exited (status %s); stopping the pod", cores[s].name,
+                              cores[s].exitcode)
                     self._stop_frontends(timeout=3.0)
                     return 1
+                index = frontends[s]
                 p = self.frontends.pop(index)
                 p.join()
                 if self.draining:
