@@ -4,7 +4,9 @@
 call; oneDNN then works from the row-major layout. Reordered once at start-up, the
 same products ran 1.3-1.5x faster at a decode step's row counts on one CPU of this
 project's kind (BENCHMARKS.md, issue 2 section), and slower on the 5M model on another:
-product_paths.py times both at start-up and keeps the faster. Results are identical. The input and
+product_paths.py times both at start-up and keeps the faster. Results are the same up to float32
+rounding, not bit for bit: below 16 rows, and for a 768-deep product at any row count, oneDNN sums
+in another order than MKL behind `F.linear` (measured with torch 2.13 on an AVX-512 CPU). The input and
 output stay dense torch tensors (`mkldnn._linear_pointwise`, the op inductor's frozen
 graphs call): converting them to and from oneDNN tensors at every call cost more than
 the reorder saved on small models (BENCHMARKS.md, issue 19). 8-bit layers

@@ -19,7 +19,9 @@ within p99 < 1 s (BENCHMARKS.md, issue 19, fifth part). Forcing a path (`--float
 
 Candidates:
 - float layers (`nn.Linear`): `plain` (F.linear) and `onednn` (weights reordered once,
-  model/onednn_linear.py), identical in results.
+  model/onednn_linear.py), the same numbers up to float32 rounding (below 16 rows, and for some
+  shapes at any row count, the two libraries sum in another order). bfloat16 and float16 ones are
+  served with their rows padded to a multiple of 16 (model/row_buckets.py), and timed so.
 - int8 layers (`QuantLinear`): `int-mm` (torch._int_mm), `fbgemm` (fbgemm's u8 x s8 kernel) and
   `float` (the same 8-bit values multiplied in float32): the same numbers up to float32 rounding,
   each 8-bit one only where its trial product is exact for the layer's weights.
@@ -37,6 +39,7 @@ from torch import nn
 
 from fleetserve.model.onednn_linear import OneDNNLinear, onednn_fails
 from fleetserve.model.quantization import INT8_PRODUCTS, QuantLinear, product_fails
+from fleetserve.model.row_buckets import ROW_MULTIPLE, RowBuckets, pads_rows
 from fleetserve.model.timing import fastest, measure
 
 log = logging.getLogger(__name__)
@@ -97,12 +100,19 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
                 first.weight.dtype if key[0] == "float" else torch.float32).to(first.weight.device)
             if key[0] == "float":
                 candidates = _float_candidates(first, float_linear)
-                timed = measure({n: _step_of(m, x, rows, len(members)) for n, m in candidates.items()}, rounds,
+                padded = pads_rows(first.weight)
+                served = {n: RowBuckets(m) if padded else m for n, m in candidates.items()}
+                timed = measure({n: _step_of(m, x, rows, len(members)) for n, m in served.items()}, rounds,
                                 budget=ROUNDS_BUDGET) if len(candidates) > 1 else {}
                 path = fastest(timed) if timed else next(iter(candidates))
                 for parent, child_name, child in members:
+                    module = child
                     if path == "onednn":
-                        setattr(parent, child_name, candidates["onednn"] if child is first else OneDNNLinear(child))
+                        module = candidates["onednn"] if child is first else OneDNNLinear(child)
+                    if padded:
+                        module = RowBuckets(module)
+                    if module is not child:
+                        setattr(parent, child_name, module)
             else:
                 # each layer's own weights decide (full-range ones from elsewhere saturate without VNNI)
                 fails = {p: [product_fails(layer.weight, p) for _, _, layer in members] for p in INT8_PRODUCTS}
@@ -122,6 +132,7 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
             label = f"{key[0]} {first.in_features}x{first.out_features}"
             forced = (float_linear if key[0] == "float" else int8_product) != "auto"
             chosen[label] = {"path": path, "layers": len(members), "forced": forced,
+                             "rows_padded_to": ROW_MULTIPLE if key[0] == "float" and padded else None,
                              "ms": {n: round(t * 1e3, 4) for n, t in timed.items()}}
     if chosen:
         log.info("linear products at %d rows (ms: every layer of the shape at a new row count): %s", rows,
@@ -145,4 +156,5 @@ def _step_of(product: Callable[[torch.Tensor], Any], x: torch.Tensor, rows: int,
 def _describe(label: str, c: dict[str, Any]) -> str:
     how = ", ".join(f"{n} {t:.3f} ms" for n, t in c["ms"].items()) if c["ms"] else \
         "forced" if c["forced"] else "the only one that runs here"
-    return f"{label} x{c['layers']}: {c['path']} ({how})"
+    padded = f", rows padded to {c['rows_padded_to']}s" if c.get("rows_padded_to") else ""
+    return f"{label} x{c['layers']}: {c['path']} ({how}{padded})"
