@@ -23,7 +23,7 @@ def test_onednn_linear_matches_nn_linear(dtype, tol):
     if dtype == torch.bfloat16 and not BF16_ONEDNN:
         assert onednn_fails(dtype) is not None  # the start-up probe finds out, and nothing is swapped
         model = nn.Sequential(nn.Linear(8, 8).to(dtype))
-        assert choose_products(model, rows=2)["float 8x8"]["path"] == "plain" and type(model[0]) is nn.Linear
+        assert choose_products(model, rows=2)["float 8x8"]["path"] == "plain" and type(model[0].inner) is nn.Linear
         return
     torch.manual_seed(0)
     lin = nn.Linear(64, 96).to(dtype)
