@@ -8,9 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 
-def fastest(timings: dict[str, float]) -> str:
-    """The candidate with the least time; on a tie the first listed (the reference)."""
-    return min(timings, key=lambda k: (timings[k], list(timings).index(k)))
+def fastest(timings: dict[str, float], margin: float = 0.0) -> str:
+    """The candidate with the least time, unless it beats the first listed (the reference) by
+    no more than `margin` (a fraction of the reference's time): then the reference."""
+    reference = next(iter(timings))
+    best = min(timings, key=lambda k: (timings[k], list(timings).index(k)))
+    return best if timings[best] < timings[reference] * (1 - margin) else reference
 
 
 def measure(candidates: dict[str, Callable[[], Any]], rounds: int = 5,
