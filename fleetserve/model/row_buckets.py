@@ -5,10 +5,12 @@ oneDNN runs a bfloat16 (or float16) product on a CPU through a kernel it builds 
 row count and keeps in a cache of its own. A serving step's row count is mostly new (every mix
 of prompts and proposed tokens gives another), so a pod in bfloat16 kept building kernels and
 holding them: serving the bundled model's correction traffic, its two engine cores grew from 808
-to 2,534 MiB over one ramp, and with the rows padded to a multiple of 16 an engine core ran 1.13-1.18x
-faster and stayed at 420-440 MiB instead of 815 (BENCHMARKS.md, issue 19, seventh part). The padded
-rows are zeros whose outputs are dropped; each real row's product is what it was. float32 products
-go to MKL, which builds nothing per row count (padded they ran 6% slower): left as they are.
+to 2,534 MiB over one ramp; with the rows padded to a multiple of 16 an engine core ran 1.11-1.18x
+faster and stayed at 441 MiB instead of 812-818 (BENCHMARKS.md, issue 19, seventh part). The padded
+rows are zeros whose outputs are dropped. A real row's rounding may differ from an unpadded call's
+where oneDNN's kernel for the padded count sums in another order, as it may between any two row
+counts (the bundled model's outputs were the same). float32 products go to MKL, which builds
+nothing per row count (padded they ran 6% slower): left as they are.
 """
 
 from __future__ import annotations
