@@ -30,8 +30,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def resolve_dtype(name: str, cfg: ModelConfig, device: torch.device | str = "cpu") -> torch.dtype:
-    """`auto` is float32 on CPU (bf16/fp16 matrix products are slower than fp32 on most
-    CPUs) and bfloat16 on a GPU (its tensor cores)."""
+    """`auto` is float32 on CPU and bfloat16 on a GPU (its tensor cores). On a CPU float32 is
+    what matches the transformers reference token for token and what runs well on every CPU of
+    the kind; bfloat16 is faster only with AVX512-BF16/AMX (1.8-2.1x the bundled model's pod
+    there: BENCHMARKS.md, issue 19, seventh part) and slower without, and changes some outputs,
+    so it is a setting to choose after the quality gate, not a default."""
     if name == "auto":
         return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     if name not in DTYPES:
