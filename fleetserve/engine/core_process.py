@@ -118,6 +118,7 @@ def run_core_process(model_dir: str | Path, config: EngineConfig, address: str, 
     parent = os.getppid()
     from fleetserve.engine.engine_core import EngineCore
     from fleetserve.model.config import ModelConfig, ModelLoadError
+    from fleetserve.model.loader import bfloat16_hint
     from fleetserve.model.tokenizer import Tokenizer
 
     try:
@@ -147,7 +148,8 @@ def run_core_process(model_dir: str | Path, config: EngineConfig, address: str, 
 
     signal.signal(signal.SIGTERM, on_term)
     mc = core.model_config
-    ready.send(("ready", {"architecture": mc.architecture, "parameters": mc.num_parameters}))
+    ready.send(("ready", {"architecture": mc.architecture, "parameters": mc.num_parameters,
+                          "hint": bfloat16_hint(core.config.dtype, core.config.device)}))
     try:
         transport.run()
     finally:

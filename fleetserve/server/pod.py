@@ -239,6 +239,8 @@ def serve_pod(model_dir: str | Path, host: str, port: int, config: EngineConfig,
               f"{'s' if engines > 1 else ''} x {config.threads or 'default'} thread(s) (waiting: {waiting()}); "
               f"{frontends} frontend process{'es' if frontends > 1 else ''}",
               file=sys.stderr)
+        if info.get("hint"):
+            print(f"fleetserve: {info['hint']}", file=sys.stderr)
         print(f"fleetserve: serving on http://{host}:{port}  (Ctrl-C to stop)", file=sys.stderr, flush=True)
         status = pod.supervise()
     finally:

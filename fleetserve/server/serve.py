@@ -13,6 +13,7 @@ from fleetserve.engine.inproc_client import InProcessClient
 from fleetserve.engine.openmp import waiting
 from fleetserve.http_common import check_port_free
 from fleetserve.model.config import ModelConfig
+from fleetserve.model.loader import bfloat16_hint
 from fleetserve.model.tokenizer import Tokenizer
 from fleetserve.server.app import PodServer
 from fleetserve.server.draining import DrainingServer
@@ -39,6 +40,9 @@ def serve(model_dir: str | Path, host: str, port: int, config: EngineConfig,
           f"{config.weights_from or model_dir} in {time.monotonic() - start:.1f}s; {config.max_num_seqs} slots x {config.max_model_len} tokens; "
           f"{config.threads or 'default'} engine thread(s) (waiting: {waiting()})",
           file=sys.stderr)
+    hint = bfloat16_hint(config.dtype, config.device)
+    if hint:
+        print(f"fleetserve: {hint}", file=sys.stderr)
     print(f"fleetserve: serving model {server.model_name!r} on http://{host}:{port}  (Ctrl-C to stop)",
           file=sys.stderr, flush=True)
     runner = DrainingServer(server, options, stall_timeout=options.engine_stall_timeout)
