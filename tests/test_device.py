@@ -14,7 +14,7 @@ from fleetserve.engine.llm import LLM
 from fleetserve.engine.sampling_params import SamplingParams
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.device import resolve_device
-from fleetserve.model.loader import resolve_dtype
+from fleetserve.model.loader import bfloat16_hint, resolve_dtype
 
 pytestmark = pytest.mark.slow  # loads models on each device (make test-quick skips it)
 
@@ -35,6 +35,22 @@ def test_auto_dtype_is_float32_on_cpu_and_bfloat16_on_a_gpu(tiny_model_dir):
     assert resolve_dtype("auto", cfg, "cpu") == torch.float32
     assert resolve_dtype("auto", cfg, "cuda") == torch.bfloat16
     assert resolve_dtype("float16", cfg, "cuda") == torch.float16
+
+
+def test_a_pod_left_on_float32_on_an_amx_cpu_is_told_of_bfloat16(monkeypatch):
+    """The hint reads torch's own AMX check; both answers are SIMULATED here, whatever this CPU has."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert "--dtype bfloat16" in bfloat16_hint("auto", "cpu")
+    assert bfloat16_hint("float32", "cpu") is None and bfloat16_hint("bfloat16", "cpu") is None
+    assert bfloat16_hint("auto", "cuda") is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN told to stay below AMX
+    assert bfloat16_hint("auto", "cpu") is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert bfloat16_hint("auto", "cpu") is not None
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert bfloat16_hint("auto", "cpu") is None
 
 
 @without_cuda

@@ -61,20 +61,3 @@ def test_a_bfloat16_engine_runs_every_product_at_a_multiple_of_16_rows(tiny_mode
     assert [len(o.token_ids) for o in outs] == [6, 6, 6]
     assert seen and all(rows % 16 == 0 for rows in seen)
 
-
-def test_a_pod_left_on_float32_on_an_amx_cpu_is_told_of_bfloat16(monkeypatch):
-    """The hint reads torch's own AMX check; both answers are SIMULATED here, whatever this CPU has."""
-    from fleetserve.model.loader import bfloat16_hint
-
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert "--dtype bfloat16" in bfloat16_hint("auto", "cpu")
-    assert bfloat16_hint("float32", "cpu") is None and bfloat16_hint("bfloat16", "cpu") is None
-    assert bfloat16_hint("auto", "cuda") is None
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN told to stay below AMX
-    assert bfloat16_hint("auto", "cpu") is None
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
-    assert bfloat16_hint("auto", "cpu") is not None
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert bfloat16_hint("auto", "cpu") is None

@@ -104,9 +104,9 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
             first = members[0][2]
             x = torch.randn(rows + rounds + 1, first.in_features, generator=torch.Generator().manual_seed(0)).to(
                 first.weight.dtype if key[0] == "float" else torch.float32).to(first.weight.device)
+            padded = key[0] == "float" and pads_rows(first.weight)
             if key[0] == "float":
                 candidates = _float_candidates(first, float_linear)
-                padded = pads_rows(first.weight)
                 served = {n: RowBuckets(m) if padded else m for n, m in candidates.items()}
                 timed = measure({n: _step_of(m, x, rows, len(members)) for n, m in served.items()}, rounds,
                                 budget=ROUNDS_BUDGET) if len(candidates) > 1 else {}
@@ -138,7 +138,7 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
             label = f"{key[0]} {first.in_features}x{first.out_features}"
             forced = (float_linear if key[0] == "float" else int8_product) != "auto"
             chosen[label] = {"path": path, "layers": len(members), "forced": forced,
-                             "rows_padded_to": ROW_MULTIPLE if key[0] == "float" and padded else None,
+                             "rows_padded_to": ROW_MULTIPLE if padded else None,
                              "ms": {n: round(t * 1e3, 4) for n, t in timed.items()}}
     if chosen:
         log.info("linear products at %d rows (ms: every layer of the shape at a new row count): %s", rows,
