@@ -28,6 +28,7 @@ from fleetserve.engine.thread_choice import ThreadChoice
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.loader import load_model
 from fleetserve.model.product_paths import choose_products
+from fleetserve.model.row_invariance import attention_floor, describe_multiples, pad_for_invariance
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,18 @@ class EngineCore:
         self.products = {} if config.compile else \
             choose_products(model, min(config.max_num_seqs, 64), config.float_linear, config.int8_product)
         self.runner = ModelRunner(model, config.max_num_seqs, config.max_model_len, config.compile)
+        self.row_multiples: dict[str, int | None] = {}
+        if not config.compile and model.embed_tokens.weight.is_cpu:
+            # a token's logits the same bits whoever shares its step: speculation's outputs are
+            # then those without it by construction, not only where no near-tie flips a token
+            counts = self.threads.options if self.threads else (most,)
+            self.row_multiples = pad_for_invariance(model, counts)
+            c = self.model_config
+            self.runner.min_q_len = attention_floor(c.num_heads, c.num_kv_heads, c.head_dim,
+                                                    model.embed_tokens.weight.dtype, counts) or 1
+            log.info("rows padded so that each row's numbers do not depend on its step: products to multiples "
+                     "of %s, attention to at least %d queries", describe_multiples(self.row_multiples),
+                     self.runner.min_q_len)
         try:
             self.runner.check()
         except RuntimeError as e:

@@ -57,6 +57,7 @@ class ModelRunner:
         self.max_model_len = max_model_len
         self.window = model.cfg.sliding_window
         self.heads_per_kv = model.cfg.num_heads // model.cfg.num_kv_heads
+        self.min_q_len = 1
         model.setup_cache(max_num_seqs, max_model_len)
         # A compiled step sees few batch shapes; eager runs exactly the slots in use.
         self.batch_buckets = _buckets(max_num_seqs) if compile else list(range(1, max_num_seqs + 1))
@@ -146,7 +147,7 @@ class ModelRunner:
     def _group(self, rows: slice, starts: list[int], lengths: list[int], slots: torch.Tensor | None,
                seen: int) -> AttentionGroup:
         """`seen`: cache positions the live queries read (the attention length, rounded up)."""
-        t = max(lengths)
+        t = max(max(lengths), self.min_q_len)
         kv_len = min(self.max_model_len, -(-seen // KV_BLOCK) * KV_BLOCK)
         query = torch.tensor(starts)[:, None] + torch.arange(t)[None, :]  # [S, t] each query's position
         key = torch.arange(kv_len)

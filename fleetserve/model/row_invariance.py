@@ -1,0 +1,144 @@
+"""Rows padded so that a row's numbers do not depend on how many rows are computed with it.
+
+Speculative decoding promises the greedy tokens of decoding without it, and the two compute a
+token's logits in different company: without speculation one row per request and step, with it
+that row among the request's proposed tokens. Kernels choose their code by the size of the
+product: on an AVX2-only AMD EPYC (torch 2.13, MKL), a float32 product of fewer than 4 rows gives
+each row other bits than a larger one (on two threads also 5-11 rows, which the library splits
+into pieces under 4), and so does torch's CPU attention for a sequence of fewer than 4 query rows
+(its inner products are such small products). The differences are in the last bits, and flip a
+greedy token only at a near-tie; int8's per-row activation rounding turns them into whole
+quantization steps, and there 2 of 1,449 correction sentences came out different with
+speculation on (BENCHMARKS.md, issue 19, eighth part).
+
+So at start-up, for each product shape as served and for attention, on every thread count the
+engine runs on, the smallest row multiple (products) and query count (attention) at which every
+row gets the bits it gets in a larger call is measured, and the engine pads to them:
+`RowBuckets` for products, `ModelRunner.min_q_len` for attention. Padding rows are zeros whose
+results are dropped; a row's result never depends on the other rows' values, only on their
+count. Where no candidate gives the same bits (none did not, on the CPUs measured), nothing is
+padded and the start-up line says so. CPU only: GPU kernels are not measured here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fleetserve.model.onednn_linear import OneDNNLinear
+from fleetserve.model.quantization import QuantLinear
+from fleetserve.model.row_buckets import RowBuckets
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = (1, 2, 4, 8, 16)
+CHECKED_ROWS = 16  # row counts up to this are compared with ...
+REFERENCE_ROWS = 32  # ... the first rows of a call this large
+PRODUCTS = (nn.Linear, OneDNNLinear, QuantLinear, RowBuckets)
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def smallest_invariant(run: Callable[[int], torch.Tensor], sizes: Callable[[int], Sequence[int]],
+                       thread_counts: Sequence[int], candidates: Sequence[int] = CANDIDATES) -> int | None:
+    """The first candidate c whose every size in `sizes(c)` gives, on every thread count, the same
+    bits as the reference. `run(n)`: the result for size n, cut to what the reference is compared
+    on (the rows every size has); the reference is `run(REFERENCE_ROWS)` on the first thread count."""
+    with threads(thread_counts[0]):
+        reference = run(REFERENCE_ROWS)
+    for c in candidates:
+        same = True
+        for n in thread_counts:
+            with threads(n):
+                same = all(torch.equal(run(size), reference) for size in sizes(c))
+            if not same:
+                break
+        if same:
+            return c
+    return None
+
+
+def product_multiple(product: nn.Module, dtype: torch.dtype, thread_counts: Sequence[int],
+                     start: int = 1) -> int | None:
+    """The smallest row multiple (from `start`) at which `product` (inputs of `dtype`, on the CPU)
+    gives every row the bits it has in a product of REFERENCE_ROWS rows, on every thread count."""
+    inner = product.inner if isinstance(product, RowBuckets) else product
+    x = torch.randn(REFERENCE_ROWS, inner.in_features, generator=torch.Generator().manual_seed(0)).to(dtype)
+    with torch.inference_mode():
+        return smallest_invariant(
+            lambda n: inner(x[:n])[:1].clone(),
+            lambda c: range(c, CHECKED_ROWS + 1, c),
+            thread_counts, [c for c in CANDIDATES if c >= start])
+
+
+def attention_floor(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,
+                    thread_counts: Sequence[int]) -> int | None:
+    """The smallest query count at which the step's attention call (model/llama.py: the query heads
+    of one KV head stacked as that head's rows, an additive causal mask) gives a sequence's first
+    query the bits it has among REFERENCE_ROWS queries, on every thread count."""
+    group, seqs, keys, first = num_heads // num_kv_heads, 4, 64, 24
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(seqs, num_kv_heads, group, REFERENCE_ROWS, head_dim, generator=gen).to(dtype)
+    k, v = (torch.randn(seqs, num_kv_heads, keys, head_dim, generator=gen).to(dtype) for _ in range(2))
+
+    def run(t: int) -> torch.Tensor:
+        visible = torch.arange(keys)[None, :] <= first + torch.arange(t)[:, None]  # [t, keys]
+        mask = torch.zeros(t, keys, dtype=dtype).masked_fill_(~visible, float("-inf"))
+        mask = mask.repeat(group, 1)[None, None]  # query row g * t + j
+        o = F.scaled_dot_product_attention(q[..., :t, :].reshape(seqs, num_kv_heads, group * t, head_dim),
+                                           k, v, attn_mask=mask)
+        return o.view(seqs, num_kv_heads, group, t, head_dim)[..., 0, :].clone()
+
+    with torch.inference_mode():
+        return smallest_invariant(run, lambda c: range(c, CHECKED_ROWS + 1), thread_counts)
+
+
+def pad_for_invariance(model: nn.Module, thread_counts: Sequence[int]) -> dict[str, int | None]:
+    """Wrap every linear product of `model` (on the CPU) in RowBuckets at its shape's measured
+    multiple, where that is above 1 and above any padding it has; returns, per shape, the multiple
+    (None: none found)."""
+    embed = model.embed_tokens.weight
+    if embed.device.type != "cpu":
+        return {}
+    groups: dict[tuple, list[tuple[nn.Module, str, nn.Module]]] = {}
+    for parent in list(model.modules()):
+        if isinstance(parent, RowBuckets):
+            continue
+        for name, child in parent.named_children():
+            if isinstance(child, PRODUCTS):
+                inner = child.inner if isinstance(child, RowBuckets) else child
+                key = (type(child).__name__, type(inner).__name__, inner.in_features, inner.out_features,
+                       getattr(inner, "product", None))
+                groups.setdefault(key, []).append((parent, name, child))
+    chosen: dict[str, int | None] = {}
+    for key, members in groups.items():
+        first = members[0][2]
+        padded = first.multiple if isinstance(first, RowBuckets) else 1
+        multiple = product_multiple(first, embed.dtype, thread_counts, start=padded)
+        chosen[f"{key[1]} {key[2]}x{key[3]}"] = multiple
+        if multiple is not None and multiple > padded:
+            for parent, name, child in members:
+                setattr(parent, name, RowBuckets(child.inner if isinstance(child, RowBuckets) else child, multiple))
+    return chosen
+
+
+def describe_multiples(multiples: dict[str, int | None]) -> str:
+    """"4 (every shape)" or "4 (Linear 256x768), none found (QuantLinear 256x256)"."""
+    values = {m for m in multiples.values()}
+    if len(values) == 1:
+        m = values.pop()
+        return f"{m if m is not None else 'none found'} (every shape)"
+    return ", ".join(f"{m if m is not None else 'none found'} ({shape})" for shape, m in multiples.items()) or "-"
