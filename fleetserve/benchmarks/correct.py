@@ -33,10 +33,17 @@ def sentences(model_dir: str | Path, limit: int | None = None) -> list[str]:
     if heldout.is_file():
         texts += [line for line in heldout.read_text().splitlines() if line.strip()]
     jfleg = default_eval_set()
-    if (jfleg / "dev.src").is_file():
+    found = (jfleg / "dev.src").is_file()
+    if found:
         texts += [detokenize(s) for s in load_eval_set(jfleg).sources]
     if not texts:
         raise ValueError(f"no sentences: neither {heldout} nor {jfleg}/dev.src exists")
+    # said on every run: JFLEG's sentences are the longer ones, and a tree without them (a git
+    # worktree, whose ../shared/data is elsewhere) measures easier traffic than one with them
+    where = f"held-out lines and JFLEG dev from {jfleg}" if found else \
+        f"held-out lines only: no JFLEG dev at {jfleg} (set FLEETSERVE_DATA)"
+    print(f"sentences: {len(texts)} ({where})" + (f", the first {limit} used" if limit else ""),
+          file=sys.stderr, flush=True)
     return texts[:limit] if limit else texts
 
 
