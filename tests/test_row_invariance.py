@@ -14,7 +14,7 @@ from fleetserve.engine.config import EngineConfig
 from fleetserve.engine.engine_core import EngineCore
 from fleetserve.engine.model_runner import Sequence
 from fleetserve.model.row_buckets import RowBuckets
-from fleetserve.model.row_invariance import (CHECKED_ROWS, attention_floor, describe_multiples,
+from fleetserve.model.row_invariance import (CHECKED_ROWS, attention_floor, describe,
                                              product_multiple, smallest_invariant, threads)
 
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "correct-6m"
@@ -32,9 +32,10 @@ def test_the_smallest_candidate_whose_every_size_matches_the_reference_on_every_
     assert smallest_invariant(run, lambda c: range(c, 17), [1, 2]) == 8  # the candidates: 1, 2, 4, 8, 16
     assert smallest_invariant(run, lambda c: range(c, 17, c), [1, 2]) == 4  # multiples of 4 skip 5 and 6
     assert smallest_invariant(lambda n: torch.tensor([float(n)]), lambda c: range(c, 17, c), [1]) is None
-    assert describe_multiples({"Linear 2x3": 4, "Linear 3x2": 4}) == "4 (every shape)"
-    assert describe_multiples({"Linear 2x3": 4, "QuantLinear 3x2": None}) == \
-        "4 (Linear 2x3), none found (QuantLinear 3x2)"
+    assert describe({"Linear 2x3": 4, "Linear 3x2": 4}, 4) == \
+        "products to multiples of 4 (every shape), attention to at least 4 queries"
+    assert describe({"Linear 2x3": 4, "QuantLinear 3x2": None}, None) == \
+        "products to multiples of 4 (Linear 2x3), none found (QuantLinear 3x2), attention unpadded (no query count found)"
 
 
 def test_a_product_padded_to_its_measured_multiple_gives_a_row_the_same_bits_at_every_row_count():

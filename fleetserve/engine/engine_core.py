@@ -28,7 +28,7 @@ from fleetserve.engine.thread_choice import ThreadChoice
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.loader import load_model
 from fleetserve.model.product_paths import choose_products
-from fleetserve.model.row_invariance import attention_floor, describe_multiples, pad_for_invariance
+from fleetserve.model.row_invariance import attention_floor, describe, pad_for_invariance
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,10 @@ class EngineCore:
             counts = self.threads.options if self.threads else (most,)
             self.row_multiples = pad_for_invariance(model, counts)
             c = self.model_config
-            self.runner.min_q_len = attention_floor(c.num_heads, c.num_kv_heads, c.head_dim,
-                                                    model.embed_tokens.weight.dtype, counts) or 1
-            log.info("rows padded so that each row's numbers do not depend on its step: products to multiples "
-                     "of %s, attention to at least %d queries", describe_multiples(self.row_multiples),
-                     self.runner.min_q_len)
+            floor = attention_floor(c.num_heads, c.num_kv_heads, c.head_dim, model.embed_tokens.weight.dtype, counts)
+            self.runner.min_q_len = floor or 1
+            log.info("rows padded so that each row's numbers do not depend on its step: %s",
+                     describe(self.row_multiples, floor))
         try:
             self.runner.check()
         except RuntimeError as e:

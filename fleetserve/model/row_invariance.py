@@ -16,8 +16,8 @@ engine runs on, the smallest row multiple (products) and query count (attention)
 row gets the bits it gets in a larger call is measured, and the engine pads to them:
 `RowBuckets` for products, `ModelRunner.min_q_len` for attention. Padding rows are zeros whose
 results are dropped; a row's result never depends on the other rows' values, only on their
-count. Where no candidate gives the same bits (none did not, on the CPUs measured), nothing is
-padded and the start-up line says so. CPU only: GPU kernels are not measured here.
+count. Where no candidate gives the same bits (on the AVX2 EPYC measured, one always did), nothing
+is padded and the start-up line says so. CPU only: GPU kernels are not measured here.
 """
 
 from __future__ import annotations
@@ -135,10 +135,13 @@ def pad_for_invariance(model: nn.Module, thread_counts: Sequence[int]) -> dict[s
     return chosen
 
 
-def describe_multiples(multiples: dict[str, int | None]) -> str:
-    """"4 (every shape)" or "4 (Linear 256x768), none found (QuantLinear 256x256)"."""
-    values = {m for m in multiples.values()}
-    if len(values) == 1:
-        m = values.pop()
-        return f"{m if m is not None else 'none found'} (every shape)"
-    return ", ".join(f"{m if m is not None else 'none found'} ({shape})" for shape, m in multiples.items()) or "-"
+def describe(multiples: dict[str, int | None], floor: int | None) -> str:
+    """The start-up line's account of the padding: "products to multiples of 4 (every shape),
+    attention to at least 4 queries", shape by shape where they differ."""
+    def count(m: int | None) -> str:
+        return "none found" if m is None else str(m)
+    values = set(multiples.values())
+    products = f"{count(values.pop())} (every shape)" if len(values) == 1 else \
+        ", ".join(f"{count(m)} ({shape})" for shape, m in multiples.items()) or "- (none on the CPU)"
+    attention = f"to at least {floor} queries" if floor else "unpadded (no query count found)"
+    return f"products to multiples of {products}, attention {attention}"
