@@ -28,7 +28,7 @@ from fleetserve.engine.thread_choice import ThreadChoice
 from fleetserve.model.config import ModelConfig
 from fleetserve.model.loader import load_model
 from fleetserve.model.product_paths import choose_products
-from fleetserve.model.row_invariance import attention_floor, describe, pad_for_invariance
+from fleetserve.model.row_invariance import attention_floor, describe
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +60,21 @@ class EngineCore:
         source, cache = weights_source(config)
         model = load_model(model_dir, self.model_config, config.load_format, config.dtype, config.seed,
                            config.quantization, config.quantize_groups, config.device, source, cache)
-        # which implementation runs each linear product, by shape (a compiled step fuses its own)
+        # which implementation runs each linear product, by shape (a compiled step fuses its own),
+        # and on a CPU the rows padded so that a token's logits have the same bits whoever shares
+        # its step: speculation's outputs are then those without it by construction, not only where
+        # no near-tie flips a token (model/row_invariance.py)
+        counts = self.threads.options if self.threads else (most,)
         self.products = {} if config.compile else \
-            choose_products(model, min(config.max_num_seqs, 64), config.float_linear, config.int8_product)
+            choose_products(model, min(config.max_num_seqs, 64), config.float_linear, config.int8_product,
+                            thread_counts=counts)
         self.runner = ModelRunner(model, config.max_num_seqs, config.max_model_len, config.compile)
-        self.row_multiples: dict[str, int | None] = {}
         if not config.compile and model.embed_tokens.weight.is_cpu:
-            # a token's logits the same bits whoever shares its step: speculation's outputs are
-            # then those without it by construction, not only where no near-tie flips a token
-            counts = self.threads.options if self.threads else (most,)
-            self.row_multiples = pad_for_invariance(model, counts)
             c = self.model_config
             floor = attention_floor(c.num_heads, c.num_kv_heads, c.head_dim, model.embed_tokens.weight.dtype, counts)
             self.runner.min_q_len = floor or 1
-            log.info("rows padded so that each row's numbers do not depend on its step: %s",
-                     describe(self.row_multiples, floor))
+            multiples = {label: p["same_bits_at"] for label, p in self.products.items() if "same_bits_at" in p}
+            log.info("rows padded so that each row's numbers do not depend on its step: %s", describe(multiples, floor))
         try:
             self.runner.check()
         except RuntimeError as e:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -40,6 +40,7 @@ from torch import nn
 from fleetserve.model.onednn_linear import OneDNNLinear, onednn_fails
 from fleetserve.model.quantization import INT8_PRODUCTS, QuantLinear, product_fails
 from fleetserve.model.row_buckets import ROW_MULTIPLE, RowBuckets, pads_rows
+from fleetserve.model.row_invariance import product_multiple
 from fleetserve.model.timing import fastest, measure
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,12 @@ def _int8_candidates(fails: dict[str, list[str | None]], forced: str) -> list[st
 
 
 def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int8_product: str = "auto",
-                    rounds: int = 5) -> dict[str, dict[str, Any]]:
+                    rounds: int = 5, thread_counts: Sequence[int] = ()) -> dict[str, dict[str, Any]]:
     """Give every float and int8 linear layer of `model` its product, in place; returns, per
-    shape, {"path", "layers", "ms": {candidate: fastest call}} (ms empty when nothing was timed)."""
+    shape, {"path", "layers", "rows_padded_to", "ms": {candidate: fastest call}} (ms empty when
+    nothing was timed). With `thread_counts` (the engine's), a CPU shape's rows are also padded to
+    the multiple at which each row's numbers do not depend on the row count (model/row_invariance.py),
+    measured on those thread counts: "same_bits_at" (None: no candidate gave the same bits)."""
     for name, value in (("float_linear", float_linear), ("int8_product", int8_product)):
         if value not in CHOICES[name]:
             raise ValueError(f"{name.replace('_', '-')}: {value!r}; choose from {', '.join(CHOICES[name])}")
@@ -111,14 +115,9 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
                 timed = measure({n: _step_of(m, x, rows, len(members)) for n, m in served.items()}, rounds,
                                 budget=ROUNDS_BUDGET) if len(candidates) > 1 else {}
                 path = fastest(timed, MARGIN) if timed else next(iter(candidates))
-                for parent, child_name, child in members:
-                    module = child
-                    if path == "onednn":
-                        module = candidates["onednn"] if child is first else OneDNNLinear(child)
-                    if padded:
-                        module = RowBuckets(module)
-                    if module is not child:
-                        setattr(parent, child_name, module)
+                modules = [child for _, _, child in members]
+                if path == "onednn":
+                    modules = [candidates["onednn"] if child is first else OneDNNLinear(child) for child in modules]
             else:
                 # each layer's own weights decide (full-range ones from elsewhere saturate without VNNI)
                 fails = {p: [product_fails(layer.weight, p) for _, _, layer in members] for p in INT8_PRODUCTS}
@@ -135,11 +134,24 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
                 path = fastest(timed, MARGIN) if timed else options[0]
                 for i, (_, _, layer) in enumerate(members):
                     layer.product = "float" if fails[path][i] else path
+                modules = [layer for _, _, layer in members]
+            multiple = ROW_MULTIPLE if padded else 1
+            measured = thread_counts and key[-1].type == "cpu"
+            if measured:
+                same_bits = product_multiple(modules[0], x.dtype, thread_counts, start=multiple)
+                multiple = same_bits or multiple
+            for (parent, child_name, child), module in zip(members, modules):
+                if multiple > 1:
+                    module = RowBuckets(module, multiple)
+                if module is not child:
+                    setattr(parent, child_name, module)
             label = f"{key[0]} {first.in_features}x{first.out_features}"
             forced = (float_linear if key[0] == "float" else int8_product) != "auto"
             chosen[label] = {"path": path, "layers": len(members), "forced": forced,
-                             "rows_padded_to": ROW_MULTIPLE if padded else None,
+                             "rows_padded_to": multiple if multiple > 1 else None,
                              "ms": {n: round(t * 1e3, 4) for n, t in timed.items()}}
+            if measured:
+                chosen[label]["same_bits_at"] = same_bits
     if chosen:
         log.info("linear products at %d rows (ms: every layer of the shape at a new row count): %s", rows,
                  "; ".join(_describe(label, c) for label, c in chosen.items()))

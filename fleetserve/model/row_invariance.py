@@ -14,7 +14,8 @@ speculation on (BENCHMARKS.md, issue 19, eighth part).
 So at start-up, for each product shape as served and for attention, on every thread count the
 engine runs on, the smallest row multiple (products) and query count (attention) at which every
 row gets the bits it gets in a larger call is measured, and the engine pads to them:
-`RowBuckets` for products, `ModelRunner.min_q_len` for attention. Padding rows are zeros whose
+products through `RowBuckets` (model/product_paths.py wraps each shape as it chooses its product),
+attention through `ModelRunner.min_q_len`. Padding rows are zeros whose
 results are dropped; a row's result never depends on the other rows' values, only on their
 count. Where no candidate gives the same bits (on the AVX2 EPYC measured, one always did), nothing
 is padded and the start-up line says so. CPU only: GPU kernels are not measured here.
@@ -30,17 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fleetserve.model.onednn_linear import OneDNNLinear
-from fleetserve.model.quantization import QuantLinear
-from fleetserve.model.row_buckets import RowBuckets
-
 
 CANDIDATES = (1, 2, 4, 8, 16)
 CHECKED_ROWS = 16  # row counts up to this are compared with ...
 REFERENCE_ROWS = 32  # ... the first rows of a call this large
-PRODUCTS = (nn.Linear, OneDNNLinear, QuantLinear, RowBuckets)
 MEASURED_COLUMNS = 8192  # a wider float32 product is measured on its first columns
-_MULTIPLES: dict[tuple, int | None] = {}  # measured once per process for each product shape
+_MULTIPLES: dict[tuple, int | None] = {}
 
 
 @contextlib.contextmanager
@@ -74,21 +70,26 @@ def smallest_invariant(run: Callable[[int], torch.Tensor], sizes: Callable[[int]
 
 def product_multiple(product: nn.Module, dtype: torch.dtype, thread_counts: Sequence[int],
                      start: int = 1) -> int | None:
-    """The smallest row multiple (from `start`) at which `product` (inputs of `dtype`, on the CPU)
-    gives every row the bits it has in a product of REFERENCE_ROWS rows, on every thread count."""
-    inner = product.inner if isinstance(product, RowBuckets) else product
-    x = torch.randn(REFERENCE_ROWS, inner.in_features, generator=torch.Generator().manual_seed(0)).to(dtype)
-    call: Callable[[torch.Tensor], torch.Tensor] = inner
-    if type(inner) is nn.Linear and inner.out_features > MEASURED_COLUMNS:
-        # the first columns only: the kernel's choice by row count is what is measured, and a 0.5B
-        # model's 151,936-wide lm_head took 0.32 s a call at 32 rows (2.4 s of measuring in all)
-        weight = inner.weight[:MEASURED_COLUMNS]
-        call = lambda rows: F.linear(rows, weight)  # noqa: E731
-    with torch.inference_mode():
-        return smallest_invariant(
-            lambda n: call(x[:n])[:1].clone(),
-            lambda c: range(c, CHECKED_ROWS + 1, c),
-            thread_counts, [c for c in CANDIDATES if c >= start])
+    """The smallest row multiple (from `start`) at which `product` (a linear layer as served, inputs
+    of `dtype`, on the CPU) gives every row the bits it has in a product of REFERENCE_ROWS rows, on
+    every thread count. Measured once per process for each kind of product and shape: the kernel's
+    choice by row count is measured, not the weights (a test process starts hundreds of engines)."""
+    known = (type(product).__name__, product.in_features, product.out_features, getattr(product, "product", None),
+             dtype, tuple(thread_counts), start)
+    if known not in _MULTIPLES:
+        x = torch.randn(REFERENCE_ROWS, product.in_features, generator=torch.Generator().manual_seed(0)).to(dtype)
+        call: Callable[[torch.Tensor], torch.Tensor] = product
+        if type(product) is nn.Linear and product.out_features > MEASURED_COLUMNS:
+            # the first columns only: a 0.5B model's 151,936-wide lm_head took 0.32 s a call at 32
+            # rows (2.4 s of measuring in all; 0.13 s so, the same multiple)
+            weight = product.weight[:MEASURED_COLUMNS]
+            call = lambda rows: F.linear(rows, weight)  # noqa: E731
+        with torch.inference_mode():
+            _MULTIPLES[known] = smallest_invariant(
+                lambda n: call(x[:n])[:1].clone(),
+                lambda c: range(c, CHECKED_ROWS + 1, c),
+                thread_counts, [c for c in CANDIDATES if c >= start])
+    return _MULTIPLES[known]
 
 
 def attention_floor(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,
@@ -118,38 +119,6 @@ def _attention_floor(num_heads: int, num_kv_heads: int, head_dim: int, dtype: to
 
     with torch.inference_mode():
         return smallest_invariant(run, lambda c: range(c, CHECKED_ROWS + 1), thread_counts)
-
-
-def pad_for_invariance(model: nn.Module, thread_counts: Sequence[int]) -> dict[str, int | None]:
-    """Wrap every linear product of `model` (on the CPU) in RowBuckets at its shape's measured
-    multiple, where that is above 1 and above any padding it has; returns, per shape, the multiple
-    (None: none found)."""
-    embed = model.embed_tokens.weight
-    if embed.device.type != "cpu":
-        return {}
-    groups: dict[tuple, list[tuple[nn.Module, str, nn.Module]]] = {}
-    for parent in list(model.modules()):
-        if isinstance(parent, RowBuckets):
-            continue
-        for name, child in parent.named_children():
-            if isinstance(child, PRODUCTS):
-                inner = child.inner if isinstance(child, RowBuckets) else child
-                key = (type(child).__name__, type(inner).__name__, inner.in_features, inner.out_features,
-                       getattr(inner, "product", None))
-                groups.setdefault(key, []).append((parent, name, child))
-    chosen: dict[str, int | None] = {}
-    for key, members in groups.items():
-        first = members[0][2]
-        padded = first.multiple if isinstance(first, RowBuckets) else 1
-        known = key + (embed.dtype, tuple(thread_counts))  # a kernel's choice by row count, not the weights'
-        if known not in _MULTIPLES:
-            _MULTIPLES[known] = product_multiple(first, embed.dtype, thread_counts, start=padded)
-        multiple = _MULTIPLES[known]
-        chosen[f"{key[1]} {key[2]}x{key[3]}"] = multiple
-        if multiple is not None and multiple > padded:
-            for parent, name, child in members:
-                setattr(parent, name, RowBuckets(child.inner if isinstance(child, RowBuckets) else child, multiple))
-    return chosen
 
 
 def describe(multiples: dict[str, int | None], floor: int | None) -> str:
