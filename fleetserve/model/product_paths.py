@@ -21,7 +21,9 @@ Candidates:
 - float layers (`nn.Linear`): `plain` (F.linear) and `onednn` (weights reordered once,
   model/onednn_linear.py), the same numbers up to float32 rounding (below 16 rows, and for some
   shapes at any row count, the two libraries sum in another order). bfloat16 and float16 ones are
-  served with their rows padded to a multiple of 16 (model/row_buckets.py), and timed so.
+  served with their rows padded to a multiple of 16 (model/row_buckets.py), and timed so. On the
+  CPU the engine also has each shape padded to the row multiple at which a row's numbers do not
+  depend on the row count (model/row_invariance.py; float32 on MKL: 4), whichever product serves it.
 - int8 layers (`QuantLinear`): `int-mm` (torch._int_mm), `fbgemm` (fbgemm's u8 x s8 kernel) and
   `float` (the same 8-bit values multiplied in float32): the same numbers up to float32 rounding,
   each 8-bit one only where its trial product is exact for the layer's weights.
