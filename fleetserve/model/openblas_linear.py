@@ -8,10 +8,9 @@ equal with the weight in cache (BENCHMARKS.md, issue 19, ninth part). product_pa
 candidate from a cold cache beside the others and keeps it per shape only where it is faster.
 Results equal `F.linear`'s up to float32 rounding (another library sums in another order).
 
-One thread: OpenBLAS keeps a pthread pool of its own, beside torch's OpenMP threads, whose idle
-workers would compete with them, so the process's OpenBLAS is held to one thread once this layer is
-built: it suits an engine whose products run on one thread (a pod's engine cores); on more, the
-engine's other threads idle through these products (product_paths.py says so at start-up). The input and output stay
+One thread: OpenBLAS keeps a pthread pool of its own, beside torch's OpenMP threads, so it is a
+candidate only in an engine whose products run on one thread (a pod's engine cores), and the
+process's OpenBLAS is held to one thread once this layer is built. The input and output stay
 torch tensors (zero-copy views of numpy arrays).
 """
 
@@ -53,10 +52,12 @@ def _one_thread() -> None:
     ThreadpoolController().select(internal_api="openblas").limit(limits=1)
 
 
-def openblas_fails(weight: torch.Tensor) -> str | None:
+def openblas_fails(weight: torch.Tensor, threads: int) -> str | None:
     """Why a float layer of this weight cannot be served by OpenBLAS here, or None when it can."""
     if weight.dtype != torch.float32 or not weight.is_cpu:
         return f"OpenBLAS products take float32 weights on the CPU, not {weight.dtype} on {weight.device}"
+    if threads > 1:
+        return f"OpenBLAS products run on one thread; this engine runs its products on {threads}"
     return _library_fails()
 
 

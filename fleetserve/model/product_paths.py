@@ -22,7 +22,8 @@ Candidates:
   model/onednn_linear.py), the same numbers up to float32 rounding (below 16 rows, and for some
   shapes at any row count, the two libraries sum in another order). bfloat16 and float16 ones are
   served with their rows padded to a multiple of 16 (model/row_buckets.py), and timed so. Forced
-  only: `openblas` (numpy's BLAS on weights stored [in, out], on one thread, model/openblas_linear.py). On the
+  only: `openblas` (numpy's BLAS on weights stored [in, out], model/openblas_linear.py), on an
+  engine whose products run on one thread. On the
   CPU the engine also has each shape padded to the row multiple at which a row's numbers do not
   depend on the row count (model/row_invariance.py; float32 on MKL: 4), whichever product serves it.
 - int8 layers (`QuantLinear`): `int-mm` (torch._int_mm), `fbgemm` (fbgemm's u8 x s8 kernel) and
@@ -66,12 +67,9 @@ MARGIN = 0.05
 
 def _float_candidates(layer: nn.Linear, forced: str, threads: int) -> dict[str, nn.Module]:
     if forced == "openblas":
-        why = openblas_fails(layer.weight)
+        why = openblas_fails(layer.weight, threads)
         if why:
             raise ValueError(f"--float-linear openblas does not run here: {why}")
-        if threads > 1:
-            log.warning("--float-linear openblas: its products run on one thread; this engine's other %d "
-                        "thread(s) idle through them", threads - 1)
         return {"openblas": OpenBLASLinear(layer)}
     dtype = layer.weight.dtype
     takes = layer.weight.is_cpu and torch.backends.mkldnn.is_available() and dtype in (torch.float32, torch.bfloat16)
