@@ -29,11 +29,9 @@ def add_engine_arguments(p: argparse.ArgumentParser, max_num_seqs: int = 64) -> 
                    help="measured: each step runs on one thread or on --threads, whichever the engine measures "
                         "faster for steps of its size on this host right now (small steps and a busy host favour "
                         "one); fixed: always --threads (default %(default)s)")
-    g.add_argument("--float-linear", choices=["auto", "plain", "onednn", "openblas"], default="auto",
+    g.add_argument("--float-linear", choices=["auto", "plain", "onednn"], default="auto",
                    help="float linear products: plain F.linear, or weights reordered once into oneDNN's layout; "
-                        "auto times both at the model's shapes at start-up and keeps the faster; openblas (forced "
-                        "only, float32 on one thread): numpy's OpenBLAS on weights stored [in, out], faster on the "
-                        "bundled model on an AVX2 EPYC (default %(default)s)")
+                        "auto times both at the model's shapes at start-up and keeps the faster (default %(default)s)")
     g.add_argument("--int8-product", choices=["auto", "int-mm", "fbgemm", "float"], default="auto",
                    help="int8 layers' products: torch._int_mm or fbgemm's int8 kernel (each where a trial shows it "
                         "exact on this CPU), or the same 8-bit values multiplied in float32; auto times them at "

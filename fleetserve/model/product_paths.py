@@ -21,9 +21,7 @@ Candidates:
 - float layers (`nn.Linear`): `plain` (F.linear) and `onednn` (weights reordered once,
   model/onednn_linear.py), the same numbers up to float32 rounding (below 16 rows, and for some
   shapes at any row count, the two libraries sum in another order). bfloat16 and float16 ones are
-  served with their rows padded to a multiple of 16 (model/row_buckets.py), and timed so. Forced
-  only: `openblas` (numpy's BLAS on weights stored [in, out], model/openblas_linear.py), on an
-  engine whose products run on one thread. On the
+  served with their rows padded to a multiple of 16 (model/row_buckets.py), and timed so. On the
   CPU the engine also has each shape padded to the row multiple at which a row's numbers do not
   depend on the row count (model/row_invariance.py; float32 on MKL: 4), whichever product serves it.
 - int8 layers (`QuantLinear`): `int-mm` (torch._int_mm), `fbgemm` (fbgemm's u8 x s8 kernel) and
@@ -42,7 +40,6 @@ import torch
 from torch import nn
 
 from fleetserve.model.onednn_linear import OneDNNLinear, onednn_fails
-from fleetserve.model.openblas_linear import OpenBLASLinear, openblas_fails
 from fleetserve.model.quantization import INT8_PRODUCTS, QuantLinear, product_fails
 from fleetserve.model.row_buckets import ROW_MULTIPLE, RowBuckets, pads_rows
 from fleetserve.model.row_invariance import product_multiple
@@ -51,11 +48,7 @@ from fleetserve.model.timing import fastest, measure
 log = logging.getLogger(__name__)
 
 FLOAT_PATHS = ("plain", "onednn")
-# Forced only (`--float-linear openblas`): timed against the others from a cold cache, one shape at
-# a time, its choices came out as noisy as the differences they measured (BENCHMARKS.md, issue 19,
-# ninth part); the whole engine on it is what was measured faster, on an AVX2 EPYC.
-FORCED_ONLY = ("openblas",)
-CHOICES = {"float_linear": ("auto",) + FLOAT_PATHS + FORCED_ONLY, "int8_product": ("auto",) + INT8_PRODUCTS}
+CHOICES = {"float_linear": ("auto",) + FLOAT_PATHS, "int8_product": ("auto",) + INT8_PRODUCTS}
 ROUNDS_BUDGET = 0.2  # seconds of timed rounds per shape: five for a small model, one for a 0.5B lm_head
 # Another candidate replaces the reference (plain F.linear, torch._int_mm) only when this much
 # faster. At the bundled model's 768-wide gate/up product the two float paths came within 3% of
@@ -65,12 +58,7 @@ ROUNDS_BUDGET = 0.2  # seconds of timed rounds per shape: five for a small model
 MARGIN = 0.05
 
 
-def _float_candidates(layer: nn.Linear, forced: str, threads: int) -> dict[str, nn.Module]:
-    if forced == "openblas":
-        why = openblas_fails(layer.weight, threads)
-        if why:
-            raise ValueError(f"--float-linear openblas does not run here: {why}")
-        return {"openblas": OpenBLASLinear(layer)}
+def _float_candidates(layer: nn.Linear, forced: str) -> dict[str, nn.Module]:
     dtype = layer.weight.dtype
     takes = layer.weight.is_cpu and torch.backends.mkldnn.is_available() and dtype in (torch.float32, torch.bfloat16)
     why = onednn_fails(dtype) if takes else \
@@ -124,15 +112,14 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
                 first.weight.dtype if key[0] == "float" else torch.float32).to(first.weight.device)
             padded = key[0] == "float" and pads_rows(first.weight)
             if key[0] == "float":
-                candidates = _float_candidates(first, float_linear, max(thread_counts, default=torch.get_num_threads()))
+                candidates = _float_candidates(first, float_linear)
                 served = {n: RowBuckets(m) if padded else m for n, m in candidates.items()}
                 timed = measure({n: _step_of(m, x, rows, len(members)) for n, m in served.items()}, rounds,
                                 budget=ROUNDS_BUDGET) if len(candidates) > 1 else {}
                 path = fastest(timed, MARGIN) if timed else next(iter(candidates))
                 modules = [child for _, _, child in members]
-                if path != "plain":
-                    build = OneDNNLinear if path == "onednn" else OpenBLASLinear
-                    modules = [candidates[path] if child is first else build(child) for child in modules]
+                if path == "onednn":
+                    modules = [candidates["onednn"] if child is first else OneDNNLinear(child) for child in modules]
             else:
                 # each layer's own weights decide (full-range ones from elsewhere saturate without VNNI)
                 fails = {p: [product_fails(layer.weight, p) for _, _, layer in members] for p in INT8_PRODUCTS}
