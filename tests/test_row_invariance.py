@@ -88,3 +88,26 @@ def test_a_token_verified_among_drafts_gets_the_logits_it_gets_decoded_alone(qua
         assert torch.equal(verified[0], alone[0]) and torch.equal(verified[1], alone[1])
     finally:
         torch.set_num_threads(THREAD_COUNTS[-1])
+
+
+@pytest.mark.parametrize("float_linear", ["plain", "onednn"])
+def test_a_wide_layer_is_measured_on_its_first_columns_served_as_the_layer_is(float_linear, monkeypatch):
+    """A 0.5B lm_head measured at full width took 2.1-2.4 s of a start; its first columns, served the
+    same way (MKL or oneDNN), give the multiple the whole layer has."""
+    import fleetserve.model.product_paths as product_paths
+    probes = []
+    real = product_paths.product_multiple
+
+    def recorded(product, *args, **kwargs):
+        probes.append((type(product).__name__, product.out_features))
+        return real(product, *args, **kwargs)
+
+    monkeypatch.setattr(product_paths, "product_multiple", recorded)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, product_paths.MEASURED_COLUMNS + 8, bias=False))
+    full = model[0] if float_linear == "plain" else product_paths.OneDNNLinear(model[0])
+    chosen = product_paths.choose_products(model, rows=4, float_linear=float_linear, thread_counts=THREAD_COUNTS)
+    kind = "Linear" if float_linear == "plain" else "OneDNNLinear"
+    assert probes == [(kind, product_paths.MEASURED_COLUMNS)]
+    label = f"float 64x{product_paths.MEASURED_COLUMNS + 8}"
+    assert chosen[label]["same_bits_at"] == real(full, torch.float32, THREAD_COUNTS)

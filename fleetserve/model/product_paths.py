@@ -23,7 +23,8 @@ Candidates:
   shapes at any row count, the two libraries sum in another order). bfloat16 and float16 ones are
   served with their rows padded to a multiple of 16 (model/row_buckets.py), and timed so. On the
   CPU the engine also has each shape padded to the row multiple at which a row's numbers do not
-  depend on the row count (model/row_invariance.py; float32 on MKL: 4), whichever product serves it.
+  depend on the row count (model/row_invariance.py; float32 with MKL on the AVX2 EPYC measured: 4),
+  whichever product serves it.
 - int8 layers (`QuantLinear`): `int-mm` (torch._int_mm), `fbgemm` (fbgemm's u8 x s8 kernel) and
   `float` (the same 8-bit values multiplied in float32): the same numbers up to float32 rounding,
   each 8-bit one only where its trial product is exact for the layer's weights.
@@ -42,7 +43,7 @@ from torch import nn
 from fleetserve.model.onednn_linear import OneDNNLinear, onednn_fails
 from fleetserve.model.quantization import INT8_PRODUCTS, QuantLinear, product_fails
 from fleetserve.model.row_buckets import ROW_MULTIPLE, RowBuckets, pads_rows
-from fleetserve.model.row_invariance import product_multiple
+from fleetserve.model.row_invariance import MEASURED_COLUMNS, product_multiple
 from fleetserve.model.timing import fastest, measure
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,13 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
                 modules = [child for _, _, child in members]
                 if path == "onednn":
                     modules = [candidates["onednn"] if child is first else OneDNNLinear(child) for child in modules]
+                # a wide layer's row multiple measured on its first columns, served the same way: a 0.5B
+                # lm_head's full width took 2.1 s (oneDNN) or 2.4 s (MKL) of a start, its first columns
+                # 0.15 s and 0.13 s, the same multiples
+                probe = modules[0]
+                if first.out_features > MEASURED_COLUMNS:
+                    probe = _first_columns(first)
+                    probe = OneDNNLinear(probe) if path == "onednn" else probe
             else:
                 # each layer's own weights decide (full-range ones from elsewhere saturate without VNNI)
                 fails = {p: [product_fails(layer.weight, p) for _, _, layer in members] for p in INT8_PRODUCTS}
@@ -137,11 +145,11 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
                 for i, (_, _, layer) in enumerate(members):
                     layer.product = "float" if fails[path][i] else path
                 modules = [layer for _, _, layer in members]
+                probe = first
             multiple = ROW_MULTIPLE if padded else 1
-            measured = thread_counts and key[-1].type == "cpu"
-            if measured:
-                same_bits = product_multiple(modules[0], x.dtype, thread_counts, start=multiple)
-                multiple = same_bits or multiple
+            measured = bool(thread_counts) and key[-1].type == "cpu"
+            same_bits = product_multiple(probe, x.dtype, thread_counts, start=multiple) if measured else None
+            multiple = same_bits or multiple
             for (parent, child_name, child), module in zip(members, modules):
                 if multiple > 1:
                     module = RowBuckets(module, multiple)
@@ -158,6 +166,15 @@ def choose_products(model: nn.Module, rows: int, float_linear: str = "auto", int
         log.info("linear products at %d rows (ms: every layer of the shape at a new row count): %s", rows,
                  "; ".join(_describe(label, c) for label, c in chosen.items()))
     return chosen
+
+
+def _first_columns(layer: nn.Linear) -> nn.Linear:
+    """A float layer of the first MEASURED_COLUMNS outputs of `layer` (views of its weights)."""
+    narrow = nn.Linear(layer.in_features, MEASURED_COLUMNS, bias=layer.bias is not None, device="meta")
+    narrow.weight = nn.Parameter(layer.weight.detach()[:MEASURED_COLUMNS], requires_grad=False)
+    if layer.bias is not None:
+        narrow.bias = nn.Parameter(layer.bias.detach()[:MEASURED_COLUMNS], requires_grad=False)
+    return narrow
 
 
 def _step_of(product: Callable[[torch.Tensor], Any], x: torch.Tensor, rows: int, layers: int) -> Callable[[], Any]:

@@ -35,7 +35,7 @@ from torch import nn
 CANDIDATES = (1, 2, 4, 8, 16)
 CHECKED_ROWS = 16  # row counts up to this are compared with ...
 REFERENCE_ROWS = 32  # ... the first rows of a call this large
-MEASURED_COLUMNS = 8192  # a wider float32 product is measured on its first columns
+MEASURED_COLUMNS = 8192  # a wider float product is measured on its first columns (product_paths.py)
 _MULTIPLES: dict[tuple, int | None] = {}
 
 
@@ -73,20 +73,16 @@ def product_multiple(product: nn.Module, dtype: torch.dtype, thread_counts: Sequ
     """The smallest row multiple (from `start`) at which `product` (a linear layer as served, inputs
     of `dtype`, on the CPU) gives every row the bits it has in a product of REFERENCE_ROWS rows, on
     every thread count. Measured once per process for each kind of product and shape: the kernel's
-    choice by row count is measured, not the weights (a test process starts hundreds of engines)."""
+    choice by row count is measured, not the weights (a test process starts hundreds of engines).
+    A layer wider than MEASURED_COLUMNS is measured on its first columns by the caller
+    (model/product_paths.py), served as the layer is."""
     known = (type(product).__name__, product.in_features, product.out_features, getattr(product, "product", None),
              dtype, tuple(thread_counts), start)
     if known not in _MULTIPLES:
         x = torch.randn(REFERENCE_ROWS, product.in_features, generator=torch.Generator().manual_seed(0)).to(dtype)
-        call: Callable[[torch.Tensor], torch.Tensor] = product
-        if type(product) is nn.Linear and product.out_features > MEASURED_COLUMNS:
-            # the first columns only: a 0.5B model's 151,936-wide lm_head took 0.32 s a call at 32
-            # rows (2.4 s of measuring in all; 0.13 s so, the same multiple)
-            weight = product.weight[:MEASURED_COLUMNS]
-            call = lambda rows: F.linear(rows, weight)  # noqa: E731
         with torch.inference_mode():
             _MULTIPLES[known] = smallest_invariant(
-                lambda n: call(x[:n])[:1].clone(),
+                lambda n: product(x[:n])[:1].clone(),
                 lambda c: range(c, CHECKED_ROWS + 1, c),
                 thread_counts, [c for c in CANDIDATES if c >= start])
     return _MULTIPLES[known]
